@@ -1,0 +1,184 @@
+"""TrainingConfig: the one validated description of a training run, and its YAML/TOML files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fakedet.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def default_num_workers() -> int:
+    """0 on Windows (spawned workers cost more than they give), else min(4, CPU cores)."""
+    if platform.system() == "Windows":
+        return 0
+    return min(4, os.cpu_count() or 1)
+
+
+class TrainingConfig(BaseModel):
+    """Every setting of a training run; validated once, then passed around as plain values."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data_root: Path = Field(description="Dataset folder (folder layout, or CSV with --use-csv).")
+    epochs: int = Field(50, ge=1, description="Number of epochs to train.")
+    batch_size: int | Literal["auto"] = Field(
+        16, description="Images per optimizer micro-step, or 'auto' to let the advisor pick."
+    )
+    lr: float = Field(
+        1.25e-5, gt=0, description="Peak learning rate (AdamW), reached after warmup."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    output_dir: Path = Field(Path("checkpoints"), description="Where checkpoints and logs go.")
+    mode: Literal["fast", "full"] = Field("fast", description="Model: fast or full.")
+    img_size: int = Field(256, ge=64, description="Training crop size in pixels (multiple of 32).")
+    use_amp: bool = Field(False, description="Mixed precision (fp16/bf16 on CUDA, bf16 on CPU).")
+    amp_dtype: Literal["auto", "fp16", "bf16"] = Field(
+        "auto", description="AMP dtype on CUDA: auto picks bf16 on compute capability >= 8.0."
+    )
+    use_csv: bool = Field(False, description="Read labels from CSV files in data_root.")
+    skip_missing: bool = Field(False, description="CSV: skip rows whose file is missing.")
+    val_split: float = Field(
+        0.1, gt=0, lt=1, description="Fraction of train held out when there is no val folder."
+    )
+    regression_weight: float = Field(1.0, ge=0, description="Weight of the MSE realness loss.")
+    classification_weight: float = Field(0.3, ge=0, description="Weight of the real/fake CE.")
+    ranking_weight: float = Field(0.2, ge=0, description="Weight of the real>fake ranking loss.")
+    ranking_margin: float = Field(
+        0.3, ge=0, le=1, description="Margin by which a real score should beat a fake one."
+    )
+    scheduler_type: Literal["cosine", "constant"] = Field(
+        "cosine", description="LR shape after warmup."
+    )
+    warmup_epochs: float = Field(5, ge=0, description="Linear warmup length in epochs.")
+    min_lr: float = Field(1e-6, ge=0, description="LR at the end of the cosine.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per step.")
+    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 turns clipping off).")
+    num_workers: int = Field(
+        default_factory=default_num_workers, ge=0, description="DataLoader worker processes."
+    )
+    pin_memory: bool = Field(True, description="Pin host memory (CUDA only).")
+    persistent_workers: bool = Field(True, description="Keep workers between epochs.")
+    prefetch_factor: int = Field(2, ge=1, description="Batches prefetched per worker.")
+    drop_last: bool = Field(True, description="Drop the last partial train batch.")
+    hflip: bool = Field(True, description="Random horizontal flip in training.")
+    blur_prob: float = Field(0.1, ge=0, le=1, description="Probability of Gaussian blur (train).")
+    jpeg_prob: float = Field(0.1, ge=0, le=1, description="Probability of JPEG re-encoding.")
+    early_stopping_patience: int = Field(
+        15, ge=0, description="Validations without val_loss improvement before stopping (0: off)."
+    )
+    validate_interval: int = Field(1, ge=1, description="Validate every N epochs.")
+    save_every: int = Field(
+        10, ge=0, description="Write checkpoint_epoch_N.pt every N epochs (0: never)."
+    )
+    max_nonfinite_steps: int = Field(
+        20, ge=1, description="Stop after this many non-finite losses in a row."
+    )
+    use_tensorboard: bool = Field(True, description="Write TensorBoard logs to output_dir/logs.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    seed: int = Field(42, ge=0, description="Seed of every random choice in the run.")
+
+    @field_validator("img_size")
+    @classmethod
+    def _img_size_multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"must be a multiple of 32 (e.g. {max(64, value // 32 * 32)})")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @model_validator(mode="after")
+    def _min_lr_below_lr(self) -> TrainingConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _some_loss_weight(self) -> TrainingConfig:
+        weights = (self.regression_weight, self.classification_weight, self.ranking_weight)
+        if not any(weights):
+            raise ValueError("regression, classification and ranking weights are all 0")
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(TrainingConfig.model_fields)
+        return f"unknown setting '{location}' (known settings: {known})"
+    if error["type"] == "missing":
+        return f"'{location}' is required"
+    if not location:
+        return message
+    return f"{location} = {error['input']!r} is invalid: {message}"
+
+
+def build_config(values: dict[str, Any]) -> TrainingConfig:
+    """Validate raw settings into a TrainingConfig.
+
+    Args:
+        values: field name -> value, e.g. merged from a config file and command-line flags.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: naming every bad field, its value and the allowed range.
+    """
+    try:
+        return TrainingConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise ConfigError(f"Invalid configuration: {problems}.") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or TOML config file into a dict of settings.
+
+    Raises:
+        ConfigError: the file is missing, unparsable, or not a mapping.
+    """
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist; pass a YAML or TOML file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"Config file {path} could not be parsed: {first_line}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of setting: value.")
+    return data
+
+
+def config_to_dict(config: TrainingConfig) -> dict[str, Any]:
+    """Plain JSON-safe values (paths as strings): what goes into checkpoints and config.yaml."""
+    return config.model_dump(mode="json")
+
+
+def dump_config_yaml(config: TrainingConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Datasets: finding labelled images, decoding them robustly, and loading batches."""

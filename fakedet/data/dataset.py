@@ -1,0 +1,60 @@
+"""The map-style dataset: decodes one sample, survives a bad file, and augments reproducibly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from fakedet.data.layouts import Sample
+from fakedet.data.transforms import load_rgb
+
+Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]
+
+
+class ImageDataset(Dataset):
+    """Indexed by (index, sample_seed) pairs from `EpochSampler` (or a plain index).
+
+    Each sample's augmentation draws from its own generator seeded by the sampler, so the same
+    run seed gives the same images whatever the number of workers or where an epoch resumes.
+    A file that fails to decode yields None plus its reason; `collate` drops and reports it.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Transform) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, sample_seed = key if isinstance(key, tuple) else (key, key)
+        sample = self.samples[index]
+        generator = torch.Generator().manual_seed(int(sample_seed))
+        try:
+            image = self.transform(load_rgb(sample.path), generator)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return {
+                "image": None,
+                "label": sample.label,
+                "index": index,
+                "error": (sample.path, f"{exc}"),
+            }
+        return {"image": image, "label": sample.label, "index": index, "error": None}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the good samples of a batch; list the bad ones under `skipped` as (path, reason)."""
+    good = [item for item in items if item["image"] is not None]
+    skipped = [item["error"] for item in items if item["image"] is None]
+    if not good:
+        return {"images": None, "labels": None, "indices": None, "skipped": skipped}
+    return {
+        "images": torch.stack([item["image"] for item in good]),  # (B, 3, H, W)
+        "labels": torch.tensor([item["label"] for item in good], dtype=torch.float32),  # (B,)
+        "indices": torch.tensor([item["index"] for item in good]),
+        "skipped": skipped,
+    }

@@ -1,0 +1,227 @@
+"""Finding the labelled images of a dataset: folder layouts (ours and public ones) and CSV files.
+
+fakedet's label is realness: 1.0 = real photo, 0.0 = generated. Public datasets label 1 = fake;
+the mapping below is by folder name, never by the order folders sort in.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from fakedet.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+
+# Folder names (lower-cased) that mark a class, and the layout family each one belongs to.
+CLASS_FOLDERS: dict[str, tuple[float, str]] = {
+    "real": (1.0, "real/fake"),
+    "fake": (0.0, "real/fake"),
+    "0_real": (1.0, "ForenSynths (0_real/1_fake)"),
+    "1_fake": (0.0, "ForenSynths (0_real/1_fake)"),
+    "nature": (1.0, "GenImage (nature/ai)"),
+    "ai": (0.0, "GenImage (nature/ai)"),
+}
+TRAIN_FOLDERS = ("train", "training")
+# In order of preference: a dataset with both val/ and test/ validates on val/.
+VAL_FOLDERS = ("val", "valid", "validation", "test")
+
+LAYOUT_HELP = (
+    "expected DATA_ROOT/train/{real,fake}/ (optionally DATA_ROOT/val/{real,fake}/), "
+    "ForenSynths 0_real/1_fake, GenImage nature/ai or CIFAKE REAL/FAKE folders, "
+    "or --use-csv with train.csv/val.csv or labels.csv"
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: its path and its realness (1 = real, 0 = fake)."""
+
+    path: str
+    label: float
+
+
+@dataclass
+class DatasetIndex:
+    """The samples of each split, how they were found, and the files that were left out."""
+
+    train: list[Sample]
+    val: list[Sample]
+    layout: str
+    val_source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready description for dataset_summary.json and the table shown before training."""
+
+        def counts(samples: list[Sample]) -> dict[str, int]:
+            real = sum(1 for sample in samples if sample.label >= 0.5)
+            return {"real": real, "fake": len(samples) - real, "total": len(samples)}
+
+        return {
+            "layout": self.layout,
+            "val_source": self.val_source,
+            "splits": {"train": counts(self.train), "val": counts(self.val)},
+            "skipped": len(self.skipped),
+            "skipped_files": [{"path": path, "reason": reason} for path, reason in self.skipped],
+        }
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(
+        path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    )
+
+
+def check_image_header(path: str) -> str | None:
+    """Why `path` cannot be used as an image, or None when its header reads fine.
+
+    Only the header is read (cheap); truncated pixel data is caught later, when a batch loads it.
+    """
+    try:
+        if Path(path).stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as image:
+            width, height = image.size
+        if width == 0 or height == 0:
+            return "image has zero width or height"
+    except Image.DecompressionBombError as exc:
+        return f"refused as a decompression bomb ({exc})"
+    except OSError as exc:
+        return f"not a readable image ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def scan_images(
+    samples: list[Sample], workers: int = 8
+) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Split samples into readable ones and (path, reason) for the ones that are not."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = list(pool.map(check_image_header, (sample.path for sample in samples)))
+    good = [sample for sample, reason in zip(samples, reasons, strict=True) if reason is None]
+    bad = [(sample.path, reason) for sample, reason in zip(samples, reasons, strict=True) if reason]
+    return good, bad
+
+
+def _split_of(parts: tuple[str, ...]) -> str | None:
+    lowered = [part.lower() for part in parts]
+    for name in lowered:
+        if name in TRAIN_FOLDERS:
+            return "train"
+        if name in VAL_FOLDERS:
+            return name
+    return None
+
+
+def _class_of(parts: tuple[str, ...]) -> tuple[float, str] | None:
+    # The deepest class folder wins, so `fake/real/x.png` would count as real.
+    for part in reversed(parts):
+        found = CLASS_FOLDERS.get(part.lower())
+        if found:
+            return found
+    return None
+
+
+def stratified_split(
+    samples: list[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Seeded split keeping the real/fake proportions; each class gives at least one val sample."""
+    rng = random.Random(seed)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for is_real in (True, False):
+        group = [sample for sample in samples if (sample.label >= 0.5) == is_real]
+        rng.shuffle(group)
+        take = min(max(1, math.ceil(len(group) * fraction)), max(len(group) - 1, 0))
+        val += group[:take]
+        train += group[take:]
+    return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
+
+
+def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetIndex:
+    """Index a folder-layout dataset (ours, ForenSynths/NPR, GenImage, CIFAKE), any depth.
+
+    Raises:
+        DataError: no labelled image, or a class missing in train or val.
+    """
+    by_split: dict[str, list[Sample]] = {}
+    families: Counter[str] = Counter()
+    class_names: set[str] = set()
+    for path in _image_files(data_root):
+        parts = path.relative_to(data_root).parts[:-1]
+        found = _class_of(parts)
+        if found is None:
+            continue
+        label, family = found
+        families[family] += 1
+        class_names.update(part for part in parts if part.lower() in CLASS_FOLDERS)
+        split = _split_of(parts) or "unsplit"
+        by_split.setdefault(split, []).append(Sample(str(path), label))
+    if not by_split:
+        raise DataError(f"No labelled images found under {data_root}: {LAYOUT_HELP}.")
+    layout = families.most_common(1)[0][0]
+    if {"REAL", "FAKE"} & class_names:
+        layout = "CIFAKE (REAL/FAKE)"
+
+    val_name = next((name for name in VAL_FOLDERS if name in by_split), None)
+    train = by_split.get("train", []) + by_split.get("unsplit", [])
+    if val_name is not None:
+        return DatasetIndex(train, by_split[val_name], layout, f"folder '{val_name}'")
+    train, val = stratified_split(train, val_split, seed)
+    return DatasetIndex(train, val, layout, f"{val_split:.0%} of train (seeded, stratified)")
+
+
+def check_classes(index: DatasetIndex, data_root: Path) -> None:
+    """Raise DataError when a split has no images or lacks a class."""
+    for split_name, samples in (("train", index.train), ("val", index.val)):
+        real = sum(1 for sample in samples if sample.label >= 0.5)
+        fake = len(samples) - real
+        if not samples:
+            raise DataError(
+                f"The {split_name} split of {data_root} has no readable images: {LAYOUT_HELP}."
+            )
+        if real == 0 or fake == 0:
+            missing = "real" if real == 0 else "fake"
+            raise DataError(
+                f"The {split_name} split of {data_root} has no {missing} images "
+                f"({len(samples)} images, all {'fake' if real == 0 else 'real'}): {LAYOUT_HELP}."
+            )
+
+
+def build_index(
+    data_root: Path, use_csv: bool, val_split: float, seed: int, skip_missing: bool = False
+) -> DatasetIndex:
+    """Find, label and header-check every image of a dataset.
+
+    Args:
+        data_root: the dataset folder.
+        use_csv: read labels from CSV files instead of folder names.
+        val_split: fraction of train held out when the dataset has no val split.
+        seed: seed of that split.
+        skip_missing: CSV only: drop rows whose file is missing instead of failing.
+
+    Returns:
+        The index, with unreadable files moved to `skipped`.
+
+    Raises:
+        DataError: missing or empty root, no images, a class missing, bad CSV rows.
+    """
+    if not data_root.is_dir():
+        raise DataError(f"Dataset folder {data_root} does not exist: {LAYOUT_HELP}.")
+    if use_csv:
+        from fakedet.data.csv_labels import discover_csv
+
+        index = discover_csv(data_root, val_split, seed, skip_missing)
+    else:
+        index = discover_folders(data_root, val_split, seed)
+    index.train, bad_train = scan_images(index.train)
+    index.val, bad_val = scan_images(index.val)
+    index.skipped = [*index.skipped, *bad_train, *bad_val]
+    check_classes(index, data_root)
+    return index

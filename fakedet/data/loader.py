@@ -1,0 +1,101 @@
+"""Samplers and DataLoaders: per-epoch seeded order, resumable mid-epoch, split across ranks."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+
+from fakedet.data.dataset import ImageDataset, Transform, collate
+from fakedet.data.layouts import Sample
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields (index, sample_seed): the order and the seeds are a pure function of (seed, epoch).
+
+    That is what makes a resume exact: nothing about the data order needs saving but the epoch
+    and how many samples of it were already consumed (`skip`).
+    """
+
+    def __init__(
+        self, num_samples: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.skip = 0
+        self.per_rank = math.ceil(num_samples / world_size)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's order; `skip` drops that many of this rank's first samples."""
+        self.epoch = epoch
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        seeds = torch.randint(2**62, (self.num_samples,), generator=generator).tolist()
+        # Pad by wrapping so every rank gets the same number of samples (DDP needs equal steps).
+        padded = (order * math.ceil(self.per_rank * self.world_size / max(len(order), 1)))[
+            : self.per_rank * self.world_size
+        ]
+        mine = padded[self.rank :: self.world_size][self.skip :]
+        if not self.shuffle:
+            # Evaluation seeds do not depend on the epoch: the val set is scored identically.
+            return iter([(index, index) for index in mine])
+        return iter([(index, seeds[index]) for index in mine])
+
+
+def _worker_init(worker_id: int) -> None:
+    # One thread per worker: the main process's intra-op threads already own the cores.
+    torch.set_num_threads(1)
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    samples: Sequence[Sample],
+    transform: Transform,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    num_workers: int,
+    pin_memory: bool,
+    persistent_workers: bool,
+    prefetch_factor: int,
+    drop_last: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader over `samples` whose sampler is an `EpochSampler` (call its set_epoch)."""
+    dataset = ImageDataset(samples, transform)
+    sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size)
+    # drop_last only when a full batch remains, so a tiny train split still yields one batch.
+    drop = drop_last and train and len(sampler) >= batch_size
+    batch_sampler = BatchSampler(sampler, batch_size, drop_last=drop)
+    extra: dict[str, object] = {}
+    if num_workers > 0:
+        extra = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init,
+        **extra,
+    )

@@ -1,0 +1,114 @@
+"""Image decoding to RGB and the train/val transforms (crop, flip, blur + JPEG augmentation).
+
+Crops keep the pixel grid: images are only resized when smaller than the crop, because the
+traces of generator up-sampling live in exactly the high frequencies a resize would smear.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps
+from torchvision.transforms.functional import pil_to_tensor
+
+# Pillow's own guard (about 179M pixels raises) stays on: larger files are refused as bombs.
+_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _high_bit_to_l(image: Image.Image) -> Image.Image:
+    array = np.asarray(image, dtype=np.float32)
+    if image.mode.startswith("I;16"):
+        scaled = array / 257.0
+    else:
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode any image Pillow opens into RGB, with its EXIF orientation applied.
+
+    Raises:
+        OSError: unreadable or truncated data (Pillow's errors), or a decompression bomb.
+    """
+    with warnings.catch_warnings():
+        # Large-but-allowed images warn; the hard limit still raises DecompressionBombError.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    if image.mode in _HIGH_BIT_MODES:
+        image = _high_bit_to_l(image)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
+        # Transparent pixels become white rather than whatever colour they happened to store.
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        return background
+    return image.convert("RGB")
+
+
+def _at_least(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    if min(width, height) >= size:
+        return image
+    scale = size / min(width, height)
+    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return image.resize(new_size, Image.Resampling.BICUBIC)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand(1, generator=generator))
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]."""
+    return pil_to_tensor(image).float().div_(255.0)
+
+
+class TrainTransform:
+    """Random crop, horizontal flip, and Wang et al. (2020) blur + JPEG, from a per-sample generator."""
+
+    def __init__(self, img_size: int, hflip: bool, blur_prob: float, jpeg_prob: float) -> None:
+        self.img_size = img_size
+        self.hflip = hflip
+        self.blur_prob = blur_prob
+        self.jpeg_prob = jpeg_prob
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        image = _at_least(image, self.img_size)
+        width, height = image.size
+        left = int(torch.randint(width - self.img_size + 1, (1,), generator=generator))
+        top = int(torch.randint(height - self.img_size + 1, (1,), generator=generator))
+        image = image.crop((left, top, left + self.img_size, top + self.img_size))
+        if self.hflip and float(torch.rand(1, generator=generator)) < 0.5:
+            image = ImageOps.mirror(image)
+        if float(torch.rand(1, generator=generator)) < self.blur_prob:
+            image = image.filter(ImageFilter.GaussianBlur(_uniform(generator, 0.0, 3.0)))
+        if float(torch.rand(1, generator=generator)) < self.jpeg_prob:
+            quality = int(torch.randint(30, 101, (1,), generator=generator))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=quality)
+            buffer.seek(0)
+            image = Image.open(buffer).convert("RGB")
+        return to_tensor(image)
+
+
+class EvalTransform:
+    """Deterministic: upscale only if smaller than the crop, then a centre crop."""
+
+    def __init__(self, img_size: int) -> None:
+        self.img_size = img_size
+
+    def __call__(
+        self, image: Image.Image, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        image = _at_least(image, self.img_size)
+        width, height = image.size
+        left = (width - self.img_size) // 2
+        top = (height - self.img_size) // 2
+        return to_tensor(image.crop((left, top, left + self.img_size, top + self.img_size)))

@@ -1,0 +1,1 @@
+"""The training engine: losses, LR schedule, metrics, checkpoints, logging and the Trainer."""

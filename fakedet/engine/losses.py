@@ -1,0 +1,56 @@
+"""The three-term detector loss: regression on realness, real/fake classification, ranking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    regression: torch.Tensor
+    classification: torch.Tensor
+    ranking: torch.Tensor
+
+
+def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge over every pair (i, j) of the batch with label_i > label_j.
+
+    Asks score_i - score_j >= margin. A batch without such a pair (one class only) gives an exact
+    zero that still carries a gradient path, never NaN.
+    """
+    higher = labels[:, None] > labels[None, :]  # (B, B): pair (i, j) with label_i > label_j
+    if not bool(higher.any()):
+        return scores.sum() * 0.0
+    differences = scores[:, None] - scores[None, :]  # (B, B)
+    return F.relu(margin - differences[higher]).mean()
+
+
+def detector_loss(
+    score: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    regression_weight: float,
+    classification_weight: float,
+    ranking_weight: float,
+    ranking_margin: float,
+) -> LossTerms:
+    """total = w1 * MSE(score, label) + w2 * CE(logits, label >= 0.5) + w3 * ranking.
+
+    Computed in fp32 whatever the autocast dtype, so half-precision rounding never enters the loss.
+    """
+    score = score.float()
+    logits = logits.float()
+    labels = labels.float()
+    regression = F.mse_loss(score, labels)
+    classification = F.cross_entropy(logits, (labels >= 0.5).long())
+    ranking = ranking_loss(score, labels, ranking_margin)
+    total = (
+        regression_weight * regression
+        + classification_weight * classification
+        + ranking_weight * ranking
+    )
+    return LossTerms(total, regression, classification, ranking)

@@ -1,0 +1,98 @@
+"""Device and precision choices: which device `auto` means, and what `--use_amp` can do there."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fakedet.errors import ConfigError
+
+
+def resolve_device(requested: str) -> torch.device:
+    """auto -> cuda, else mps, else cpu; an explicit device must exist here.
+
+    Raises:
+        ConfigError: the requested device is not available on this machine.
+    """
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device = '{requested}' but CUDA is not available here; use --device cpu or auto."
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"device = '{requested}' but this machine has {torch.cuda.device_count()} CUDA device(s)."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"device = '{requested}' but MPS is not available here; use --device cpu or auto."
+        )
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What autocast does in this run."""
+
+    enabled: bool
+    dtype: torch.dtype
+    use_scaler: bool
+    description: str
+
+
+def resolve_precision(
+    device: torch.device, use_amp: bool, amp_dtype: str
+) -> tuple[Precision, str | None]:
+    """Pick autocast dtype and GradScaler use for `device`, plus a warning when AMP cannot run.
+
+    CUDA: bf16 without a scaler on compute capability >= 8.0 (or when asked), else fp16 with the
+    conservative GradScaler; no AMP below 7.0. CPU: bf16 only where it is native.
+    """
+    fp32 = Precision(False, torch.float32, False, "fp32")
+    if not use_amp:
+        return fp32, None
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 7:
+            return (
+                fp32,
+                f"AMP needs compute capability >= 7.0 (this GPU has {major}.{minor}); training in fp32.",
+            )
+        wants_bf16 = amp_dtype == "bf16" or (amp_dtype == "auto" and major >= 8)
+        if wants_bf16 and torch.cuda.is_bf16_supported():
+            return Precision(True, torch.bfloat16, False, "bf16 autocast (CUDA)"), None
+        return Precision(True, torch.float16, True, "fp16 autocast + GradScaler (CUDA)"), None
+    if device.type == "cpu":
+        if amp_dtype == "fp16":
+            return fp32, "fp16 AMP is not available on the CPU; training in fp32."
+        if cpu_has_native_bf16():
+            return Precision(True, torch.bfloat16, False, "bf16 autocast (CPU, native bf16)"), None
+        return (
+            fp32,
+            "This CPU has no native bf16 (AVX512-BF16/AMX), so AMP would be slower; training in fp32.",
+        )
+    return fp32, f"AMP is not supported on {device.type}; training in fp32."

@@ -1,0 +1,78 @@
+"""Learning rate as a pure function of the optimizer step: linear warmup, then cosine to min_lr.
+
+Nothing but (step, settings) decides the LR, so a resume can never make the cosine wrap around.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class WarmupCosine:
+    """The schedule's settings; `lr_at(step)` is the LR of optimizer step `step` (0-based)."""
+
+    base_lr: float
+    min_lr: float
+    warmup_steps: int
+    total_steps: int
+    shape: str = "cosine"
+    # The step the schedule counts from: a --reset-scheduler resume starts a new curve there.
+    start_step: int = 0
+
+    def lr_at(self, step: int) -> float:
+        local = step - self.start_step
+        if self.warmup_steps > 0 and local < self.warmup_steps:
+            return self.base_lr * (local + 1) / self.warmup_steps
+        if self.shape == "constant":
+            return self.base_lr
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, max(0.0, (local - self.warmup_steps) / decay_steps))
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (
+            1.0 + math.cos(math.pi * progress)
+        )
+
+    def state_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, float | int | str]) -> WarmupCosine:
+        return cls(**state)  # type: ignore[arg-type]
+
+
+def effective_warmup_epochs(warmup_epochs: float, epochs: int) -> tuple[float, str | None]:
+    """Warmup that fits the run, and a warning when it had to be shortened.
+
+    A warmup as long as the run would never reach the peak LR; it is cut to half the run so that
+    `--epochs 3` with the default 5 warmup epochs just works.
+    """
+    if warmup_epochs < epochs:
+        return warmup_epochs, None
+    shortened = epochs / 2
+    return shortened, (
+        f"warmup_epochs={warmup_epochs:g} is not shorter than the run ({epochs} epochs); "
+        f"using {shortened:g} warmup epochs instead."
+    )
+
+
+def build_schedule(
+    base_lr: float,
+    min_lr: float,
+    warmup_epochs: float,
+    epochs: int,
+    steps_per_epoch: int,
+    shape: str,
+    start_step: int = 0,
+) -> tuple[WarmupCosine, str | None]:
+    """The schedule of a run of `epochs` epochs starting at `start_step`, plus any warning."""
+    warmup, warning = effective_warmup_epochs(warmup_epochs, epochs)
+    schedule = WarmupCosine(
+        base_lr=base_lr,
+        min_lr=min_lr,
+        warmup_steps=round(warmup * steps_per_epoch),
+        total_steps=epochs * steps_per_epoch,
+        shape=shape,
+        start_step=start_step,
+    )
+    return schedule, warning

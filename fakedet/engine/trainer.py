@@ -1,0 +1,546 @@
+"""The Trainer owns a run's lifecycle: data, model, optimizer, loop, validation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fakedet import __version__
+from fakedet.config import TrainingConfig, config_to_dict, dump_config_yaml
+from fakedet.data.layouts import DatasetIndex, build_index
+from fakedet.data.loader import make_loader
+from fakedet.data.transforms import EvalTransform, TrainTransform
+from fakedet.engine.checkpoint import atomic_write_text, save_checkpoint
+from fakedet.engine.logging import Reporter, TensorBoardLogger
+from fakedet.engine.losses import detector_loss
+from fakedet.engine.metrics import detection_metrics, json_safe
+from fakedet.engine.runtime import resolve_device, resolve_precision
+from fakedet.engine.schedule import WarmupCosine, build_schedule
+from fakedet.errors import TrainingError
+from fakedet.models import create_model
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C or SIGTERM: the step finished, latest_model.pt was saved; exit 128 + signal."""
+
+    def __init__(self, signal_number: int, checkpoint: Path) -> None:
+        name = signal.Signals(signal_number).name
+        super().__init__(
+            f"Stopped by {name} after saving {checkpoint}; continue with: fakedet resume {checkpoint}"
+        )
+        self.exit_code = 128 + signal_number
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on norms, biases and embeddings (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class Trainer:
+    """Train a detector as `config` says; `resume_state` (a loaded checkpoint) continues a run.
+
+    Use as `trainer = Trainer(config, reporter)`, then `trainer.fit()` inside try/finally with
+    `trainer.close()`.
+    """
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        reporter: Reporter | None = None,
+        resume_state: dict[str, Any] | None = None,
+        schedule: WarmupCosine | None = None,
+    ) -> None:
+        self.config = config
+        self.reporter = reporter or Reporter()
+        self.resume_state = resume_state
+        self.schedule_override = schedule
+        self.output_dir = Path(config.output_dir)
+        self.tensorboard: TensorBoardLogger | None = None
+        self.skipped_files: dict[str, str] = {}
+        self._stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    # ----------------------------------------------------------------------------- setup
+    def _setup(self) -> None:
+        config = self.config
+        seed_everything(config.seed)
+        self.device = resolve_device(config.device)
+        self.precision, warning = resolve_precision(self.device, config.use_amp, config.amp_dtype)
+        if warning:
+            self.reporter.warning(warning)
+
+        self.index: DatasetIndex = build_index(
+            Path(config.data_root),
+            config.use_csv,
+            config.val_split,
+            config.seed,
+            config.skip_missing,
+        )
+        self.skipped_files.update(dict(self.index.skipped))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.reporter.dataset(self.index.summary())
+        self._write_dataset_summary()
+
+        self.batch_size = self._resolve_batch_size()
+        on_cuda = self.device.type == "cuda"
+        loader_options = {
+            "num_workers": config.num_workers,
+            "pin_memory": config.pin_memory and on_cuda,
+            "persistent_workers": config.persistent_workers,
+            "prefetch_factor": config.prefetch_factor,
+        }
+        self.train_loader = make_loader(
+            self.index.train,
+            TrainTransform(config.img_size, config.hflip, config.blur_prob, config.jpeg_prob),
+            self.batch_size,
+            train=True,
+            seed=config.seed,
+            drop_last=config.drop_last,
+            **loader_options,
+        )
+        # A fixed shuffle mixes real and fake in every val batch, so the ranking term is measured.
+        val_samples = list(self.index.val)
+        random.Random(config.seed).shuffle(val_samples)
+        self.val_loader = make_loader(
+            val_samples,
+            EvalTransform(config.img_size),
+            self.batch_size,
+            train=False,
+            seed=config.seed,
+            drop_last=False,
+            **loader_options,
+        )
+        self.batches_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = math.ceil(
+            self.batches_per_epoch / config.gradient_accumulation_steps
+        )
+
+        self.model = create_model(config.mode, img_size=config.img_size).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, config.weight_decay), lr=config.lr
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.device.type,
+            init_scale=128.0,
+            growth_factor=1.5,
+            backoff_factor=0.75,
+            growth_interval=100,
+            enabled=self.precision.use_scaler,
+        )
+        self.epoch = 0
+        self.global_step = 0
+        self.batches_done = 0  # of the current epoch, for a mid-epoch resume
+        self.best_val_loss = math.inf
+        self.best_epoch = 0
+        self.epochs_without_improvement = 0
+        self.nonfinite_steps = 0
+        self.history: list[dict[str, Any]] = []
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+        if self.schedule_override is not None:
+            self.schedule = self.schedule_override
+        elif self.resume_state is None:
+            self.schedule, warning = build_schedule(
+                config.lr,
+                config.min_lr,
+                config.warmup_epochs,
+                config.epochs,
+                self.steps_per_epoch,
+                config.scheduler_type,
+            )
+            if warning:
+                self.reporter.warning(warning)
+
+        atomic_write_text(self.output_dir / "config.yaml", dump_config_yaml(config))
+        if config.use_tensorboard:
+            self.tensorboard = TensorBoardLogger(self.output_dir / "logs")
+        params = sum(p.numel() for p in self.model.parameters())
+        self.reporter.run_start(
+            {
+                "device": str(self.device),
+                "precision": self.precision.description,
+                "model": config.mode,
+                "parameters": params,
+                "img_size": config.img_size,
+                "batch_size": self.batch_size,
+                "accumulation": config.gradient_accumulation_steps,
+                "effective_batch": self.batch_size * config.gradient_accumulation_steps,
+                "steps_per_epoch": self.steps_per_epoch,
+                "epochs": config.epochs,
+                "start_epoch": self.epoch + 1,
+                "num_workers": config.num_workers,
+                "output_dir": str(self.output_dir),
+            }
+        )
+
+    def _resolve_batch_size(self) -> int:
+        if self.config.batch_size != "auto":
+            return int(self.config.batch_size)
+        from fakedet.advisor import detect_hardware, recommend
+
+        recommendation = recommend(detect_hardware(), self.config.mode)
+        self.reporter.info(
+            f"batch_size auto -> {recommendation.batch_size} ({recommendation.reason})"
+        )
+        return recommendation.batch_size
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model_state_dict"])
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        if state.get("scaler_state_dict"):
+            self.scaler.load_state_dict(state["scaler_state_dict"])
+        self.schedule = WarmupCosine.from_state_dict(state["scheduler_state_dict"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.batches_done = int(state.get("batches_done", 0))
+        self.best_val_loss = float(state["best_val_loss"])
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self.history = list(state.get("history", []))
+        rng = state.get("rng_state", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ----------------------------------------------------------------------------- loop
+    def fit(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns the run's result (stop reason, best metrics, paths)."""
+        self._setup()
+        self._install_signal_handlers()
+        stop_reason = "completed"
+        start_epoch = self.epoch + 1 if self.batches_done == 0 else self.epoch
+        for epoch in range(start_epoch, self.config.epochs + 1):
+            self.epoch = epoch
+            row: dict[str, Any] = {"epoch": epoch, **self._train_epoch(epoch)}
+            validated = epoch % self.config.validate_interval == 0 or epoch == self.config.epochs
+            improved = False
+            if validated:
+                row.update(self._validate())
+                improved = row["val_loss"] < self.best_val_loss
+                if improved:
+                    self.best_val_loss = row["val_loss"]
+                    self.best_epoch = epoch
+                    self.epochs_without_improvement = 0
+                else:
+                    self.epochs_without_improvement += 1
+            self.history.append(json_safe(row))
+            self._log_epoch(row)
+            self._save_epoch_files(epoch, improved)
+            self.reporter.epoch_end(epoch, json_safe(row))
+            patience = self.config.early_stopping_patience
+            if patience and self.epochs_without_improvement >= patience:
+                stop_reason = f"early stopping: no val_loss improvement in {patience} validations"
+                break
+        self._write_skipped_files()
+        result = {
+            "stop_reason": stop_reason,
+            "epochs_run": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "best_metrics": next((r for r in self.history if r["epoch"] == self.best_epoch), {}),
+            "last_metrics": self.history[-1] if self.history else {},
+            "nonfinite_steps": self.nonfinite_steps,
+            "skipped_files": len(self.skipped_files),
+            "output_dir": str(self.output_dir),
+        }
+        self.reporter.run_end(result)
+        return result
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        config = self.config
+        self.model.train()
+        skip_batches = self.batches_done
+        self.train_loader.batch_sampler.sampler.set_epoch(
+            epoch, skip=skip_batches * self.batch_size
+        )
+        self.reporter.epoch_start(epoch, config.epochs, self.batches_per_epoch)
+        accumulation = config.gradient_accumulation_steps
+        sums = {"loss": 0.0, "regression": 0.0, "classification": 0.0, "ranking": 0.0}
+        images_seen = 0
+        window_bad = False
+        consecutive_bad = 0
+        started = time.perf_counter()
+        lr = self.schedule.lr_at(self.global_step)
+        for batch_index, batch in enumerate(self.train_loader, start=skip_batches):
+            self._note_skipped(batch["skipped"])
+            window_start = batch_index - batch_index % accumulation
+            window_size = min(accumulation, self.batches_per_epoch - window_start)
+            window_end = batch_index == window_start + window_size - 1
+            if batch["images"] is not None:
+                lr = self.schedule.lr_at(self.global_step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                images = batch["images"].to(self.device, non_blocking=True)
+                labels = batch["labels"].to(self.device, non_blocking=True)
+                with torch.autocast(
+                    self.device.type, self.precision.dtype, enabled=self.precision.enabled
+                ):
+                    outputs = self.model(images)
+                terms = self._loss(outputs, labels)
+                if torch.isfinite(terms.total):
+                    # Dividing by the window size makes 8 x 2 accumulated equal to one batch of 16.
+                    self.scaler.scale(terms.total / window_size).backward()
+                    count = images.shape[0]
+                    images_seen += count
+                    sums["loss"] += terms.total.item() * count
+                    sums["regression"] += terms.regression.item() * count
+                    sums["classification"] += terms.classification.item() * count
+                    sums["ranking"] += terms.ranking.item() * count
+                else:
+                    window_bad = True
+            if window_end:
+                stepped = self._optimizer_step(window_bad)
+                consecutive_bad = 0 if stepped else consecutive_bad + 1
+                window_bad = False
+                self.global_step += 1
+                self.batches_done = batch_index + 1
+                if self.tensorboard and batch["images"] is not None:
+                    self.tensorboard.scalars(
+                        {"train/batch_loss": terms.total.item()}, self.global_step
+                    )
+                if consecutive_bad >= config.max_nonfinite_steps:
+                    self._abort_nonfinite(consecutive_bad)
+                if self._stop_signal is not None:
+                    self._save_interrupted()
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            self.reporter.batch_end(
+                batch_index + 1,
+                {
+                    "loss": sums["loss"] / max(images_seen, 1),
+                    "lr": lr,
+                    "img_per_s": images_seen / elapsed,
+                },
+            )
+        self.batches_done = 0
+        elapsed = time.perf_counter() - started
+        seen = max(images_seen, 1)
+        return {
+            "train_loss": sums["loss"] / seen,
+            "train_regression": sums["regression"] / seen,
+            "train_classification": sums["classification"] / seen,
+            "train_ranking": sums["ranking"] / seen,
+            "lr": lr,
+            "images_per_sec": images_seen / max(elapsed, 1e-9),
+            "epoch_time_s": elapsed,
+        }
+
+    def _loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor):
+        config = self.config
+        return detector_loss(
+            outputs["score"],
+            outputs["logits"],
+            labels,
+            config.regression_weight,
+            config.classification_weight,
+            config.ranking_weight,
+            config.ranking_margin,
+        )
+
+    def _optimizer_step(self, window_bad: bool) -> bool:
+        """Unscale, clip, step and zero the gradients; False when the step was skipped."""
+        if window_bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_steps += 1
+            return False
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not self.precision.use_scaler and not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_steps += 1
+            return False
+        # With a GradScaler, inf gradients are normal early on: the scaler skips and backs off.
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        self.model.eval()
+        self.reporter.validation_start(len(self.val_loader))
+        sums = {"loss": 0.0, "regression": 0.0, "classification": 0.0, "ranking": 0.0}
+        scores: list[np.ndarray] = []
+        labels_seen: list[np.ndarray] = []
+        for batch in self.val_loader:
+            self._note_skipped(batch["skipped"])
+            if batch["images"] is None:
+                continue
+            images = batch["images"].to(self.device, non_blocking=True)
+            labels = batch["labels"].to(self.device, non_blocking=True)
+            with torch.autocast(
+                self.device.type, self.precision.dtype, enabled=self.precision.enabled
+            ):
+                outputs = self.model(images)
+            terms = self._loss(outputs, labels)
+            count = images.shape[0]
+            sums["loss"] += terms.total.item() * count
+            sums["regression"] += terms.regression.item() * count
+            sums["classification"] += terms.classification.item() * count
+            sums["ranking"] += terms.ranking.item() * count
+            scores.append(outputs["score"].float().cpu().numpy())
+            labels_seen.append(batch["labels"].numpy())
+        all_scores = np.concatenate(scores) if scores else np.zeros(0)
+        all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)
+        seen = max(len(all_scores), 1)
+        detection = detection_metrics(all_scores, all_labels)
+        self.last_val_scores = (all_scores, all_labels)
+        return {
+            "val_loss": sums["loss"] / seen,
+            "val_regression": sums["regression"] / seen,
+            "val_classification": sums["classification"] / seen,
+            "val_ranking": sums["ranking"] / seen,
+            **{f"val_{name}": value for name, value in detection.items()},
+        }
+
+    # ----------------------------------------------------------------------------- outputs
+    def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        for path, reason in skipped:
+            if path not in self.skipped_files:
+                self.skipped_files[path] = reason
+                self.reporter.warning(f"skipped unreadable image {path}: {reason}")
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        if self.tensorboard is None:
+            return
+        tags = {
+            "train/total": row.get("train_loss"),
+            "train/regression": row.get("train_regression"),
+            "train/classification": row.get("train_classification"),
+            "train/ranking": row.get("train_ranking"),
+            "train/learning_rate": row.get("lr"),
+            "train/nonfinite_steps": float(self.nonfinite_steps),
+        }
+        if "val_loss" in row:
+            tags.update(
+                {
+                    "val/total": row["val_loss"],
+                    "val/regression": row["val_regression"],
+                    "val/classification": row["val_classification"],
+                    "val/ranking": row["val_ranking"],
+                    "val/accuracy": row["val_accuracy"],
+                    "val/auc": row["val_auc"] if math.isfinite(row["val_auc"]) else None,
+                    "val/ap": row["val_ap"] if math.isfinite(row["val_ap"]) else None,
+                }
+            )
+        self.tensorboard.scalars(tags, row["epoch"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain values only (weights_only-loadable)."""
+        rng_state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng_state["cuda"] = torch.cuda.get_rng_state_all()
+        train_rows = [
+            {k: v for k, v in row.items() if not k.startswith("val_")} for row in self.history
+        ]
+        val_rows = [
+            {"epoch": row["epoch"], **{k: v for k, v in row.items() if k.startswith("val_")}}
+            for row in self.history
+            if "val_loss" in row
+        ]
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batches_done": self.batches_done,
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.schedule.state_dict(),
+            "scaler_state_dict": self.scaler.state_dict(),
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "nonfinite_steps": self.nonfinite_steps,
+            "train_history": train_rows,
+            "val_history": val_rows,
+            "history": self.history,
+            "config": config_to_dict(self.config),
+            "mode": self.config.mode,
+            "img_size": self.config.img_size,
+            "fakedet_version": __version__,
+            "torch_version": torch.__version__,
+            "rng_state": rng_state,
+        }
+
+    def _save_epoch_files(self, epoch: int, improved: bool) -> None:
+        state = self.checkpoint_state()
+        save_checkpoint(self.output_dir / "latest_model.pt", state)
+        if self.config.save_every and epoch % self.config.save_every == 0:
+            save_checkpoint(self.output_dir / f"checkpoint_epoch_{epoch}.pt", state)
+        if improved:
+            save_checkpoint(self.output_dir / "best_model.pt", state)
+        atomic_write_text(
+            self.output_dir / "training_history.json", json.dumps(self.history, indent=2) + "\n"
+        )
+
+    def _write_dataset_summary(self) -> None:
+        summary = self.index.summary()
+        summary["data_root"] = str(self.config.data_root)
+        atomic_write_text(
+            self.output_dir / "dataset_summary.json", json.dumps(summary, indent=2) + "\n"
+        )
+
+    def _write_skipped_files(self) -> None:
+        if not self.skipped_files:
+            return
+        lines = [f"{path}\t{reason}" for path, reason in sorted(self.skipped_files.items())]
+        atomic_write_text(self.output_dir / "skipped_files.txt", "\n".join(lines) + "\n")
+        self.index.skipped = sorted(self.skipped_files.items())
+        self._write_dataset_summary()
+
+    # ----------------------------------------------------------------------------- stops
+    def _abort_nonfinite(self, count: int) -> None:
+        save_checkpoint(self.output_dir / "latest_model.pt", self.checkpoint_state())
+        advice = "try without --use-amp" if self.precision.enabled else "try a lower --lr"
+        raise TrainingError(
+            f"Training stopped: {count} optimizer steps in a row had a non-finite loss or gradient "
+            f"(at global step {self.global_step}); {advice}. The last good state is in "
+            f"{self.output_dir / 'latest_model.pt'}."
+        )
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signal_number: int, _frame: object) -> None:
+            self._stop_signal = signal_number
+
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signal_number] = signal.signal(signal_number, request_stop)
+
+    def _save_interrupted(self) -> None:
+        checkpoint = self.output_dir / "latest_model.pt"
+        self._write_skipped_files()
+        save_checkpoint(checkpoint, self.checkpoint_state())
+        raise TrainingInterrupted(self._stop_signal or signal.SIGINT, checkpoint)
+
+    def close(self) -> None:
+        """Restore signal handlers and flush logs; safe to call on every path."""
+        for signal_number, handler in self._previous_handlers.items():
+            signal.signal(signal_number, handler)
+        self._previous_handlers.clear()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None

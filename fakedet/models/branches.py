@@ -1,0 +1,213 @@
+"""The detector's branches: what each one looks at in an image, and the features it returns."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fakedet.models.layers import ConvBNAct, conv_stage
+
+StageSpec = tuple[int, int, int]  # (out_channels, depth, stride)
+
+
+def build_trunk(
+    in_channels: int, stem: int, stem_stride: int, stages: tuple[StageSpec, ...]
+) -> nn.Sequential:
+    """A patchify stem then separable stages.
+
+    The stem is a stride-`stem_stride` conv with a kernel as large as its stride: it sees every
+    pixel once (nothing high-frequency is skipped) while the costly full-resolution maps and their
+    BatchNorms are never built.
+    """
+    layers: list[nn.Module] = [
+        ConvBNAct(in_channels, stem, stem_stride, stride=stem_stride, padding=0)
+    ]
+    width = stem
+    for out_width, depth, stride in stages:
+        layers.append(conv_stage(width, out_width, depth, stride))
+        width = out_width
+    return nn.Sequential(*layers)
+
+
+class PerceptualBranch(nn.Module):
+    """Compact CNN on RGB: semantic and texture cues, down to 1/32 resolution.
+
+    Width grows late, where the feature map is small, so most parameters cost few FLOPs.
+    """
+
+    def __init__(self, stem: int, stages: tuple[StageSpec, ...], out_channels: int) -> None:
+        super().__init__()
+        self.trunk = build_trunk(3, stem, 4, stages)  # (B, C, H/32, W/32)
+        self.project = ConvBNAct(stages[-1][0], out_channels, 1)
+        self.out_channels = out_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.project(self.trunk(images))
+
+
+def npr_residual(images: torch.Tensor) -> torch.Tensor:
+    """x - up(down(x)) (NPR, Tan et al. 2024): the pixel correlations that up-sampling leaves.
+
+    Nearest 2x down then up keeps only what differs inside each 2x2 cell, which is exactly where
+    generator up-sampling layers imprint their periodic traces.
+    """
+    down = images[:, :, ::2, ::2]
+    up = down.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    return images - up[:, :, : images.shape[2], : images.shape[3]]
+
+
+class ResidualAuxBranch(nn.Module):
+    """Cheap CNN on the full-resolution NPR residual (fast mode's high-frequency view)."""
+
+    def __init__(self, stem: int, stages: tuple[StageSpec, ...], out_channels: int) -> None:
+        super().__init__()
+        self.trunk = build_trunk(3, stem, 4, stages)
+        self.project = ConvBNAct(stages[-1][0], out_channels, 1)
+        self.out_channels = out_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.project(self.trunk(npr_residual(images)))  # (B, C, H/32, W/32)
+
+
+def _grayscale(images: torch.Tensor) -> torch.Tensor:
+    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+
+
+class SpectralBranch(nn.Module):
+    """Log-magnitude FFT (normalised per image) through a small CNN, plus an azimuthal profile.
+
+    Generator up-sampling shows as peaks and a distorted high-frequency tail in the spectrum;
+    the FFT runs in fp32 even under autocast because fp16 log-magnitudes lose those tails.
+    """
+
+    def __init__(
+        self,
+        stem: int,
+        stages: tuple[StageSpec, ...],
+        out_channels: int,
+        tokens_side: int,
+        profile_bins: int,
+    ) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(
+            build_trunk(1, stem, 4, stages), ConvBNAct(stages[-1][0], out_channels, 1)
+        )
+        self.tokens_side = tokens_side
+        self.profile_bins = profile_bins
+        self.profile_mlp = nn.Sequential(
+            nn.Linear(profile_bins, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Linear(out_channels, out_channels),
+        )
+        self._bin_cache: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _radial_bins(
+        self, height: int, width: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (height, width, str(device))
+        if key not in self._bin_cache:
+            ys = torch.arange(height, device=device, dtype=torch.float32) - height // 2
+            xs = torch.arange(width, device=device, dtype=torch.float32) - width // 2
+            radius = torch.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
+            radius = radius / radius.max()
+            index = (radius * (self.profile_bins - 1)).round().long().flatten()  # (H*W,)
+            counts = torch.bincount(index, minlength=self.profile_bins).clamp_min(1).float()
+            self._bin_cache[key] = (index, counts)
+        return self._bin_cache[key]
+
+    def log_spectrum(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) centred log-magnitude spectrum, zero mean and unit std per image."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            gray = _grayscale(images.float())
+            gray = gray - gray.mean(dim=(2, 3), keepdim=True)
+            spectrum = torch.fft.fftshift(torch.fft.fft2(gray, norm="ortho"), dim=(-2, -1))
+            log_magnitude = torch.log(spectrum.abs() + 1e-6)
+            mean = log_magnitude.mean(dim=(2, 3), keepdim=True)
+            std = log_magnitude.std(dim=(2, 3), keepdim=True) + 1e-6
+            return (log_magnitude - mean) / std
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spectrum = self.log_spectrum(images)
+        features = self.cnn(spectrum)  # autocast, where on, casts this back to half precision
+        features = F.adaptive_avg_pool2d(features, self.tokens_side)
+        tokens = features.flatten(2).transpose(1, 2)  # (B, T, C)
+        height, width = spectrum.shape[-2:]
+        index, counts = self._radial_bins(height, width, spectrum.device)
+        profile = spectrum.new_zeros(spectrum.shape[0], self.profile_bins)
+        profile.index_add_(1, index, spectrum.flatten(1))
+        profile = profile / counts  # (B, bins) azimuthal average
+        profile_token = self.profile_mlp(profile).unsqueeze(1)  # (B, 1, C)
+        return tokens, profile_token
+
+
+def _moments(values: torch.Tensor) -> torch.Tensor:
+    """Mean, std, skewness and kurtosis over the last dimension: (..., N) -> (..., 4)."""
+    mean = values.mean(dim=-1, keepdim=True)
+    centred = values - mean
+    variance = centred.pow(2).mean(dim=-1, keepdim=True)
+    std = torch.sqrt(variance + 1e-8)
+    skew = (centred / std).pow(3).mean(dim=-1, keepdim=True)
+    kurtosis = (centred / std).pow(4).mean(dim=-1, keepdim=True) - 3.0
+    return torch.cat([mean, std, skew, kurtosis], dim=-1)
+
+
+def _lag_correlation(values: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Pearson correlation between each pixel and its (dy, dx) neighbour: (B, C, H, W) -> (B, C)."""
+    height, width = values.shape[-2:]
+    a = values[..., : height - dy, : width - dx].flatten(2)
+    b = values[..., dy:, dx:].flatten(2)
+    a = a - a.mean(dim=-1, keepdim=True)
+    b = b - b.mean(dim=-1, keepdim=True)
+    return (a * b).mean(-1) / (a.pow(2).mean(-1).sqrt() * b.pow(2).mean(-1).sqrt() + 1e-8)
+
+
+class StatisticalBranch(nn.Module):
+    """Moments of the image and of its noise residuals, and local correlations, as tokens."""
+
+    num_features = 3 * 4 + 3 * 3 * 4 + 3 * 3 + 3
+
+    def __init__(self, out_channels: int, num_tokens: int) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.out_channels = out_channels
+        self.norm = nn.LayerNorm(self.num_features)
+        self.mlp = nn.Sequential(
+            nn.Linear(self.num_features, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Linear(out_channels, out_channels * num_tokens),
+        )
+        blur = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
+        self.register_buffer("blur_kernel", blur.view(1, 1, 3, 3).repeat(3, 1, 1, 1), False)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, num_features) hand-made statistics, computed in fp32."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            images = images.float()
+            batch = images.shape[0]
+            high_pass = images - F.conv2d(
+                F.pad(images, (1, 1, 1, 1), mode="replicate"), self.blur_kernel, groups=3
+            )
+            diff_x = images[..., :, 1:] - images[..., :, :-1]
+            diff_y = images[..., 1:, :] - images[..., :-1, :]
+            parts = [_moments(images.flatten(2)).flatten(1)]
+            parts += [
+                _moments(residual.flatten(2)).flatten(1) for residual in (high_pass, diff_x, diff_y)
+            ]
+            parts += [_lag_correlation(high_pass, dy, dx) for dy, dx in ((0, 1), (1, 0), (1, 1))]
+            flat = high_pass.flatten(2)
+            flat = (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + 1e-8)
+            cross = [
+                (flat[:, i] * flat[:, j]).mean(-1, keepdim=True)
+                for i, j in ((0, 1), (0, 2), (1, 2))
+            ]
+            parts.append(torch.cat(cross, dim=1))
+            stats = torch.cat(parts, dim=1).reshape(batch, self.num_features)
+            # Kurtosis of a residual can reach hundreds; a signed log keeps every feature O(1).
+            return torch.sign(stats) * torch.log1p(stats.abs())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        stats = self.norm(self.features(images))
+        tokens = self.mlp(stats)
+        return tokens.view(-1, self.num_tokens, self.out_channels)  # (B, T, C)

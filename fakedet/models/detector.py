@@ -1,0 +1,157 @@
+"""The fast and full detectors, assembled from branches, and their registry entries."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fakedet.models.branches import (
+    PerceptualBranch,
+    ResidualAuxBranch,
+    SpectralBranch,
+    StageSpec,
+    StatisticalBranch,
+)
+from fakedet.models.fusion import CrossModalBlock, SelfAttentionBlock
+from fakedet.models.layers import ConvBNAct, Heads, ImageNormalize
+from fakedet.models.registry import register_model
+
+
+class FastDetector(nn.Module):
+    """Perceptual CNN + NPR residual branch, concatenated at 1/32 resolution and pooled."""
+
+    def __init__(
+        self,
+        img_size: int,
+        perceptual_stem: int,
+        perceptual_stages: tuple[StageSpec, ...],
+        perceptual_out: int,
+        aux_stem: int,
+        aux_stages: tuple[StageSpec, ...],
+        aux_out: int,
+        fused: int,
+        head_hidden: int,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.normalize = ImageNormalize()
+        self.perceptual_branch = PerceptualBranch(
+            perceptual_stem, perceptual_stages, perceptual_out
+        )
+        self.aux_branch = ResidualAuxBranch(aux_stem, aux_stages, aux_out)
+        self.fuse = ConvBNAct(perceptual_out + aux_out, fused, 1)
+        self.heads = Heads(fused, head_hidden)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        normed = self.normalize(images)  # (B, 3, H, W)
+        perceptual = self.perceptual_branch(normed)  # (B, Cp, H/32, W/32)
+        residual = self.aux_branch(normed)  # (B, Ca, H/32, W/32)
+        fused = self.fuse(torch.cat([perceptual, residual], dim=1))
+        return self.heads(F.adaptive_avg_pool2d(fused, 1).flatten(1))
+
+
+class FullDetector(nn.Module):
+    """Perceptual + spectral + statistical branches fused by cross-modal and self-attention."""
+
+    def __init__(
+        self,
+        img_size: int,
+        perceptual_stem: int,
+        perceptual_stages: tuple[StageSpec, ...],
+        dim: int,
+        spectral_stem: int,
+        spectral_stages: tuple[StageSpec, ...],
+        spectral_tokens_side: int,
+        profile_bins: int,
+        stat_tokens: int,
+        heads: int,
+        self_attention_layers: int,
+        max_tokens_side: int,
+        head_hidden: int,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.max_tokens_side = max_tokens_side
+        self.normalize = ImageNormalize()
+        self.perceptual_branch = PerceptualBranch(perceptual_stem, perceptual_stages, dim)
+        self.spectral_branch = SpectralBranch(
+            spectral_stem, spectral_stages, dim, spectral_tokens_side, profile_bins
+        )
+        self.statistical_branch = StatisticalBranch(dim, stat_tokens)
+        # One learned vector per token kind, so attention can tell the modalities apart.
+        self.modality_embedding = nn.Parameter(torch.zeros(4, dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.cross_modal = CrossModalBlock(dim, heads)
+        self.self_attention = nn.ModuleList(
+            SelfAttentionBlock(dim, heads) for _ in range(self_attention_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.heads = Heads(dim, head_hidden)
+        nn.init.trunc_normal_(self.modality_embedding, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        normed = self.normalize(images)
+        perceptual = self.perceptual_branch(normed)  # (B, D, H/32, W/32)
+        side = min(perceptual.shape[-1], self.max_tokens_side)
+        perceptual = (
+            F.adaptive_avg_pool2d(perceptual, side).flatten(2).transpose(1, 2)
+        )  # (B, Np, D)
+        spectral, profile = self.spectral_branch(images)  # (B, Ns, D), (B, 1, D)
+        statistical = self.statistical_branch(images)  # (B, Nt, D)
+        perceptual = perceptual + self.modality_embedding[0]
+        context = torch.cat(
+            [
+                spectral + self.modality_embedding[1],
+                profile + self.modality_embedding[2],
+                statistical.to(spectral.dtype) + self.modality_embedding[3],
+            ],
+            dim=1,
+        )  # (B, Ns + 1 + Nt, D)
+        perceptual = self.cross_modal(perceptual, context)
+        cls = self.cls_token.expand(images.shape[0], -1, -1)
+        tokens = torch.cat([cls, perceptual, context], dim=1)
+        for block in self.self_attention:
+            tokens = block(tokens)
+        return self.heads(self.norm(tokens[:, 0]))
+
+
+# Stage specs are (out_channels, depth, stride) after a stride-4 patchify stem: 1/4 -> 1/32.
+_EARLY_STAGES: tuple[StageSpec, ...] = ((48, 1, 1), (96, 2, 2), (192, 3, 2))
+
+
+@register_model
+def fast(img_size: int = 256) -> FastDetector:
+    """Fast mode: perceptual + NPR aux branch, about 2.5M parameters."""
+    return FastDetector(
+        img_size=img_size,
+        perceptual_stem=32,
+        perceptual_stages=(*_EARLY_STAGES, (512, 5, 2)),
+        perceptual_out=896,
+        aux_stem=24,
+        aux_stages=((48, 1, 2), (96, 1, 2), (192, 1, 2)),
+        aux_out=192,
+        fused=512,
+        head_hidden=256,
+    )
+
+
+@register_model
+def full(img_size: int = 256) -> FullDetector:
+    """Full mode: perceptual + spectral + statistical with attention fusion, about 5M parameters."""
+    return FullDetector(
+        img_size=img_size,
+        perceptual_stem=32,
+        perceptual_stages=(*_EARLY_STAGES, (448, 4, 2)),
+        dim=320,
+        spectral_stem=16,
+        spectral_stages=((32, 1, 2), (64, 1, 2), (128, 1, 2)),
+        spectral_tokens_side=4,
+        profile_bins=64,
+        stat_tokens=4,
+        heads=4,
+        self_attention_layers=3,
+        max_tokens_side=8,
+        head_hidden=256,
+    )

@@ -1,0 +1,90 @@
+"""Small building blocks shared by the detector branches."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv -> BatchNorm -> ReLU; the bias is dropped because BatchNorm has its own."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        padding: int | None = None,
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=kernel_size // 2 if padding is None else padding,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SeparableBlock(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1, with a residual connection when the shape allows."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.depthwise = ConvBNAct(in_channels, in_channels, 3, stride=stride, groups=in_channels)
+        self.pointwise = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        )
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pointwise(self.depthwise(x))
+        if self.residual:
+            out = out + x
+        return F.relu(out)
+
+
+def conv_stage(in_channels: int, out_channels: int, depth: int, stride: int) -> nn.Sequential:
+    """One resolution stage: a (strided) block that changes width, then `depth - 1` residual blocks."""
+    blocks = [SeparableBlock(in_channels, out_channels, stride)]
+    blocks += [SeparableBlock(out_channels, out_channels) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
+class ImageNormalize(nn.Module):
+    """Maps images in [0, 1] to ImageNet statistics inside the model, so callers pass plain pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
+class Heads(nn.Module):
+    """Realness score (sigmoid) and real/fake logits (class 1 = real) from a pooled feature."""
+
+    def __init__(self, in_features: int, hidden: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
+        )
+        self.score = nn.Linear(hidden, 1)
+        self.logits = nn.Linear(hidden, 2)
+
+    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.trunk(pooled)
+        return {
+            "score": torch.sigmoid(self.score(hidden).squeeze(1)),  # (B,)
+            "logits": self.logits(hidden),  # (B, 2)
+        }
