@@ -62,7 +62,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
     except FakedetError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        error_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        error_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         error_console.print("Interrupted.")
@@ -76,6 +76,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
             f"[bold red]Unexpected error:[/] {exc.__class__.__name__}: {exc} (run `fakedet --debug ...` "
             "for the traceback)",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 

@@ -99,6 +99,21 @@ class TrainingConfig(BaseModel):
             raise ValueError(f"must be a multiple of 32 (e.g. {max(64, value // 32 * 32)})")
         return value
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _positive_batch_or_auto(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("must be a positive integer or 'auto'")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a positive integer or 'auto'") from None
+        if number < 1:
+            raise ValueError("must be a positive integer or 'auto'")
+        return number
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:

@@ -41,10 +41,10 @@ class ConsoleReporter(Reporter):
         self._last_plain = 0.0
 
     def warning(self, text: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {text}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
     def info(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)
 
     def dataset(self, summary: dict[str, Any]) -> None:
         table = Table(
@@ -67,6 +67,7 @@ class ConsoleReporter(Reporter):
             f"{info['steps_per_epoch']} steps/epoch; epochs {info['start_epoch']}..{info['epochs']}; "
             f"workers {info['num_workers']}; output {info['output_dir']}",
             highlight=False,
+            soft_wrap=True,
         )
 
     def epoch_start(self, epoch: int, epochs: int, num_batches: int) -> None:
@@ -109,6 +110,7 @@ class ConsoleReporter(Reporter):
                 f"{self._epoch_label} batch {done}/{self._num_batches} loss {values['loss']:.4f} "
                 f"lr {values['lr']:.2e} {values['img_per_s']:.1f} img/s",
                 highlight=False,
+                soft_wrap=True,
             )
 
     def validation_start(self, num_batches: int) -> None:
@@ -136,7 +138,9 @@ class ConsoleReporter(Reporter):
             self.console.print(table)
         else:
             parts = [f"{header} {self._cell(key, row.get(key))}" for key, header in columns]
-            self.console.print(f"epoch {epoch}: " + ", ".join(parts), highlight=False)
+            self.console.print(
+                f"epoch {epoch}: " + ", ".join(parts), highlight=False, soft_wrap=True
+            )
 
     @staticmethod
     def _cell(key: str, value: Any) -> str:
@@ -174,4 +178,5 @@ class ConsoleReporter(Reporter):
         self.console.print(
             f"Outputs in {result['output_dir']}: best_model.pt, latest_model.pt, training_history.json",
             highlight=False,
+            soft_wrap=True,
         )

@@ -90,10 +90,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        lines = [line.strip() for line in str(exc).splitlines()]
+        detail = next((line for line in lines if line.startswith("WeightsUnpickler error")), "")
+        detail = detail.removeprefix("WeightsUnpickler error: ").split(" was not an allowed")[0]
         raise CheckpointError(
             f"Refused to load {path}: it holds objects other than tensors and plain values "
-            f"(possibly code), and fakedet loads checkpoints with weights_only=True ({first_line[:160]})."
+            f"(possibly code), and fakedet loads checkpoints with weights_only=True"
+            f"{f' ({detail[:160]})' if detail else ''}; nothing in it was run."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         reason = (

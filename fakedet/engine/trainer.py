@@ -480,7 +480,7 @@ class Trainer:
             "mode": self.config.mode,
             "img_size": self.config.img_size,
             "fakedet_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "rng_state": rng_state,
         }
 

@@ -1,0 +1,75 @@
+"""Tiny datasets built in tmp folders: 64 px images, a few dozen of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_image(path: Path, seed: int, size: int = 64, smooth: bool = False) -> None:
+    """A random RGB PNG; `smooth` images are 2x nearest-upsampled (a crude 'fake')."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if smooth:
+        half = rng.integers(0, 256, (size // 2, size // 2, 3), dtype=np.uint8)
+        pixels = half.repeat(2, axis=0).repeat(2, axis=1)
+    else:
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def make_folder_dataset(
+    root: Path, per_class: int = 8, with_val: bool = True, size: int = 64
+) -> Path:
+    """root/train/{real,fake} (+ root/val/{real,fake}) with `per_class` images each."""
+    splits = ("train", "val") if with_val else ("train",)
+    seed = 0
+    for split in splits:
+        for label in ("real", "fake"):
+            for number in range(per_class):
+                seed += 1
+                write_image(
+                    root / split / label / f"{number}.png", seed, size, smooth=label == "fake"
+                )
+    return root
+
+
+@pytest.fixture
+def folder_dataset(tmp_path: Path) -> Path:
+    return make_folder_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fakedet.data.demo import build_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    build_demo_dataset(root, num_images=64, img_size=64, seed=0)
+    return root
+
+
+def tiny_train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]:
+    """`fakedet train` arguments for a run of a few seconds on CPU."""
+    return [
+        "train",
+        str(data_root),
+        "--output-dir",
+        str(output_dir),
+        "--img-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-use-tensorboard",
+        *extra,
+    ]

@@ -1,0 +1,171 @@
+"""Dataset discovery, labels, robust decoding, augmentation and the sampler."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_folder_dataset, write_image
+from fakedet.data.dataset import ImageDataset, collate
+from fakedet.data.layouts import build_index
+from fakedet.data.loader import EpochSampler, make_loader
+from fakedet.data.transforms import EvalTransform, TrainTransform, load_rgb
+from fakedet.errors import DataError
+
+
+def test_folder_layout_labels_real_as_one(folder_dataset: Path) -> None:
+    index = build_index(folder_dataset, use_csv=False, val_split=0.1, seed=0)
+    assert index.layout == "real/fake"
+    assert index.val_source == "folder 'val'"
+    assert len(index.train) == 16 and len(index.val) == 16
+    for sample in index.train + index.val:
+        assert sample.label == (1.0 if "/real/" in sample.path else 0.0)
+
+
+def test_without_val_folder_a_seeded_stratified_split(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "d", per_class=10, with_val=False)
+    first = build_index(root, False, val_split=0.2, seed=3)
+    again = build_index(root, False, val_split=0.2, seed=3)
+    assert first.val == again.val
+    assert sum(s.label for s in first.val) == 2 and len(first.val) == 4
+    assert not {s.path for s in first.val} & {s.path for s in first.train}
+
+
+@pytest.mark.parametrize(
+    ("real_dir", "fake_dir", "val_dir"),
+    [
+        ("train/airplane/0_real", "train/airplane/1_fake", "val/airplane"),
+        ("sdv4/train/nature", "sdv4/train/ai", "sdv4/val"),
+        ("train/REAL", "train/FAKE", "test"),
+    ],
+)
+def test_public_layouts_map_fake_folders_to_zero(
+    tmp_path: Path, real_dir: str, fake_dir: str, val_dir: str
+) -> None:
+    root = tmp_path / "public"
+    real_name, fake_name = Path(real_dir).name, Path(fake_dir).name
+    for number in range(3):
+        write_image(root / real_dir / f"r{number}.png", number)
+        write_image(root / fake_dir / f"f{number}.png", 10 + number)
+        write_image(root / val_dir / real_name / f"r{number}.png", 20 + number)
+        write_image(root / val_dir / fake_name / f"f{number}.png", 30 + number)
+    index = build_index(root, False, 0.1, 0)
+    assert len(index.train) == 6 and len(index.val) == 6
+    for sample in index.train + index.val:
+        expected = 1.0 if Path(sample.path).parent.name == real_name else 0.0
+        assert sample.label == expected
+
+
+def test_missing_root_and_missing_class_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        build_index(tmp_path / "nope", False, 0.1, 0)
+    for number in range(4):
+        write_image(tmp_path / "only" / "train" / "real" / f"{number}.png", number)
+    with pytest.raises(DataError, match="no fake images"):
+        build_index(tmp_path / "only", False, 0.1, 0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No labelled images"):
+        build_index(tmp_path / "empty", False, 0.1, 0)
+
+
+def test_bad_files_are_skipped_with_reasons(folder_dataset: Path) -> None:
+    (folder_dataset / "train" / "real" / "zero.png").write_bytes(b"")
+    (folder_dataset / "train" / "fake" / "text.jpg").write_text("not an image")
+    index = build_index(folder_dataset, False, 0.1, 0)
+    reasons = dict(index.skipped)
+    assert len(reasons) == 2
+    assert "0 bytes" in reasons[str(folder_dataset / "train" / "real" / "zero.png")]
+    assert len(index.train) == 16
+
+
+def test_truncated_image_is_dropped_by_collate(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    write_image(good, 1)
+    truncated = tmp_path / "bad.png"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    from fakedet.data.layouts import Sample
+
+    dataset = ImageDataset([Sample(str(good), 1.0), Sample(str(truncated), 0.0)], EvalTransform(64))
+    batch = collate([dataset[0], dataset[1]])
+    assert batch["images"].shape == (1, 3, 64, 64)
+    assert batch["skipped"][0][0] == str(truncated)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F"])
+def test_every_pillow_mode_becomes_rgb(tmp_path: Path, mode: str) -> None:
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    if mode in ("I;16", "I", "F"):
+        array = np.asarray(base.convert("L"), dtype=np.float32) * (257 if mode == "I;16" else 1)
+        image = Image.fromarray(
+            array.astype(np.uint16 if mode == "I;16" else np.int32 if mode == "I" else np.float32)
+        )
+        if mode == "I":
+            image = image.convert("I")
+    else:
+        image = base.convert(mode)
+    suffix = ".tif" if mode in ("CMYK", "I;16", "I", "F") else ".png"
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    rgb = load_rgb(str(path))
+    assert rgb.mode == "RGB" and rgb.size == (50, 40)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    image = Image.new("RGB", (60, 30), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when displayed
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(buffer.getvalue())
+    assert load_rgb(str(path)).size == (30, 60)
+
+
+def test_transforms_output_crops_and_small_images_are_upscaled() -> None:
+    small = Image.new("RGB", (40, 30))
+    large = Image.new("RGB", (300, 200))
+    generator = torch.Generator().manual_seed(0)
+    train = TrainTransform(64, hflip=True, blur_prob=1.0, jpeg_prob=1.0)
+    assert train(small, generator).shape == (3, 64, 64)
+    assert train(large, generator).shape == (3, 64, 64)
+    assert EvalTransform(64)(large).shape == (3, 64, 64)
+
+
+def test_sampler_order_is_a_function_of_seed_and_epoch() -> None:
+    sampler = EpochSampler(20, shuffle=True, seed=5)
+    sampler.set_epoch(1)
+    first = list(sampler)
+    sampler.set_epoch(2)
+    second = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) == first
+    assert first != second
+    sampler.set_epoch(1, skip=7)
+    assert list(sampler) == first[7:]
+
+
+def test_same_seed_gives_same_batches_with_zero_and_two_workers(folder_dataset: Path) -> None:
+    index = build_index(folder_dataset, False, 0.1, 0)
+    batches = []
+    for workers in (0, 2):
+        loader = make_loader(
+            index.train,
+            TrainTransform(64, True, 0.5, 0.5),
+            4,
+            True,
+            7,
+            workers,
+            False,
+            False,
+            2,
+            True,
+        )
+        loader.batch_sampler.sampler.set_epoch(1)
+        batches.append([batch["images"] for batch in loader])
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))

@@ -1,0 +1,94 @@
+"""Every registered detector: shapes, ranges, finiteness, gradients, determinism, budgets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fakedet.models import create_model, list_models
+
+MODELS = list_models()
+
+
+def test_registry_lists_fast_and_full() -> None:
+    assert {"fast", "full"} <= set(MODELS)
+
+
+def test_unknown_model_error_lists_known_names() -> None:
+    with pytest.raises(ValueError, match=r"known models: .*fast.*full"):
+        create_model("enormous")
+
+
+@pytest.mark.parametrize("img_size", [63, 100, 32])
+def test_bad_img_size_is_refused(img_size: int) -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        create_model("fast", img_size=img_size)
+
+
+@pytest.mark.parametrize(("name", "budget"), [("fast", 2.5e6), ("full", 5.0e6)])
+def test_parameter_budget_within_ten_percent(name: str, budget: float) -> None:
+    params = sum(p.numel() for p in create_model(name).parameters())
+    assert abs(params - budget) <= 0.1 * budget, params
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("img_size", [64, 96, 128])
+def test_outputs_have_the_contract_shapes(name: str, img_size: int) -> None:
+    model = create_model(name, img_size=img_size).eval()
+    with torch.no_grad():
+        outputs = model(torch.rand(3, 3, img_size, img_size))
+    assert outputs["score"].shape == (3,)
+    assert outputs["logits"].shape == (3, 2)
+    assert bool(((outputs["score"] >= 0) & (outputs["score"] <= 1)).all())
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("kind", ["black", "white", "constant", "noise"])
+def test_finite_outputs_and_gradients_on_degenerate_images(name: str, kind: str) -> None:
+    torch.manual_seed(0)
+    images = {
+        "black": torch.zeros(4, 3, 64, 64),
+        "white": torch.ones(4, 3, 64, 64),
+        "constant": torch.full((4, 3, 64, 64), 0.37),
+        "noise": torch.rand(4, 3, 64, 64),
+    }[kind]
+    model = create_model(name, img_size=64)
+    outputs = model(images)
+    loss = outputs["score"].mean() + outputs["logits"].logsumexp(dim=1).mean()
+    loss.backward()
+    assert torch.isfinite(outputs["score"]).all() and torch.isfinite(outputs["logits"]).all()
+    for parameter_name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert torch.isfinite(parameter.grad).all(), parameter_name
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_seed_builds_the_same_model_and_output(name: str) -> None:
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    results = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = create_model(name, img_size=64).eval()
+        with torch.no_grad():
+            results.append(model(images)["score"])
+    assert torch.equal(results[0], results[1])
+
+
+def test_spectrum_is_fp32_under_autocast() -> None:
+    model = create_model("full", img_size=64)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        spectrum = model.spectral_branch.log_spectrum(images)
+        statistics = model.statistical_branch.features(images)
+    assert spectrum.dtype == torch.float32
+    assert statistics.dtype == torch.float32
+
+
+def test_fast_aux_branch_sees_npr_residual_of_full_resolution() -> None:
+    from fakedet.models.branches import npr_residual
+
+    # A 2x nearest-upsampled image has an all-zero NPR residual; real detail does not.
+    low = torch.rand(1, 3, 32, 32)
+    upsampled = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert npr_residual(upsampled).abs().max() == 0
+    assert npr_residual(torch.rand(1, 3, 64, 64)).abs().max() > 0

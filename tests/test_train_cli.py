@@ -1,0 +1,196 @@
+"""`fakedet train` end to end on tiny data, through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_folder_dataset, tiny_train_args
+from fakedet.cli import app
+from fakedet.engine.checkpoint import REQUIRED_KEYS, load_checkpoint
+
+runner = CliRunner()
+
+
+def test_train_writes_the_output_folder(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = tiny_train_args(folder_dataset, out, "--save-every", "1", "--use-tensorboard")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in (
+        "checkpoint_epoch_1.pt",
+        "checkpoint_epoch_2.pt",
+        "best_model.pt",
+        "latest_model.pt",
+        "training_history.json",
+        "config.yaml",
+        "dataset_summary.json",
+    ):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "training_history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    for key in (
+        "val_loss",
+        "val_regression",
+        "val_classification",
+        "val_ranking",
+        "val_accuracy",
+        "val_auc",
+        "val_ap",
+        "val_real_acc",
+        "val_fake_acc",
+    ):
+        assert key in history[-1]
+    summary = json.loads((out / "dataset_summary.json").read_text())
+    assert summary["splits"]["train"] == {"real": 8, "fake": 8, "total": 16}
+    state = load_checkpoint(out / "latest_model.pt")
+    assert set(REQUIRED_KEYS) <= set(state)
+    assert state["epoch"] == 2 and state["mode"] == "fast"
+    assert state["config"]["img_size"] == 64
+    assert "val_auc" in result.output or "val AUC" in result.output
+
+
+def test_tensorboard_has_the_spec_tags(folder_dataset: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, tiny_train_args(folder_dataset, out, "--use-tensorboard", "--epochs", "1")
+    )
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "logs"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {
+        "train/batch_loss",
+        "train/total",
+        "train/regression",
+        "train/classification",
+        "train/ranking",
+        "train/learning_rate",
+        "val/total",
+        "val/regression",
+        "val/classification",
+        "val/accuracy",
+        "val/auc",
+    }
+    assert expected <= tags
+
+
+def test_config_file_with_flags_winning(folder_dataset: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("epochs: 5\nwarmup_epochs: 0\nranking_margin: 0.4\n")
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, [*tiny_train_args(folder_dataset, out, "--epochs", "1"), "--config", str(config_file)]
+    )
+    assert result.exit_code == 0, result.output
+    import yaml
+
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["epochs"] == 1  # the flag wins
+    assert resolved["ranking_margin"] == 0.4  # the file fills the rest
+    assert resolved["warmup_epochs"] == 0
+
+
+def test_seed_spellings_are_accepted(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seed"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data_root",
+            str(folder_dataset),
+            "--epochs",
+            "1",
+            "--batch_size",
+            "8",
+            "--lr",
+            "0.0001",
+            "--img_size",
+            "64",
+            "--fast_mode",
+            "--regression_weight",
+            "1.0",
+            "--classification_weight",
+            "0.3",
+            "--ranking_weight",
+            "0.2",
+            "--output_dir",
+            str(out),
+            "--num_workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "latest_model.pt").is_file()
+
+
+def test_full_mode_trains(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--full", "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "latest_model.pt")["mode"] == "full"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "epochs = 0 is invalid"),
+        (["--img-size", "100"], "multiple of 32"),
+        (["--batch-size", "lots"], "positive integer or 'auto'"),
+    ],
+)
+def test_bad_values_exit_2_with_one_sentence(
+    folder_dataset: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, [*tiny_train_args(folder_dataset, tmp_path / "x"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_dataset_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, tiny_train_args(tmp_path / "nowhere", tmp_path / "x"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_no_data_root_at_all_exits_2() -> None:
+    result = runner.invoke(app, ["train", "--epochs", "1"])
+    assert result.exit_code == 2
+    assert "DATA_ROOT" in result.output
+
+
+def test_one_class_missing_exits_2_before_training(tmp_path: Path) -> None:
+    root = make_folder_dataset(tmp_path / "d", per_class=3)
+    for path in (root / "train" / "fake").iterdir():
+        path.unlink()
+    result = runner.invoke(app, tiny_train_args(root, tmp_path / "x"))
+    assert result.exit_code == 2
+    assert "no fake images" in result.output
+    assert not (tmp_path / "x" / "latest_model.pt").exists()
+
+
+def test_plain_lines_when_not_a_terminal(folder_dataset: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, tiny_train_args(folder_dataset, tmp_path / "run", "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    assert "epoch 1: train loss" in result.output
+    assert "\x1b[" not in result.output  # no terminal control codes in a log
+
+
+def test_fast_model_learns_the_demo_data(demo_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "learn"
+    args = tiny_train_args(demo_dataset, out, "--epochs", "6", "--warmup-epochs", "1")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    history = json.loads((out / "training_history.json").read_text())
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    best = torch.load(out / "best_model.pt", weights_only=True)
+    assert best["best_val_loss"] == min(row["val_loss"] for row in history)
