@@ -1,0 +1,207 @@
+"""Speed and memory of the fakedet detectors against torchvision peers, from one interleaved run.
+
+Shared machines are noisy (the same model measured 28, 45 and 60 img/s in three runs), so the
+models are measured in turn (A, B, C, ... A, B, C, ...) after a warm-up, and the report gives
+medians and the median of the per-repetition ratios.
+
+    python benchmarks/models.py                      # CPU, fp32, batch 16, 256 px
+    python benchmarks/models.py --amp                # + bf16 autocast (CPU) / fp16 or bf16 (CUDA)
+    python benchmarks/models.py --device cuda --amp  # GPU: also peak memory per model
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+
+import torch
+from torchvision import models as tv_models
+
+from fakedet.engine.runtime import cpu_has_native_bf16
+from fakedet.models import create_model
+
+PEERS = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50")
+TARGETS = (("fast", "mobilenet_v3_small"), ("full", "mobilenet_v3_large"))
+
+
+def build(name: str) -> torch.nn.Module:
+    if name in ("fast", "full"):
+        return create_model(name, img_size=256)
+    return getattr(tv_models, name)(weights=None, num_classes=2)
+
+
+def scalar_output(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    outputs = model(images)
+    if isinstance(outputs, dict):
+        return outputs["score"].float().mean() + outputs["logits"].float().logsumexp(1).mean()
+    return outputs.float().logsumexp(1).mean()
+
+
+class Runner:
+    """One model with its optimizer, timing train steps and inference batches."""
+
+    def __init__(
+        self, name: str, device: torch.device, batch: int, size: int, amp_dtype: torch.dtype | None
+    ):
+        torch.manual_seed(0)
+        self.name = name
+        self.device = device
+        self.model = build(name).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.images = torch.rand(batch, 3, size, size, device=device)
+        self.amp_dtype = amp_dtype
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def train_step(self) -> None:
+        self.model.train()
+        with torch.autocast(
+            self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            loss = scalar_output(self.model, self.images)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.autocast(
+            self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            scalar_output(self.model, self.images)
+
+    def rate(self, step: str, repeats: int) -> float:
+        function = self.train_step if step == "train" else self.infer
+        self._sync()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        self._sync()
+        return repeats * self.images.shape[0] / (time.perf_counter() - started)
+
+
+def _cpu_peak_child(
+    name: str, batch: int, size: int, amp: bool, queue: multiprocessing.Queue
+) -> None:
+    torch.set_num_threads(torch.get_num_threads())
+    runner = Runner(name, torch.device("cpu"), batch, size, torch.bfloat16 if amp else None)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    runner.train_step()
+    runner.train_step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((after - before) / 1024)  # ru_maxrss is KiB on Linux
+
+
+def cpu_training_peak_mb(name: str, batch: int, size: int, amp: bool) -> float:
+    """Peak resident memory a training step adds over the built model, in a fresh process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_cpu_peak_child, args=(name, batch, size, amp, queue))
+    process.start()
+    value = queue.get()
+    process.join()
+    return value
+
+
+def cuda_training_peak_mb(runner: Runner) -> float:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(runner.device)
+    runner.train_step()
+    runner.train_step()
+    torch.cuda.synchronize(runner.device)
+    return torch.cuda.max_memory_allocated(runner.device) / 1024**2
+
+
+def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[float] | float]]:
+    device = torch.device(args.device)
+    if amp:
+        if device.type == "cuda":
+            major, _ = torch.cuda.get_device_capability(device)
+            amp_dtype = torch.bfloat16 if major >= 8 else torch.float16
+        else:
+            amp_dtype = torch.bfloat16
+    else:
+        amp_dtype = None
+    names = ["fast", "full", *PEERS]
+    runners = [Runner(name, device, args.batch, args.size, amp_dtype) for name in names]
+    for runner in runners:  # warm-up: allocator, kernels, caches
+        runner.train_step()
+        runner.infer()
+    results: dict[str, dict[str, list[float] | float]] = {
+        n: {"train": [], "infer": []} for n in names
+    }
+    for repetition in range(args.repeats):
+        for runner in runners:
+            results[runner.name]["train"].append(runner.rate("train", args.steps))
+            results[runner.name]["infer"].append(runner.rate("infer", args.steps))
+        print(f"  repetition {repetition + 1}/{args.repeats} done", flush=True)
+    for runner in runners:
+        if device.type == "cuda":
+            results[runner.name]["peak_mb"] = cuda_training_peak_mb(runner)
+    if device.type == "cpu" and not args.no_memory:
+        del runners
+        for name in names:
+            results[name]["peak_mb"] = cpu_training_peak_mb(name, args.batch, args.size, amp)
+    return results
+
+
+def report(results: dict[str, dict[str, list[float] | float]], label: str) -> None:
+    print(f"\n### {label}\n")
+    print("| model | params | train img/s | infer img/s | train peak MB |")
+    print("|---|---|---|---|---|")
+    for name, values in results.items():
+        params = sum(p.numel() for p in build(name).parameters()) / 1e6
+        peak = values.get("peak_mb")
+        peak_text = f"{peak:.0f}" if isinstance(peak, float) else "-"
+        print(
+            f"| {name} | {params:.2f}M | {statistics.median(values['train']):.1f} | "
+            f"{statistics.median(values['infer']):.1f} | {peak_text} |"
+        )
+    print()
+    for ours, peer in TARGETS:
+        for step in ("train", "infer"):
+            ratios = [a / b for a, b in zip(results[ours][step], results[peer][step], strict=True)]
+            print(
+                f"{ours} / {peer} {step}: median ratio {statistics.median(ratios):.2f}x (per repetition: "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + ")"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per model per repetition")
+    parser.add_argument("--amp", action="store_true", help="also measure with autocast")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the CPU peak-memory processes"
+    )
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, device {args.device}, batch {args.batch}, {args.size} px, "
+        f"native CPU bf16: {cpu_has_native_bf16()}"
+    )
+    if args.device.startswith("cuda"):
+        print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
+    report(measure(args, amp=False), "fp32")
+    if args.amp:
+        report(measure(args, amp=True), "autocast (bf16 on CPU and on CUDA >= 8.0, else fp16)")
+
+
+if __name__ == "__main__":
+    main()
