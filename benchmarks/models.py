@@ -131,7 +131,7 @@ def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[flo
             amp_dtype = torch.bfloat16
     else:
         amp_dtype = None
-    names = ["fast", "full", *PEERS]
+    names = args.models
     runners = [Runner(name, device, args.batch, args.size, amp_dtype) for name in names]
     for runner in runners:  # warm-up: allocator, kernels, caches
         runner.train_step()
@@ -168,6 +168,8 @@ def report(results: dict[str, dict[str, list[float] | float]], label: str) -> No
         )
     print()
     for ours, peer in TARGETS:
+        if ours not in results or peer not in results:
+            continue
         for step in ("train", "infer"):
             ratios = [a / b for a, b in zip(results[ours][step], results[peer][step], strict=True)]
             print(
@@ -189,6 +191,9 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="also measure with autocast")
     parser.add_argument(
         "--no-memory", action="store_true", help="skip the CPU peak-memory processes"
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=["fast", "full", *PEERS], help="models to measure"
     )
     args = parser.parse_args()
     print(

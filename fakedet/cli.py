@@ -232,6 +232,41 @@ def _train_parameters() -> list[inspect.Parameter]:
     parameters += [
         _field_option(name) for name in TrainingConfig.model_fields if name not in _SPECIAL_FIELDS
     ]
+    parameters += [
+        inspect.Parameter(
+            "resume",
+            keyword,
+            default=typer.Option(
+                None,
+                "--resume",
+                help="Continue from this checkpoint (or output folder); --epochs then means N more.",
+                show_default=False,
+            ),
+            annotation=Optional[Path],  # noqa: UP045
+        ),
+        inspect.Parameter(
+            "reset_lr",
+            keyword,
+            default=typer.Option(
+                False,
+                "--reset-lr",
+                "--reset_lr",
+                help="With --resume: use --lr as the new base LR.",
+            ),
+            annotation=bool,
+        ),
+        inspect.Parameter(
+            "reset_scheduler",
+            keyword,
+            default=typer.Option(
+                False,
+                "--reset-scheduler",
+                "--reset_scheduler",
+                help="With --resume: a fresh warmup + cosine.",
+            ),
+            annotation=bool,
+        ),
+    ]
     return parameters
 
 
@@ -269,7 +304,18 @@ def train(**values: Any) -> None:
         fakedet train --data_root ./dataset --batch_size 32 --use_amp --fast_mode
     """
     with _errors_to_exit_codes():
+        resume_from: Path | None = values.pop("resume", None)
+        reset_lr: bool = values.pop("reset_lr")
+        reset_scheduler: bool = values.pop("reset_scheduler")
         config_file: Path | None = values.pop("config_file", None)
+        if resume_from is not None:
+            overrides = _collect_overrides(values)
+            extra_epochs = overrides.pop("epochs", None)
+            new_lr = overrides.pop("lr", None)
+            run_resume(resume_from, overrides, extra_epochs, new_lr, reset_lr, reset_scheduler)
+            return
+        if reset_lr or reset_scheduler:
+            raise UsageError("--reset-lr and --reset-scheduler only apply with --resume PATH.")
         settings = load_config_file(config_file) if config_file else {}
         settings.update(_collect_overrides(values))
         if "data_root" not in settings:
@@ -290,6 +336,100 @@ def run_training(config: TrainingConfig, **trainer_options: Any) -> dict[str, An
         return trainer.fit()
     finally:
         trainer.close()
+
+
+def run_resume(
+    path: Path,
+    overrides: dict[str, Any],
+    extra_epochs: int | None,
+    new_lr: float | None,
+    reset_lr: bool,
+    reset_scheduler: bool,
+) -> dict[str, Any]:
+    """Load a checkpoint, derive the continued run's config, and train it."""
+    from fakedet.engine.checkpoint import load_checkpoint
+    from fakedet.engine.resume import checkpoint_path, resume_config
+
+    if reset_lr and new_lr is None:
+        raise UsageError("--reset-lr needs the new LR: add --lr X.")
+    if extra_epochs is not None and extra_epochs < 1:
+        raise UsageError(f"--epochs {extra_epochs} must be at least 1 (it counts epochs to add).")
+    state = load_checkpoint(checkpoint_path(path))
+    config = resume_config(state, overrides, extra_epochs, new_lr)
+    return run_training(config, resume_state=state, new_lr=new_lr, reset_scheduler=reset_scheduler)
+
+
+@app.command("resume")
+def resume(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint file, or an output folder (its latest_model.pt).")
+    ] = Path("checkpoints/latest_model.pt"),
+    epochs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--epochs", help="Train this many MORE epochs (default: finish the run as configured)."
+        ),
+    ] = None,
+    lr: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--lr", help="New base LR (keeps the schedule's shape, like --reset-lr)."),
+    ] = None,
+    reset_lr: Annotated[
+        bool, typer.Option("--reset-lr", "--reset_lr", help="Replace the saved LR by --lr.")
+    ] = False,
+    reset_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--reset-scheduler",
+            "--reset_scheduler",
+            help="Fresh warmup + cosine over the new epochs.",
+        ),
+    ] = False,
+    output_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output-dir", "--output_dir", help="Write to another folder."),
+    ] = None,
+    data_root: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--data-root", "--data_root", help="The dataset's new location."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")
+    ] = None,
+    num_workers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--num-workers", "--num_workers", help="DataLoader workers."),
+    ] = None,
+    batch_size: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--batch-size", "--batch_size", help="Batch size (changes the steps per epoch)."
+        ),
+    ] = None,
+) -> None:
+    """Continue a run from its checkpoint: exact state, optimizer, schedule, RNG and patience.
+
+    Examples:
+
+        fakedet resume                                   # checkpoints/latest_model.pt, finish the run
+
+        fakedet resume runs/demo --epochs 20             # 20 more epochs, cosine laid over the new total
+
+        fakedet resume runs/demo --epochs 20 --lr 1e-4 --reset-lr
+
+        fakedet resume runs/demo/best_model.pt --epochs 30 --lr 3e-4 --reset-lr --reset-scheduler
+    """
+    with _errors_to_exit_codes():
+        overrides = _collect_overrides(
+            {
+                "output_dir": output_dir,
+                "data_root": data_root,
+                "device": device,
+                "num_workers": num_workers,
+                "batch_size": batch_size,
+            }
+        )
+        run_resume(checkpoint, overrides, epochs, lr, reset_lr, reset_scheduler)
 
 
 train.__signature__ = inspect.Signature(_train_parameters())  # type: ignore[attr-defined]

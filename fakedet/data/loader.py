@@ -93,6 +93,9 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
+        # Worker base seeds come from this generator, not the global RNG: starting workers then
+        # never shifts the dropout stream, which keeps a resumed run equal to an unbroken one.
+        generator=torch.Generator().manual_seed(seed),
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=pin_memory,

@@ -76,3 +76,57 @@ def build_schedule(
         start_step=start_step,
     )
     return schedule, warning
+
+
+def resumed_schedule(
+    saved: WarmupCosine,
+    saved_epochs: int,
+    total_epochs: int,
+    completed_epochs: int,
+    steps_per_epoch: int,
+    global_step: int,
+    new_lr: float | None,
+    reset_scheduler: bool,
+    warmup_epochs: float,
+    min_lr: float,
+) -> tuple[WarmupCosine, list[str]]:
+    """The schedule a resumed run follows, and what changed (for the user).
+
+    - nothing changed: the saved curve, untouched (crash recovery);
+    - more epochs: the same warmup, the cosine laid over the new total;
+    - new_lr (--reset-lr): the same shape around the new base LR;
+    - reset_scheduler: a fresh warmup + cosine from `global_step` over the remaining epochs.
+    """
+    notes: list[str] = []
+    base_lr = saved.base_lr if new_lr is None else new_lr
+    if new_lr is not None:
+        notes.append(f"base LR {saved.base_lr:.3g} -> {new_lr:.3g}")
+    if reset_scheduler:
+        remaining = max(1, total_epochs - completed_epochs)
+        schedule, warning = build_schedule(
+            base_lr,
+            min(min_lr, base_lr),
+            warmup_epochs,
+            remaining,
+            steps_per_epoch,
+            saved.shape,
+            start_step=global_step,
+        )
+        notes.append(f"fresh warmup + {saved.shape} over the remaining {remaining} epoch(s)")
+        if warning:
+            notes.append(warning)
+        return schedule, notes
+    total_steps = saved.total_steps
+    if total_epochs != saved_epochs:
+        # The curve counts from its own start step; its end moves to the new last step.
+        total_steps = total_epochs * steps_per_epoch - saved.start_step
+        notes.append(f"{saved.shape} laid over {total_epochs} epochs instead of {saved_epochs}")
+    schedule = WarmupCosine(
+        base_lr=base_lr,
+        min_lr=min(saved.min_lr, base_lr),
+        warmup_steps=saved.warmup_steps,
+        total_steps=total_steps,
+        shape=saved.shape,
+        start_step=saved.start_step,
+    )
+    return schedule, notes

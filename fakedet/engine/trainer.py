@@ -25,7 +25,7 @@ from fakedet.engine.logging import Reporter, TensorBoardLogger
 from fakedet.engine.losses import detector_loss
 from fakedet.engine.metrics import detection_metrics, json_safe
 from fakedet.engine.runtime import resolve_device, resolve_precision
-from fakedet.engine.schedule import WarmupCosine, build_schedule
+from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
 from fakedet.errors import TrainingError
 from fakedet.models import create_model
 
@@ -60,6 +60,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 class Trainer:
     """Train a detector as `config` says; `resume_state` (a loaded checkpoint) continues a run.
 
+    When resuming, `config.epochs` is the run's new total, `new_lr` replaces the saved base LR
+    (same schedule shape) and `reset_scheduler` starts a fresh warmup + cosine.
+
     Use as `trainer = Trainer(config, reporter)`, then `trainer.fit()` inside try/finally with
     `trainer.close()`.
     """
@@ -69,12 +72,14 @@ class Trainer:
         config: TrainingConfig,
         reporter: Reporter | None = None,
         resume_state: dict[str, Any] | None = None,
-        schedule: WarmupCosine | None = None,
+        new_lr: float | None = None,
+        reset_scheduler: bool = False,
     ) -> None:
         self.config = config
         self.reporter = reporter or Reporter()
         self.resume_state = resume_state
-        self.schedule_override = schedule
+        self.new_lr = new_lr
+        self.reset_scheduler = reset_scheduler
         self.output_dir = Path(config.output_dir)
         self.tensorboard: TensorBoardLogger | None = None
         self.skipped_files: dict[str, str] = {}
@@ -156,11 +161,12 @@ class Trainer:
         self.epochs_without_improvement = 0
         self.nonfinite_steps = 0
         self.history: list[dict[str, Any]] = []
+        self.epoch_sums = dict.fromkeys(
+            ("loss", "regression", "classification", "ranking", "images"), 0.0
+        )
         if self.resume_state is not None:
             self._restore(self.resume_state)
-        if self.schedule_override is not None:
-            self.schedule = self.schedule_override
-        elif self.resume_state is None:
+        else:
             self.schedule, warning = build_schedule(
                 config.lr,
                 config.min_lr,
@@ -210,15 +216,44 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer_state_dict"])
         if state.get("scaler_state_dict"):
             self.scaler.load_state_dict(state["scaler_state_dict"])
-        self.schedule = WarmupCosine.from_state_dict(state["scheduler_state_dict"])
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.batches_done = int(state.get("batches_done", 0))
         self.best_val_loss = float(state["best_val_loss"])
         self.best_epoch = int(state.get("best_epoch", 0))
         self.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
+        patience = self.config.early_stopping_patience
+        if patience and self.epochs_without_improvement >= patience:
+            # An early-stopped run given more epochs gets a fresh patience window.
+            self.epochs_without_improvement = 0
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.history = list(state.get("history", []))
+        if self.batches_done:
+            self.epoch_sums.update(state.get("epoch_sums", {}))
+        saved_schedule = WarmupCosine.from_state_dict(state["scheduler_state_dict"])
+        self.schedule, notes = resumed_schedule(
+            saved_schedule,
+            saved_epochs=int(state["config"]["epochs"]),
+            total_epochs=self.config.epochs,
+            completed_epochs=self.epoch if self.batches_done == 0 else self.epoch - 1,
+            steps_per_epoch=self.steps_per_epoch,
+            global_step=self.global_step,
+            new_lr=self.new_lr,
+            reset_scheduler=self.reset_scheduler,
+            warmup_epochs=self.config.warmup_epochs,
+            min_lr=self.config.min_lr,
+        )
+        before, after = (
+            saved_schedule.lr_at(self.global_step),
+            self.schedule.lr_at(self.global_step),
+        )
+        where = f"epoch {self.epoch}" + (
+            f" (batch {self.batches_done})" if self.batches_done else ""
+        )
+        self.reporter.info(
+            f"Resuming after {where}, step {self.global_step}: LR {before:.3e} -> {after:.3e}"
+            + (f"; {'; '.join(notes)}" if notes else "; schedule unchanged")
+        )
         rng = state.get("rng_state", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -278,11 +313,12 @@ class Trainer:
         )
         self.reporter.epoch_start(epoch, config.epochs, self.batches_per_epoch)
         accumulation = config.gradient_accumulation_steps
-        sums = {"loss": 0.0, "regression": 0.0, "classification": 0.0, "ranking": 0.0}
-        images_seen = 0
+        # Running sums live on the trainer so an interruption mid-epoch can save them.
+        sums = self.epoch_sums
         window_bad = False
         consecutive_bad = 0
         started = time.perf_counter()
+        images_before = sums["images"]
         lr = self.schedule.lr_at(self.global_step)
         for batch_index, batch in enumerate(self.train_loader, start=skip_batches):
             self._note_skipped(batch["skipped"])
@@ -304,7 +340,7 @@ class Trainer:
                     # Dividing by the window size makes 8 x 2 accumulated equal to one batch of 16.
                     self.scaler.scale(terms.total / window_size).backward()
                     count = images.shape[0]
-                    images_seen += count
+                    sums["images"] += count
                     sums["loss"] += terms.total.item() * count
                     sums["regression"] += terms.regression.item() * count
                     sums["classification"] += terms.classification.item() * count
@@ -329,21 +365,23 @@ class Trainer:
             self.reporter.batch_end(
                 batch_index + 1,
                 {
-                    "loss": sums["loss"] / max(images_seen, 1),
+                    "loss": sums["loss"] / max(sums["images"], 1),
                     "lr": lr,
-                    "img_per_s": images_seen / elapsed,
+                    "img_per_s": (sums["images"] - images_before) / elapsed,
                 },
             )
         self.batches_done = 0
         elapsed = time.perf_counter() - started
-        seen = max(images_seen, 1)
+        seen = max(sums["images"], 1)
+        images_now = sums["images"] - images_before
+        self.epoch_sums = dict.fromkeys(sums, 0.0)
         return {
             "train_loss": sums["loss"] / seen,
             "train_regression": sums["regression"] / seen,
             "train_classification": sums["classification"] / seen,
             "train_ranking": sums["ranking"] / seen,
             "lr": lr,
-            "images_per_sec": images_seen / max(elapsed, 1e-9),
+            "images_per_sec": images_now / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
 
@@ -465,6 +503,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "batches_done": self.batches_done,
+            "epoch_sums": dict(self.epoch_sums),
             "model_state_dict": self.model.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
             "scheduler_state_dict": self.schedule.state_dict(),

@@ -1,0 +1,78 @@
+"""Continuing a run from a checkpoint: which settings may change, and what the new run is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fakedet.config import TrainingConfig, build_config
+from fakedet.errors import ConfigError, DataError, UsageError
+
+# What a resume may change; everything else comes from the checkpoint's config.
+RESUME_OVERRIDES = ("output_dir", "data_root", "device", "num_workers", "batch_size")
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A checkpoint file, or an output folder meaning its latest_model.pt."""
+    return path / "latest_model.pt" if path.is_dir() else path
+
+
+def completed_epochs(state: dict[str, Any]) -> int:
+    """Epochs fully trained in the checkpoint (an interrupted epoch does not count)."""
+    return int(state["epoch"]) - (1 if int(state.get("batches_done", 0)) else 0)
+
+
+def resume_config(
+    state: dict[str, Any],
+    overrides: dict[str, Any],
+    extra_epochs: int | None,
+    new_lr: float | None,
+) -> TrainingConfig:
+    """The config of the continued run.
+
+    Args:
+        state: a loaded checkpoint.
+        overrides: settings given again on the command line (only RESUME_OVERRIDES may differ).
+        extra_epochs: `--epochs N`: train N more epochs; None finishes the run as configured.
+        new_lr: `--lr X` with --reset-lr / --reset-scheduler: the new base LR.
+
+    Raises:
+        ConfigError: a setting that cannot change on resume (mode, img_size, ...).
+        DataError: the data root no longer exists.
+        UsageError: nothing left to train without --epochs.
+    """
+    saved = dict(state["config"])
+    for key, value in overrides.items():
+        if key in RESUME_OVERRIDES:
+            saved[key] = value
+            continue
+        if str(value) != str(saved.get(key)):
+            raise ConfigError(
+                f"{key} cannot change when resuming (the checkpoint has {saved.get(key)!r}, "
+                f"you gave {value!r}); start a new run with fakedet train, or drop the flag."
+            )
+    data_root = Path(saved["data_root"])
+    if not data_root.is_dir():
+        raise DataError(
+            f"The data root {data_root} recorded in the checkpoint no longer exists; "
+            "pass --data-root with its new location."
+        )
+    done = completed_epochs(state)
+    if extra_epochs is not None:
+        saved["epochs"] = done + extra_epochs
+    else:
+        patience = int(saved.get("early_stopping_patience", 0))
+        if patience and int(state.get("epochs_without_improvement", 0)) >= patience:
+            raise UsageError(
+                f"This run early-stopped after epoch {done} (no val_loss improvement in {patience} "
+                "validations); pass --epochs N to train N more epochs."
+            )
+        if done >= int(saved["epochs"]):
+            raise UsageError(
+                f"This run already finished all {saved['epochs']} epochs; "
+                "pass --epochs N to train N more epochs."
+            )
+    if new_lr is not None:
+        saved["lr"] = new_lr
+        saved["min_lr"] = min(float(saved["min_lr"]), new_lr)
+    return build_config(saved)

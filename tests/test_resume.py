@@ -1,0 +1,181 @@
+"""Resume: exact continuation, LR semantics, the seed's recipes and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_folder_dataset, tiny_train_args
+from fakedet.cli import app
+from fakedet.engine.checkpoint import load_checkpoint
+from fakedet.engine.schedule import build_schedule, resumed_schedule
+
+runner = CliRunner()
+TIMING_KEYS = {"images_per_sec", "epoch_time_s"}
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    first, second = load_checkpoint(a)["model_state_dict"], load_checkpoint(b)["model_state_dict"]
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_resume_from_epoch_2_is_bit_exact(
+    folder_dataset: Path, tmp_path: Path, workers: str
+) -> None:
+    full_run, resumed_run = tmp_path / "full", tmp_path / "resumed"
+    extra = (
+        "--epochs",
+        "4",
+        "--save-every",
+        "1",
+        "--num-workers",
+        workers,
+        "--blur-prob",
+        "0.5",
+        "--jpeg-prob",
+        "0.5",
+    )
+    result = runner.invoke(app, tiny_train_args(folder_dataset, full_run, *extra))
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["resume", str(full_run / "checkpoint_epoch_2.pt"), "--output-dir", str(resumed_run)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "LR" in result.output and "schedule unchanged" in result.output
+    _assert_same_weights(full_run / "latest_model.pt", resumed_run / "latest_model.pt")
+    full_history = json.loads((full_run / "training_history.json").read_text())
+    resumed_history = json.loads((resumed_run / "training_history.json").read_text())
+    assert _without_timing(full_history) == _without_timing(resumed_history)
+
+
+def test_resume_lr_sequences() -> None:
+    saved, _ = build_schedule(
+        1e-3, 1e-5, warmup_epochs=1, epochs=4, steps_per_epoch=5, shape="cosine"
+    )
+    same, notes = resumed_schedule(saved, 4, 4, 2, 5, 10, None, False, 1, 1e-5)
+    assert [same.lr_at(s) for s in range(20)] == [saved.lr_at(s) for s in range(20)]
+    assert notes == []
+
+    longer, _ = resumed_schedule(saved, 4, 8, 4, 5, 20, None, False, 1, 1e-5)
+    assert [longer.lr_at(s) for s in range(5)] == [saved.lr_at(s) for s in range(5)]  # same warmup
+    assert longer.lr_at(39) > longer.lr_at(40) == pytest.approx(1e-5)  # ends at the new last step
+    assert longer.lr_at(20) > saved.lr_at(20)  # no wrap-around, no early floor
+
+    new_lr, notes = resumed_schedule(saved, 4, 4, 2, 5, 10, 5e-4, False, 1, 1e-5)
+    for step in range(20):  # same shape: the same fraction of the way from min_lr to the peak
+        saved_fraction = (saved.lr_at(step) - 1e-5) / (1e-3 - 1e-5)
+        assert (new_lr.lr_at(step) - 1e-5) / (5e-4 - 1e-5) == pytest.approx(
+            saved_fraction, abs=0.02
+        )
+    assert new_lr.lr_at(4) == pytest.approx(5e-4)  # peak is the new LR, same step
+    assert new_lr.lr_at(20) == pytest.approx(1e-5)
+    assert any("base LR" in note for note in notes)
+
+    fresh, notes = resumed_schedule(saved, 4, 6, 2, 5, 10, 3e-4, True, 1, 1e-5)
+    assert fresh.lr_at(10) == pytest.approx(3e-4 / 5)  # warmup starts again at the resume step
+    assert fresh.lr_at(14) == pytest.approx(3e-4)
+    assert fresh.lr_at(30) == pytest.approx(1e-5)
+    assert any("fresh warmup" in note for note in notes)
+
+
+def test_seed_resume_recipes_run(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    latest, best = str(out / "latest_model.pt"), str(out / "best_model.pt")
+    recipes = [
+        ["--resume", latest, "--epochs", "1"],
+        ["--resume", latest, "--epochs", "1", "--lr", "0.0001", "--reset_lr"],
+        ["--resume", best, "--epochs", "1", "--lr", "0.0003", "--reset_lr", "--reset_scheduler"],
+    ]
+    expected_epochs = [2, 3, 2]
+    for recipe, epochs in zip(recipes, expected_epochs, strict=True):
+        result = runner.invoke(app, ["train", "--data_root", str(folder_dataset), *recipe])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(out / "latest_model.pt")["epoch"] == epochs
+
+
+def test_finished_run_without_epochs_is_refused(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1")).exit_code == 0
+    result = runner.invoke(app, ["resume", str(out)])
+    assert result.exit_code == 2
+    assert "already finished all 1 epochs" in result.output
+
+
+def test_mode_change_and_missing_data_root_are_refused(tmp_path: Path) -> None:
+    data = make_folder_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    assert runner.invoke(app, tiny_train_args(data, out, "--epochs", "1")).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(out), "--full", "--epochs", "1"])
+    assert result.exit_code == 2 and "mode cannot change" in result.output
+    result = runner.invoke(
+        app, ["train", "--resume", str(out), "--img-size", "96", "--epochs", "1"]
+    )
+    assert result.exit_code == 2 and "img_size cannot change" in result.output
+    shutil.rmtree(data)
+    result = runner.invoke(app, ["resume", str(out), "--epochs", "1"])
+    assert result.exit_code == 2 and "no longer exists" in result.output
+    result = runner.invoke(app, ["resume", str(tmp_path / "nothing.pt")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    data = make_folder_dataset(tmp_path / "data", per_class=16, with_val=False)
+    common = [
+        "--img-size", "64", "--batch-size", "2", "--epochs", "3", "--lr", "1e-3", "--num-workers", "0",
+        "--device", "cpu", "--no-use-tensorboard",
+    ]  # fmt: skip
+    reference = tmp_path / "reference"
+    assert (
+        runner.invoke(app, ["train", str(data), "--output-dir", str(reference), *common]).exit_code
+        == 0
+    )
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fakedet",
+            "train",
+            str(data),
+            "--output-dir",
+            str(interrupted),
+            *common,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (interrupted / "latest_model.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into epoch 2
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output
+    state = load_checkpoint(interrupted / "latest_model.pt")
+    result = runner.invoke(app, ["resume", str(interrupted)])
+    assert result.exit_code == 0, result.output
+    _assert_same_weights(reference / "latest_model.pt", interrupted / "latest_model.pt")
+    reference_history = json.loads((reference / "training_history.json").read_text())
+    resumed_history = json.loads((interrupted / "training_history.json").read_text())
+    assert _without_timing(reference_history) == _without_timing(resumed_history)
+    assert state["global_step"] > 0
