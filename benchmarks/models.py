@@ -6,15 +6,13 @@ medians and the median of the per-repetition ratios.
 
     python benchmarks/models.py                      # CPU, fp32, batch 16, 256 px
     python benchmarks/models.py --amp                # + bf16 autocast (CPU) / fp16 or bf16 (CUDA)
-    python benchmarks/models.py --device cuda --amp  # GPU: also peak memory per model
+    python benchmarks/models.py --device cuda --amp  # GPU: also peak training memory per model
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import platform
-import resource
 import statistics
 import time
 
@@ -89,29 +87,6 @@ class Runner:
         return repeats * self.images.shape[0] / (time.perf_counter() - started)
 
 
-def _cpu_peak_child(
-    name: str, batch: int, size: int, amp: bool, queue: multiprocessing.Queue
-) -> None:
-    torch.set_num_threads(torch.get_num_threads())
-    runner = Runner(name, torch.device("cpu"), batch, size, torch.bfloat16 if amp else None)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    runner.train_step()
-    runner.train_step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((after - before) / 1024)  # ru_maxrss is KiB on Linux
-
-
-def cpu_training_peak_mb(name: str, batch: int, size: int, amp: bool) -> float:
-    """Peak resident memory a training step adds over the built model, in a fresh process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_cpu_peak_child, args=(name, batch, size, amp, queue))
-    process.start()
-    value = queue.get()
-    process.join()
-    return value
-
-
 def cuda_training_peak_mb(runner: Runner) -> float:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(runner.device)
@@ -147,16 +122,12 @@ def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[flo
     for runner in runners:
         if device.type == "cuda":
             results[runner.name]["peak_mb"] = cuda_training_peak_mb(runner)
-    if device.type == "cpu" and not args.no_memory:
-        del runners
-        for name in names:
-            results[name]["peak_mb"] = cpu_training_peak_mb(name, args.batch, args.size, amp)
     return results
 
 
 def report(results: dict[str, dict[str, list[float] | float]], label: str) -> None:
     print(f"\n### {label}\n")
-    print("| model | params | train img/s | infer img/s | train peak MB |")
+    print("| model | params | train img/s | infer img/s | train peak MB (CUDA) |")
     print("|---|---|---|---|---|")
     for name, values in results.items():
         params = sum(p.numel() for p in build(name).parameters()) / 1e6
@@ -189,9 +160,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per model per repetition")
     parser.add_argument("--amp", action="store_true", help="also measure with autocast")
-    parser.add_argument(
-        "--no-memory", action="store_true", help="skip the CPU peak-memory processes"
-    )
     parser.add_argument(
         "--models", nargs="+", default=["fast", "full", *PEERS], help="models to measure"
     )
