@@ -22,7 +22,7 @@ from fakedet.data.loader import make_loader
 from fakedet.data.transforms import EvalTransform, TrainTransform
 from fakedet.engine.checkpoint import atomic_write_text, save_checkpoint
 from fakedet.engine.logging import Reporter, TensorBoardLogger
-from fakedet.engine.losses import detector_loss
+from fakedet.engine.losses import LossTerms, detector_loss
 from fakedet.engine.metrics import detection_metrics, json_safe
 from fakedet.engine.runtime import resolve_device, resolve_precision
 from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
@@ -55,6 +55,26 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def add_loss_terms(sums: dict[str, float], terms: LossTerms, count: int) -> None:
+    """Add a batch's loss terms, weighted by its size, to running sums."""
+    sums["images"] += count
+    sums["loss"] += terms.total.item() * count
+    sums["regression"] += terms.regression.item() * count
+    sums["classification"] += terms.classification.item() * count
+    sums["ranking"] += terms.ranking.item() * count
+
+
+def mean_loss_terms(sums: dict[str, float], prefix: str) -> dict[str, float]:
+    """Per-image means of the running sums, as prefix_loss, prefix_regression, ..."""
+    seen = max(sums["images"], 1)
+    return {
+        f"{prefix}_loss": sums["loss"] / seen,
+        f"{prefix}_regression": sums["regression"] / seen,
+        f"{prefix}_classification": sums["classification"] / seen,
+        f"{prefix}_ranking": sums["ranking"] / seen,
+    }
 
 
 class Trainer:
@@ -339,12 +359,7 @@ class Trainer:
                 if torch.isfinite(terms.total):
                     # Dividing by the window size makes 8 x 2 accumulated equal to one batch of 16.
                     self.scaler.scale(terms.total / window_size).backward()
-                    count = images.shape[0]
-                    sums["images"] += count
-                    sums["loss"] += terms.total.item() * count
-                    sums["regression"] += terms.regression.item() * count
-                    sums["classification"] += terms.classification.item() * count
-                    sums["ranking"] += terms.ranking.item() * count
+                    add_loss_terms(sums, terms, images.shape[0])
                 else:
                     window_bad = True
             if window_end:
@@ -372,20 +387,16 @@ class Trainer:
             )
         self.batches_done = 0
         elapsed = time.perf_counter() - started
-        seen = max(sums["images"], 1)
         images_now = sums["images"] - images_before
         self.epoch_sums = dict.fromkeys(sums, 0.0)
         return {
-            "train_loss": sums["loss"] / seen,
-            "train_regression": sums["regression"] / seen,
-            "train_classification": sums["classification"] / seen,
-            "train_ranking": sums["ranking"] / seen,
+            **mean_loss_terms(sums, "train"),
             "lr": lr,
             "images_per_sec": images_now / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
 
-    def _loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor):
+    def _loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> LossTerms:
         config = self.config
         return detector_loss(
             outputs["score"],
@@ -420,7 +431,7 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         self.model.eval()
         self.reporter.validation_start(len(self.val_loader))
-        sums = {"loss": 0.0, "regression": 0.0, "classification": 0.0, "ranking": 0.0}
+        sums = dict.fromkeys(("loss", "regression", "classification", "ranking", "images"), 0.0)
         scores: list[np.ndarray] = []
         labels_seen: list[np.ndarray] = []
         for batch in self.val_loader:
@@ -433,24 +444,14 @@ class Trainer:
                 self.device.type, self.precision.dtype, enabled=self.precision.enabled
             ):
                 outputs = self.model(images)
-            terms = self._loss(outputs, labels)
-            count = images.shape[0]
-            sums["loss"] += terms.total.item() * count
-            sums["regression"] += terms.regression.item() * count
-            sums["classification"] += terms.classification.item() * count
-            sums["ranking"] += terms.ranking.item() * count
+            add_loss_terms(sums, self._loss(outputs, labels), images.shape[0])
             scores.append(outputs["score"].float().cpu().numpy())
             labels_seen.append(batch["labels"].numpy())
         all_scores = np.concatenate(scores) if scores else np.zeros(0)
         all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)
-        seen = max(len(all_scores), 1)
         detection = detection_metrics(all_scores, all_labels)
-        self.last_val_scores = (all_scores, all_labels)
         return {
-            "val_loss": sums["loss"] / seen,
-            "val_regression": sums["regression"] / seen,
-            "val_classification": sums["classification"] / seen,
-            "val_ranking": sums["ranking"] / seen,
+            **mean_loss_terms(sums, "val"),
             **{f"val_{name}": value for name, value in detection.items()},
         }
 
