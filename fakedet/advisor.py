@@ -53,6 +53,14 @@ class Recommendation:
         return asdict(self)
 
 
+def smaller_batch(batch_size: int, accumulation: int) -> tuple[int, int] | None:
+    """After running out of memory: half the batch and twice the accumulation, which keeps the
+    effective batch (so the LR still fits); None when the batch is already 1."""
+    if batch_size <= 1:
+        return None
+    return batch_size // 2, accumulation * 2
+
+
 def detect_hardware() -> HardwareInfo:
     """Read the device, VRAM, compute capability, OS, cores and versions of this machine."""
     import torch

@@ -403,7 +403,17 @@ def resume(
     batch_size: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            "--batch-size", "--batch_size", help="Batch size (changes the steps per epoch)."
+            "--batch-size",
+            "--batch_size",
+            help="Batch size, at an epoch boundary (the schedule keeps its shape in epochs).",
+        ),
+    ] = None,
+    gradient_accumulation_steps: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--gradient-accumulation-steps",
+            "--gradient_accumulation_steps",
+            help="Micro-batches per optimizer step, at an epoch boundary.",
         ),
     ] = None,
 ) -> None:
@@ -418,6 +428,8 @@ def resume(
         fakedet resume runs/demo --epochs 20 --lr 1e-4 --reset-lr
 
         fakedet resume runs/demo/best_model.pt --epochs 30 --lr 3e-4 --reset-lr --reset-scheduler
+
+        fakedet resume runs/demo --batch-size 8 --gradient-accumulation-steps 2   # after running out of memory
     """
     with _errors_to_exit_codes():
         overrides = _collect_overrides(
@@ -427,6 +439,7 @@ def resume(
                 "device": device,
                 "num_workers": num_workers,
                 "batch_size": batch_size,
+                "gradient_accumulation_steps": gradient_accumulation_steps,
             }
         )
         run_resume(checkpoint, overrides, epochs, lr, reset_lr, reset_scheduler)

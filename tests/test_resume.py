@@ -18,6 +18,7 @@ from conftest import make_folder_dataset, tiny_train_args
 from fakedet.cli import app
 from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.engine.schedule import build_schedule, resumed_schedule
+from fakedet.errors import ConfigError
 
 runner = CliRunner()
 TIMING_KEYS = {"images_per_sec", "epoch_time_s"}
@@ -179,3 +180,57 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path)
     resumed_history = json.loads((interrupted / "training_history.json").read_text())
     assert _without_timing(reference_history) == _without_timing(resumed_history)
     assert state["global_step"] > 0
+
+
+def test_new_batch_size_keeps_the_schedule_in_epochs() -> None:
+    """Halving the batch doubles the steps per epoch; the LR at each epoch boundary is kept."""
+    saved, _ = build_schedule(
+        1e-3, 1e-5, warmup_epochs=1, epochs=4, steps_per_epoch=5, shape="cosine"
+    )
+    rescaled, notes = resumed_schedule(
+        saved, 4, 4, 2, 10, 10, None, False, 1, 1e-5, saved_steps_per_epoch=5
+    )
+    for epochs_on in range(3):  # epoch boundaries 2, 3, 4: steps 10/20/30 now, 10/15/20 before
+        assert rescaled.lr_at(10 + 10 * epochs_on) == pytest.approx(saved.lr_at(10 + 5 * epochs_on))
+    assert rescaled.lr_at(29) > rescaled.lr_at(30) == pytest.approx(1e-5)
+    assert any("steps per epoch" in note for note in notes)
+
+    # With more epochs too: the curve --epochs alone would give, at every epoch boundary.
+    longer, _ = resumed_schedule(saved, 4, 6, 2, 10, 10, None, False, 1, 1e-5, 5)
+    same_batch, _ = resumed_schedule(saved, 4, 6, 2, 5, 10, None, False, 1, 1e-5)
+    for epochs_on in range(5):
+        assert longer.lr_at(10 + 10 * epochs_on) == pytest.approx(
+            same_batch.lr_at(10 + 5 * epochs_on)
+        )
+    assert longer.lr_at(49) > longer.lr_at(50) == pytest.approx(1e-5)  # 4 more epochs of 10
+
+
+def test_resume_with_a_smaller_batch_after_running_out_of_memory(
+    folder_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1")).exit_code == 0
+    assert load_checkpoint(out / "latest_model.pt")["steps_per_epoch"] == 2  # 16 images / 8
+    result = runner.invoke(
+        app,
+        ["resume", str(out), "--epochs", "1", "--batch-size", "2",
+         "--gradient-accumulation-steps", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "4 steps per epoch instead of 2" in result.output  # 8 batches of 2, 2 per step
+    state = load_checkpoint(out / "latest_model.pt")
+    assert (state["epoch"], state["batch_size"], state["global_step"]) == (2, 2, 2 + 4)
+    assert state["config"]["gradient_accumulation_steps"] == 2
+
+
+def test_batch_size_cannot_change_mid_epoch() -> None:
+    from fakedet.engine.resume import resume_config
+
+    state = {
+        "epoch": 3,
+        "batches_done": 5,
+        "batch_size": 16,
+        "config": {"batch_size": 16, "data_root": ".", "epochs": 4},
+    }
+    with pytest.raises(ConfigError, match="middle of an epoch"):
+        resume_config(state, {"batch_size": 8}, None, None)

@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from conftest import make_folder_dataset
+from conftest import make_folder_dataset, tiny_train_args
+from fakedet.cli import app
 from fakedet.config import build_config
 from fakedet.engine import trainer as trainer_module
 from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.engine.losses import LossTerms
 from fakedet.engine.trainer import Trainer
 from fakedet.errors import TrainingError
+from fakedet.models import create_model
 
 
 def _config(data_root: Path, output_dir: Path, **overrides: object):
@@ -204,3 +207,44 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     assert "file size limit" in result.stderr
     assert (out / "latest_model.pt").read_bytes() == before
     assert not list(out.glob(".*.tmp"))
+
+
+def test_out_of_memory_names_a_smaller_batch_and_the_resume(
+    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA's OutOfMemoryError, raised on CPU by a model that runs out in epoch 2."""
+    calls = {"train_batches": 0}
+
+    def hungry_model(name: str, img_size: int = 256, **kwargs: object) -> torch.nn.Module:
+        model = create_model(name, img_size=img_size, **kwargs)
+        forward = model.forward
+
+        def forward_or_oom(images: torch.Tensor) -> dict[str, torch.Tensor]:
+            if model.training:
+                calls["train_batches"] += 1
+                if calls["train_batches"] > 2:  # epoch 1 has 2 batches of 8
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            return forward(images)
+
+        model.forward = forward_or_oom  # type: ignore[method-assign]
+        return model
+
+    monkeypatch.setattr(trainer_module, "create_model", hungry_model)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, tiny_train_args(folder_dataset, out))
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert "Out of memory on cpu in epoch 2 at batch size 8" in message
+    assert "--batch-size 4 --gradient-accumulation-steps 2 (effective batch 8)" in message
+    assert "--batch-size auto" in message
+    assert f"fakedet resume {out} --batch-size 4" in message
+    assert "Traceback" not in result.output
+    assert load_checkpoint(out / "latest_model.pt")["epoch"] == 1
+
+
+def test_smaller_batch_keeps_the_effective_batch() -> None:
+    from fakedet.advisor import smaller_batch
+
+    assert smaller_batch(64, 1) == (32, 2)
+    assert smaller_batch(8, 2) == (4, 4)
+    assert smaller_batch(1, 4) is None

@@ -66,8 +66,14 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]."""
-    return pil_to_tensor(image).float().div_(255.0)
+    """(3, H, W) uint8. Batches cross from workers as uint8, a quarter of float32's bytes, and
+    become [0, 1] floats on the training device (`pixels_to_float`)."""
+    return pil_to_tensor(image)
+
+
+def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A uint8 (B, 3, H, W) batch on `device` as float32 in [0, 1]."""
+    return images.to(device, non_blocking=True).float().div_(255.0)
 
 
 class TrainTransform:

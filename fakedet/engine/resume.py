@@ -9,7 +9,16 @@ from fakedet.config import TrainingConfig, build_config
 from fakedet.errors import ConfigError, DataError, UsageError
 
 # What a resume may change; everything else comes from the checkpoint's config.
-RESUME_OVERRIDES = ("output_dir", "data_root", "device", "num_workers", "batch_size")
+RESUME_OVERRIDES = (
+    "output_dir",
+    "data_root",
+    "device",
+    "num_workers",
+    "batch_size",
+    "gradient_accumulation_steps",
+)
+# These change the steps per epoch, which a resume can absorb only at an epoch boundary.
+EPOCH_BOUNDARY_OVERRIDES = ("batch_size", "gradient_accumulation_steps")
 
 
 def checkpoint_path(path: Path) -> Path:
@@ -43,6 +52,14 @@ def resume_config(
     """
     saved = dict(state["config"])
     for key, value in overrides.items():
+        mid_epoch = int(state.get("batches_done", 0)) > 0
+        changed = str(value) != str(state.get(key, saved.get(key)))
+        if key in EPOCH_BOUNDARY_OVERRIDES and mid_epoch and changed:
+            raise ConfigError(
+                f"{key} cannot change in the middle of an epoch (the checkpoint stopped at "
+                f"batch {state['batches_done']} of epoch {state['epoch']}); resume without "
+                "it, or from the checkpoint of an earlier epoch."
+            )
         if key in RESUME_OVERRIDES:
             saved[key] = value
             continue

@@ -96,3 +96,13 @@ def resolve_precision(
             "This CPU has no native bf16 (AVX512-BF16/AMX), so AMP would be slower; training in fp32.",
         )
     return fp32, f"AMP is not supported on {device.type}; training in fp32."
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the plain RuntimeError that MPS and the CPU allocator raise."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )

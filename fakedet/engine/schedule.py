@@ -89,8 +89,12 @@ def resumed_schedule(
     reset_scheduler: bool,
     warmup_epochs: float,
     min_lr: float,
+    saved_steps_per_epoch: int | None = None,
 ) -> tuple[WarmupCosine, list[str]]:
     """The schedule a resumed run follows, and what changed (for the user).
+
+    `saved_steps_per_epoch` differing from `steps_per_epoch` (a new batch size or accumulation,
+    at an epoch boundary) rescales the saved curve so warmup and decay keep their epochs.
 
     - nothing changed: the saved curve, untouched (crash recovery);
     - more epochs: the same warmup, the cosine laid over the new total;
@@ -98,6 +102,22 @@ def resumed_schedule(
     - reset_scheduler: a fresh warmup + cosine from `global_step` over the remaining epochs.
     """
     notes: list[str] = []
+    rescaled = saved_steps_per_epoch is not None and saved_steps_per_epoch != steps_per_epoch
+    if rescaled:
+        # Batch size or accumulation changed: the curve keeps its shape in epochs, not in steps.
+        ratio = steps_per_epoch / saved_steps_per_epoch
+        saved = WarmupCosine(
+            base_lr=saved.base_lr,
+            min_lr=saved.min_lr,
+            warmup_steps=round(saved.warmup_steps * ratio),
+            total_steps=saved.total_steps,
+            shape=saved.shape,
+            start_step=global_step - round((global_step - saved.start_step) * ratio),
+        )
+        notes.append(
+            f"{steps_per_epoch} steps per epoch instead of {saved_steps_per_epoch}: "
+            "warmup and decay kept in epochs"
+        )
     base_lr = saved.base_lr if new_lr is None else new_lr
     if new_lr is not None:
         notes.append(f"base LR {saved.base_lr:.3g} -> {new_lr:.3g}")
@@ -117,7 +137,13 @@ def resumed_schedule(
             notes.append(warning)
         return schedule, notes
     total_steps = saved.total_steps
-    if total_epochs != saved_epochs:
+    if rescaled:
+        # Only allowed at an epoch boundary, so the remaining steps are whole epochs.
+        remaining = (total_epochs - completed_epochs) * steps_per_epoch
+        total_steps = global_step - saved.start_step + remaining
+        if total_epochs != saved_epochs:
+            notes.append(f"{saved.shape} laid over {total_epochs} epochs instead of {saved_epochs}")
+    elif total_epochs != saved_epochs:
         # The curve counts from its own start step; its end moves to the new last step.
         total_steps = total_epochs * steps_per_epoch - saved.start_step
         notes.append(f"{saved.shape} laid over {total_epochs} epochs instead of {saved_epochs}")

@@ -19,12 +19,12 @@ from fakedet import __version__
 from fakedet.config import TrainingConfig, config_to_dict, dump_config_yaml
 from fakedet.data.layouts import DatasetIndex, build_index
 from fakedet.data.loader import make_loader
-from fakedet.data.transforms import EvalTransform, TrainTransform
+from fakedet.data.transforms import EvalTransform, TrainTransform, pixels_to_float
 from fakedet.engine.checkpoint import atomic_write_text, save_checkpoint
 from fakedet.engine.logging import Reporter, TensorBoardLogger
 from fakedet.engine.losses import LossTerms, detector_loss
 from fakedet.engine.metrics import detection_metrics, json_safe
-from fakedet.engine.runtime import resolve_device, resolve_precision
+from fakedet.engine.runtime import is_out_of_memory, resolve_device, resolve_precision
 from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
 from fakedet.errors import TrainingError
 from fakedet.models import create_model
@@ -77,6 +77,19 @@ def mean_loss_terms(sums: dict[str, float], prefix: str) -> dict[str, float]:
     }
 
 
+def accumulation_window(
+    batch_index: int, accumulation: int, batches_per_epoch: int
+) -> tuple[int, bool]:
+    """The size of the accumulation window holding `batch_index`, and whether it ends there.
+
+    Windows restart every epoch; the last one may be partial (5 batches with accumulation 2 are
+    windows of 2, 2 and 1), and its loss is divided by its real size, not by `accumulation`.
+    """
+    window_start = batch_index - batch_index % accumulation
+    window_size = min(accumulation, batches_per_epoch - window_start)
+    return window_size, batch_index == window_start + window_size - 1
+
+
 class Trainer:
     """Train a detector as `config` says; `resume_state` (a loaded checkpoint) continues a run.
 
@@ -104,6 +117,7 @@ class Trainer:
         self.tensorboard: TensorBoardLogger | None = None
         self.skipped_files: dict[str, str] = {}
         self._stop_signal: int | None = None
+        self.saved_epoch: int | None = None  # the last epoch this run wrote latest_model.pt for
         self._previous_handlers: dict[int, Any] = {}
 
     # ----------------------------------------------------------------------------- setup
@@ -262,6 +276,7 @@ class Trainer:
             reset_scheduler=self.reset_scheduler,
             warmup_epochs=self.config.warmup_epochs,
             min_lr=self.config.min_lr,
+            saved_steps_per_epoch=state.get("steps_per_epoch"),
         )
         before, after = (
             saved_schedule.lr_at(self.global_step),
@@ -285,7 +300,29 @@ class Trainer:
         """Run the remaining epochs; returns the run's result (stop reason, best metrics, paths)."""
         self._setup()
         self._install_signal_handlers()
-        stop_reason = "completed"
+        try:
+            stop_reason = self._run_epochs()
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            raise self._out_of_memory_error() from None
+        self._write_skipped_files()
+        result = {
+            "stop_reason": stop_reason,
+            "epochs_run": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "best_metrics": next((r for r in self.history if r["epoch"] == self.best_epoch), {}),
+            "last_metrics": self.history[-1] if self.history else {},
+            "nonfinite_steps": self.nonfinite_steps,
+            "skipped_files": len(self.skipped_files),
+            "output_dir": str(self.output_dir),
+        }
+        self.reporter.run_end(result)
+        return result
+
+    def _run_epochs(self) -> str:
+        """Train (and validate) the remaining epochs; returns why the run stopped."""
         start_epoch = self.epoch + 1 if self.batches_done == 0 else self.epoch
         for epoch in range(start_epoch, self.config.epochs + 1):
             self.epoch = epoch
@@ -304,25 +341,12 @@ class Trainer:
             self.history.append(json_safe(row))
             self._log_epoch(row)
             self._save_epoch_files(epoch, improved)
+            self.saved_epoch = epoch
             self.reporter.epoch_end(epoch, json_safe(row))
             patience = self.config.early_stopping_patience
             if patience and self.epochs_without_improvement >= patience:
-                stop_reason = f"early stopping: no val_loss improvement in {patience} validations"
-                break
-        self._write_skipped_files()
-        result = {
-            "stop_reason": stop_reason,
-            "epochs_run": self.epoch,
-            "best_epoch": self.best_epoch,
-            "best_val_loss": self.best_val_loss,
-            "best_metrics": next((r for r in self.history if r["epoch"] == self.best_epoch), {}),
-            "last_metrics": self.history[-1] if self.history else {},
-            "nonfinite_steps": self.nonfinite_steps,
-            "skipped_files": len(self.skipped_files),
-            "output_dir": str(self.output_dir),
-        }
-        self.reporter.run_end(result)
-        return result
+                return f"early stopping: no val_loss improvement in {patience} validations"
+        return "completed"
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         config = self.config
@@ -342,14 +366,14 @@ class Trainer:
         lr = self.schedule.lr_at(self.global_step)
         for batch_index, batch in enumerate(self.train_loader, start=skip_batches):
             self._note_skipped(batch["skipped"])
-            window_start = batch_index - batch_index % accumulation
-            window_size = min(accumulation, self.batches_per_epoch - window_start)
-            window_end = batch_index == window_start + window_size - 1
+            window_size, window_end = accumulation_window(
+                batch_index, accumulation, self.batches_per_epoch
+            )
             if batch["images"] is not None:
                 lr = self.schedule.lr_at(self.global_step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                images = batch["images"].to(self.device, non_blocking=True)
+                images = pixels_to_float(batch["images"], self.device)
                 labels = batch["labels"].to(self.device, non_blocking=True)
                 with torch.autocast(
                     self.device.type, self.precision.dtype, enabled=self.precision.enabled
@@ -438,7 +462,7 @@ class Trainer:
             self._note_skipped(batch["skipped"])
             if batch["images"] is None:
                 continue
-            images = batch["images"].to(self.device, non_blocking=True)
+            images = pixels_to_float(batch["images"], self.device)
             labels = batch["labels"].to(self.device, non_blocking=True)
             with torch.autocast(
                 self.device.type, self.precision.dtype, enabled=self.precision.enabled
@@ -504,6 +528,8 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "batches_done": self.batches_done,
+            "batch_size": self.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
             "epoch_sums": dict(self.epoch_sums),
             "model_state_dict": self.model.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
@@ -553,12 +579,48 @@ class Trainer:
     # ----------------------------------------------------------------------------- stops
     def _abort_nonfinite(self, count: int) -> None:
         save_checkpoint(self.output_dir / "latest_model.pt", self.checkpoint_state())
-        advice = "try without --use-amp" if self.precision.enabled else "try a lower --lr"
+        advice = (
+            "try without --use-amp or with a lower --lr"
+            if self.precision.enabled
+            else "try a lower --lr"
+        )
         raise TrainingError(
             f"Training stopped: {count} optimizer steps in a row had a non-finite loss or gradient "
             f"(at global step {self.global_step}); {advice}. The last good state is in "
             f"{self.output_dir / 'latest_model.pt'}."
         )
+
+    def _out_of_memory_error(self) -> TrainingError:
+        from fakedet.advisor import smaller_batch
+
+        config = self.config
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        where = f"{self.device}"
+        if self.device.type == "cuda":
+            total = torch.cuda.get_device_properties(self.device).total_memory / 1024**3
+            where += f" ({total:.1f} GB)"
+        text = (
+            f"Out of memory on {where} in epoch {self.epoch} at batch size {self.batch_size} "
+            f"({config.mode} model, {config.img_size} px). "
+        )
+        smaller = smaller_batch(self.batch_size, config.gradient_accumulation_steps)
+        if smaller is None:
+            return TrainingError(
+                text + "Batch size 1 does not fit either: try --fast, a smaller --img-size, "
+                "or --use-amp."
+            )
+        batch, accumulation = smaller
+        flags = f"--batch-size {batch} --gradient-accumulation-steps {accumulation}"
+        text += f"Try {flags} (effective batch {batch * accumulation})"
+        if config.batch_size != "auto":
+            text += ", or --batch-size auto"
+        if self.saved_epoch is not None:
+            text += (
+                f"; epoch {self.saved_epoch} is saved, so `fakedet resume {self.output_dir} "
+                f"{flags}` continues from there"
+            )
+        return TrainingError(text + ".")
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
