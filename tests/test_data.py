@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +171,46 @@ def test_same_seed_gives_same_batches_with_zero_and_two_workers(folder_dataset: 
         loader.batch_sampler.sampler.set_epoch(1)
         batches.append([batch["images"] for batch in loader])
     assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A tiny PNG whose header claims width x height: a decompression bomb's calling card."""
+    buffer = io.BytesIO()
+    Image.new("1", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    # IHDR: 8-byte signature, 4-byte length, b"IHDR", then width and height, then its CRC.
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_decompression_bomb_is_refused_and_skipped(folder_dataset: Path) -> None:
+    bomb = folder_dataset / "train" / "fake" / "bomb.png"
+    _png_claiming_size(bomb, 30_000, 30_000)  # 900M pixels, over Pillow's 179M refusal limit
+    with pytest.raises(Image.DecompressionBombError):
+        load_rgb(str(bomb))
+    index = build_index(folder_dataset, False, 0.1, 0)
+    reasons = dict(index.skipped)
+    assert "decompression bomb" in reasons[str(bomb)]
+    assert str(bomb) not in {sample.path for sample in index.train}
+
+
+def test_large_images_load_and_bombs_found_late_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that. A large image within the
+    limit is cropped like any other; one over it, met only when a batch decodes it (the header
+    scan ran under another limit), is dropped from the batch with its reason."""
+    from fakedet.data.layouts import Sample
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    large, bomb = tmp_path / "large.png", tmp_path / "bomb.png"
+    Image.new("RGB", (150, 100), (10, 20, 30)).save(large)  # 15k pixels: warned, allowed
+    Image.new("RGB", (300, 200)).save(bomb)  # 60k pixels: refused
+    dataset = ImageDataset([Sample(str(large), 1.0), Sample(str(bomb), 0.0)], EvalTransform(64))
+    batch = collate([dataset[0], dataset[1]])
+    assert batch["images"].shape == (1, 3, 64, 64)
+    assert batch["images"][0, :, 0, 0].tolist() == [10, 20, 30]
+    assert batch["skipped"][0][0] == str(bomb)
+    assert "decompression bomb" in batch["skipped"][0][1].lower()
