@@ -214,3 +214,42 @@ def test_large_images_load_and_bombs_found_late_are_skipped(
     assert batch["images"][0, :, 0, 0].tolist() == [10, 20, 30]
     assert batch["skipped"][0][0] == str(bomb)
     assert "decompression bomb" in batch["skipped"][0][1].lower()
+
+
+def test_dataset_with_no_readable_images_fails_before_training(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        for label in ("real", "fake"):
+            for number in range(3):
+                path = tmp_path / "data" / split / label / f"{number}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"" if number else b"not an image at all")
+    with pytest.raises(
+        DataError, match=r"train split of .* has no readable images.*12 files could not be read"
+    ):
+        build_index(tmp_path / "data", False, 0.1, 0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_options_follow_the_worker_count(folder_dataset: Path, workers: int) -> None:
+    index = build_index(folder_dataset, False, 0.1, 0)
+    train = make_loader(
+        index.train, EvalTransform(64), 4, True, 0, workers, False, True, 3, drop_last=True
+    )
+    val = make_loader(
+        index.val, EvalTransform(64), 5, False, 0, workers, False, True, 3, drop_last=True
+    )
+    assert train.batch_sampler.drop_last is True
+    assert val.batch_sampler.drop_last is False  # every val image is scored
+    assert len(val) == 4  # 16 images in batches of 5: the partial last batch is kept
+    assert train.persistent_workers is (workers > 0)
+    assert train.prefetch_factor == (3 if workers else None)
+
+
+def test_default_workers_are_zero_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakedet import config as config_module
+
+    monkeypatch.setattr(config_module.platform, "system", lambda: "Windows")
+    assert config_module.default_num_workers() == 0
+    monkeypatch.setattr(config_module.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 16)
+    assert config_module.default_num_workers() == 4

@@ -183,8 +183,15 @@ def check_classes(index: DatasetIndex, data_root: Path) -> None:
         real = sum(1 for sample in samples if sample.label >= 0.5)
         fake = len(samples) - real
         if not samples:
+            unreadable = ""
+            if index.skipped:
+                path, reason = index.skipped[0]
+                unreadable = (
+                    f" ({len(index.skipped)} files could not be read, e.g. {path}: {reason})"
+                )
             raise DataError(
-                f"The {split_name} split of {data_root} has no readable images: {LAYOUT_HELP}."
+                f"The {split_name} split of {data_root} has no readable images{unreadable}: "
+                f"{LAYOUT_HELP}."
             )
         if real == 0 or fake == 0:
             missing = "real" if real == 0 else "fake"
