@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fakedet import __version__
@@ -134,6 +135,7 @@ def demo_data(
 # ----------------------------------------------------------------------------- train
 # Seed spellings (scripts/train_script.py) accepted beside the dashed names.
 SEED_ALIASES = {
+    "data_root": "--data_root",
     "batch_size": "--batch_size",
     "use_amp": "--use_amp",
     "use_csv": "--use_csv",
@@ -148,12 +150,27 @@ SEED_ALIASES = {
 _SPECIAL_FIELDS = {"data_root", "mode"}
 
 
-def _field_option(name: str) -> inspect.Parameter:
-    """A `--dashed-name` option for a TrainingConfig field, default None (= not given)."""
+def _option(
+    name: str, flags: list[str], help_text: str, annotation: Any, default: Any = None
+) -> inspect.Parameter:
+    """A keyword-only Typer option; default None means "not given" for the config's fields."""
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(default, *flags, help=help_text, show_default=default is not None),
+        annotation=annotation,
+    )
+
+
+def _field_option(name: str, default_text: str | None = None) -> inspect.Parameter:
+    """A `--dashed-name` option for a TrainingConfig field, default None (= not given).
+
+    `default_text` replaces the field's default in the help (resume: "from the checkpoint").
+    """
     field = TrainingConfig.model_fields[name]
     dashed = "--" + name.replace("_", "-")
     annotation = field.annotation
-    default = field.get_default(call_default_factory=True)
+    default = default_text or field.get_default(call_default_factory=True)
     help_text = f"{field.description} [default: {default}]"
     names = [dashed]
     if annotation is bool:
@@ -170,20 +187,40 @@ def _field_option(name: str) -> inspect.Parameter:
         choices = [arg for arg in get_args(annotation) if isinstance(arg, str)]
         for arg in get_args(annotation):
             choices += [choice for choice in get_args(arg) if isinstance(choice, str)]
-        if choices:
+        if choices and int not in get_args(annotation):  # batch_size: a number or 'auto'
             help_text = f"{field.description} One of: {', '.join(dict.fromkeys(choices))}. [default: {default}]"
     if name in SEED_ALIASES:
         names.append(SEED_ALIASES[name])
-    return inspect.Parameter(
-        name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, *names, help=help_text, show_default=False),
-        annotation=option_type,
-    )
+    # Escaped: Typer renders help as rich markup, where "[default: 16]" would vanish as a tag.
+    return _option(name, names, escape(help_text), option_type)
+
+
+def _resume_flag_options(context: str) -> list[inspect.Parameter]:
+    """--reset-lr and --reset-scheduler; `context` ("With --resume: ") says when they apply."""
+
+    def sentence(text: str) -> str:
+        text = context + text
+        return text[:1].upper() + text[1:]
+
+    return [
+        _option(
+            "reset_lr",
+            ["--reset-lr", "--reset_lr"],
+            sentence("replace the saved base LR by --lr, keeping the schedule's shape."),
+            bool,
+            False,
+        ),
+        _option(
+            "reset_scheduler",
+            ["--reset-scheduler", "--reset_scheduler"],
+            sentence("a fresh warmup + cosine over the remaining epochs."),
+            bool,
+            False,
+        ),
+    ]
 
 
 def _train_parameters() -> list[inspect.Parameter]:
-    keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter(
             "data_root_arg",
@@ -196,78 +233,33 @@ def _train_parameters() -> list[inspect.Parameter]:
             ),
             annotation=Optional[Path],  # noqa: UP045
         ),
-        inspect.Parameter(
-            "data_root",
-            keyword,
-            default=typer.Option(
-                None, "--data-root", "--data_root", help="Dataset folder.", show_default=False
-            ),
-            annotation=Optional[Path],  # noqa: UP045
-        ),
-        inspect.Parameter(
+        _option("data_root", ["--data-root", "--data_root"], "Dataset folder.", Optional[Path]),  # noqa: UP045
+        _option(
             "config_file",
-            keyword,
-            default=typer.Option(
-                None,
-                "--config",
-                help="YAML or TOML file of settings; flags win.",
-                show_default=False,
-            ),
-            annotation=Optional[Path],  # noqa: UP045
+            ["--config"],
+            "YAML or TOML file of settings; flags win.",
+            Optional[Path],  # noqa: UP045
         ),
-        inspect.Parameter(
+        _option(
             "fast",
-            keyword,
-            default=typer.Option(
-                None,
-                "--fast/--full",
-                "--fast_mode/--full_mode",
-                help="Model: fast (perceptual + aux, ~2.5M) or full (+ spectral, statistical, "
-                "attention, ~5M). [default: fast]",
-                show_default=False,
-            ),
-            annotation=Optional[bool],  # noqa: UP045
+            ["--fast/--full", "--fast_mode/--full_mode"],
+            "Model: fast (perceptual + aux, ~2.5M) or full (+ spectral, statistical, "
+            "attention, ~5M). [default: fast]",
+            Optional[bool],  # noqa: UP045
         ),
     ]
     parameters += [
         _field_option(name) for name in TrainingConfig.model_fields if name not in _SPECIAL_FIELDS
     ]
-    parameters += [
-        inspect.Parameter(
+    parameters.append(
+        _option(
             "resume",
-            keyword,
-            default=typer.Option(
-                None,
-                "--resume",
-                help="Continue from this checkpoint (or output folder); --epochs then means N more.",
-                show_default=False,
-            ),
-            annotation=Optional[Path],  # noqa: UP045
-        ),
-        inspect.Parameter(
-            "reset_lr",
-            keyword,
-            default=typer.Option(
-                False,
-                "--reset-lr",
-                "--reset_lr",
-                help="With --resume: use --lr as the new base LR.",
-            ),
-            annotation=bool,
-        ),
-        inspect.Parameter(
-            "reset_scheduler",
-            keyword,
-            default=typer.Option(
-                False,
-                "--reset-scheduler",
-                "--reset_scheduler",
-                help="With --resume: a fresh warmup + cosine.",
-            ),
-            annotation=bool,
-        ),
-    ]
-    return parameters
+            ["--resume"],
+            "Continue from this checkpoint (or output folder); --epochs then means N more.",
+            Optional[Path],  # noqa: UP045
+        )
+    )
+    return parameters + _resume_flag_options("With --resume: ")
 
 
 def _collect_overrides(values: dict[str, Any]) -> dict[str, Any]:
@@ -359,64 +351,38 @@ def run_resume(
     return run_training(config, resume_state=state, new_lr=new_lr, reset_scheduler=reset_scheduler)
 
 
-@app.command("resume")
-def resume(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="Checkpoint file, or an output folder (its latest_model.pt).")
-    ] = Path("checkpoints/latest_model.pt"),
-    epochs: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            "--epochs", help="Train this many MORE epochs (default: finish the run as configured)."
+def _resume_parameters() -> list[inspect.Parameter]:
+    from fakedet.engine.resume import RESUME_OVERRIDES
+
+    checkpoint = inspect.Parameter(
+        "checkpoint",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=typer.Argument(
+            Path("checkpoints/latest_model.pt"),
+            help="Checkpoint file, or an output folder (its latest_model.pt).",
         ),
-    ] = None,
-    lr: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option("--lr", help="New base LR (keeps the schedule's shape, like --reset-lr)."),
-    ] = None,
-    reset_lr: Annotated[
-        bool, typer.Option("--reset-lr", "--reset_lr", help="Replace the saved LR by --lr.")
-    ] = False,
-    reset_scheduler: Annotated[
-        bool,
-        typer.Option(
-            "--reset-scheduler",
-            "--reset_scheduler",
-            help="Fresh warmup + cosine over the new epochs.",
+        annotation=Path,
+    )
+    return [
+        checkpoint,
+        _option(
+            "epochs",
+            ["--epochs"],
+            "Train this many MORE epochs (default: finish the run as configured).",
+            Optional[int],  # noqa: UP045
         ),
-    ] = False,
-    output_dir: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--output-dir", "--output_dir", help="Write to another folder."),
-    ] = None,
-    data_root: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--data-root", "--data_root", help="The dataset's new location."),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")
-    ] = None,
-    num_workers: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--num-workers", "--num_workers", help="DataLoader workers."),
-    ] = None,
-    batch_size: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--batch-size",
-            "--batch_size",
-            help="Batch size, at an epoch boundary (the schedule keeps its shape in epochs).",
+        _option(
+            "lr",
+            ["--lr"],
+            "New base LR (keeps the schedule's shape, like --reset-lr).",
+            Optional[float],  # noqa: UP045
         ),
-    ] = None,
-    gradient_accumulation_steps: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            "--gradient-accumulation-steps",
-            "--gradient_accumulation_steps",
-            help="Micro-batches per optimizer step, at an epoch boundary.",
-        ),
-    ] = None,
-) -> None:
+        *_resume_flag_options(""),
+        *(_field_option(name, "from the checkpoint") for name in RESUME_OVERRIDES),
+    ]
+
+
+def resume(**values: Any) -> None:
     """Continue a run from its checkpoint: exact state, optimizer, schedule, RNG and patience.
 
     Examples:
@@ -432,21 +398,19 @@ def resume(
         fakedet resume runs/demo --batch-size 8 --gradient-accumulation-steps 2   # after running out of memory
     """
     with _errors_to_exit_codes():
-        overrides = _collect_overrides(
-            {
-                "output_dir": output_dir,
-                "data_root": data_root,
-                "device": device,
-                "num_workers": num_workers,
-                "batch_size": batch_size,
-                "gradient_accumulation_steps": gradient_accumulation_steps,
-            }
-        )
+        checkpoint: Path = values.pop("checkpoint")
+        epochs: int | None = values.pop("epochs")
+        lr: float | None = values.pop("lr")
+        reset_lr: bool = values.pop("reset_lr")
+        reset_scheduler: bool = values.pop("reset_scheduler")
+        overrides = _collect_overrides(values)
         run_resume(checkpoint, overrides, epochs, lr, reset_lr, reset_scheduler)
 
 
 train.__signature__ = inspect.Signature(_train_parameters())  # type: ignore[attr-defined]
 app.command("train", context_settings={"max_content_width": 120})(train)
+resume.__signature__ = inspect.Signature(_resume_parameters())  # type: ignore[attr-defined]
+app.command("resume", context_settings={"max_content_width": 120})(resume)
 
 
 def main() -> None:

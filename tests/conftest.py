@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,8 @@ def tiny_train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]
         "--no-use-tensorboard",
         *extra,
     ]
+
+
+def fakedet_command(*args: str) -> list[str]:
+    """A command line running the fakedet CLI in a subprocess with this interpreter."""
+    return [sys.executable, "-m", "fakedet", *args]

@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_folder_dataset, tiny_train_args
+from conftest import fakedet_command, make_folder_dataset, tiny_train_args
 from fakedet.cli import app
 from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.engine.schedule import build_schedule, resumed_schedule
@@ -139,28 +138,13 @@ def test_mode_change_and_missing_data_root_are_refused(tmp_path: Path) -> None:
 
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data", per_class=16, with_val=False)
-    common = [
-        "--img-size", "64", "--batch-size", "2", "--epochs", "3", "--lr", "1e-3", "--num-workers", "0",
-        "--device", "cpu", "--no-use-tensorboard",
-    ]  # fmt: skip
+    common = ["--batch-size", "2", "--epochs", "3"]
     reference = tmp_path / "reference"
-    assert (
-        runner.invoke(app, ["train", str(data), "--output-dir", str(reference), *common]).exit_code
-        == 0
-    )
+    assert runner.invoke(app, tiny_train_args(data, reference, *common)).exit_code == 0
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fakedet",
-            "train",
-            str(data),
-            "--output-dir",
-            str(interrupted),
-            *common,
-        ],
+        fakedet_command(*tiny_train_args(data, interrupted, *common)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -8,7 +8,6 @@ import random
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_folder_dataset, tiny_train_args
+from conftest import fakedet_command, make_folder_dataset, tiny_train_args
 from fakedet.cli import app
 from fakedet.config import build_config
 from fakedet.engine import trainer as trainer_module
@@ -118,27 +117,7 @@ def test_validate_interval_and_save_every(folder_dataset: Path, tmp_path: Path) 
 
 
 def _train_command(data_root: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fakedet",
-        "train",
-        str(data_root),
-        "--output-dir",
-        str(output_dir),
-        "--img-size",
-        "64",
-        "--batch-size",
-        "4",
-        "--lr",
-        "1e-3",
-        "--num-workers",
-        "0",
-        "--device",
-        "cpu",
-        "--no-use-tensorboard",
-        *extra,
-    ]
+    return fakedet_command(*tiny_train_args(data_root, output_dir, "--batch-size", "4", *extra))
 
 
 def test_sigterm_saves_latest_and_exits_143(tmp_path: Path) -> None:

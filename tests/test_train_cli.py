@@ -194,3 +194,12 @@ def test_fast_model_learns_the_demo_data(demo_dataset: Path, tmp_path: Path) -> 
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     best = torch.load(out / "best_model.pt", weights_only=True)
     assert best["best_val_loss"] == min(row["val_loss"] for row in history)
+
+
+def test_help_shows_the_defaults() -> None:
+    """Typer renders help as rich markup, where an unescaped "[default: 50]" would vanish."""
+    train_help = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "Number of epochs to train. [default: 50]" in train_help
+    resume_help = runner.invoke(app, ["resume", "--help"], env={"COLUMNS": "200"}).output
+    assert "--gradient-accumulation-steps" in resume_help
+    assert "[default: from the checkpoint]" in resume_help
