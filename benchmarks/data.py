@@ -124,6 +124,7 @@ def main() -> None:
                 persistent_workers=True,
                 prefetch_factor=config.prefetch_factor,
                 drop_last=True,
+                worker_nice=19 if trainer.device.type == "cpu" else 0,  # as the Trainer does
             )
             for workers in args.workers
         }
@@ -149,7 +150,14 @@ def main() -> None:
                 seconds = epoch_seconds(trainer, loader, epoch)
                 end_to_end[workers].append(images / seconds)
                 ratios[workers].append(seconds / model_seconds)
-            print(f"  repetition {repetition + 1}/{args.repeats} done", flush=True)
+            per_workers = ", ".join(
+                f"{workers} workers {ratios[workers][-1]:.2f}x" for workers in args.workers
+            )
+            print(
+                f"  repetition {repetition + 1}/{args.repeats}: model only "
+                f"{model_only[-1]:.1f} img/s; end to end / model only: {per_workers}",
+                flush=True,
+            )
 
     model_rate = statistics.median(model_only)
     print(

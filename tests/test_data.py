@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -253,3 +254,20 @@ def test_default_workers_are_zero_on_windows(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(config_module.platform, "system", lambda: "Linux")
     monkeypatch.setattr(config_module.os, "cpu_count", lambda: 16)
     assert config_module.default_num_workers() == 4
+
+
+def _niceness_image(image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+    return torch.full((3, 4, 4), os.nice(0), dtype=torch.uint8)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="os.nice is POSIX only")
+def test_workers_can_run_at_a_lower_priority(folder_dataset: Path) -> None:
+    index = build_index(folder_dataset, False, 0.1, 0)
+    base = os.nice(0)
+    loader = make_loader(
+        index.train, _niceness_image, 4, True, 0, 1, False, False, 2, True, worker_nice=5
+    )
+    loader.batch_sampler.sampler.set_epoch(1)
+    batch = next(iter(loader))
+    assert int(batch["images"].max()) == min(base + 5, 19)
+    assert os.nice(0) == base  # the main process keeps its priority

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import random
 from collections.abc import Iterator, Sequence
 
@@ -59,9 +61,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(index, seeds[index]) for index in mine])
 
 
-def _worker_init(worker_id: int) -> None:
+def _worker_init(worker_id: int, nice: int = 0) -> None:
     # One thread per worker: the main process's intra-op threads already own the cores.
     torch.set_num_threads(1)
+    if nice and hasattr(os, "nice"):
+        # When the model trains on the same CPU cores, a worker that pre-empts one intra-op
+        # thread stalls the whole parallel region at its barrier; a niced worker mostly runs
+        # in the gaps instead (benchmarks/data.py).
+        os.nice(nice)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -80,8 +87,12 @@ def make_loader(
     drop_last: bool,
     rank: int = 0,
     world_size: int = 1,
+    worker_nice: int = 0,
 ) -> DataLoader:
-    """A DataLoader over `samples` whose sampler is an `EpochSampler` (call its set_epoch)."""
+    """A DataLoader over `samples` whose sampler is an `EpochSampler` (call its set_epoch).
+
+    `worker_nice` lowers the workers' CPU priority: for training on the CPU itself.
+    """
     dataset = ImageDataset(samples, transform)
     sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size)
     # drop_last only when a full batch remains, so a tiny train split still yields one batch.
@@ -99,6 +110,6 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init,
+        worker_init_fn=functools.partial(_worker_init, nice=worker_nice),
         **extra,
     )

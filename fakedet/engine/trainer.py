@@ -148,6 +148,8 @@ class Trainer:
             "pin_memory": config.pin_memory and on_cuda,
             "persistent_workers": config.persistent_workers,
             "prefetch_factor": config.prefetch_factor,
+            # Training on the CPU: workers yield to the model's threads (benchmarks/data.py).
+            "worker_nice": 19 if self.device.type == "cpu" else 0,
         }
         self.train_loader = make_loader(
             self.index.train,
