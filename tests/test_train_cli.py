@@ -179,8 +179,15 @@ def test_one_class_missing_exits_2_before_training(tmp_path: Path) -> None:
 
 
 def test_plain_lines_when_not_a_terminal(folder_dataset: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, tiny_train_args(folder_dataset, tmp_path / "run", "--epochs", "1"))
+    result = runner.invoke(
+        app,
+        tiny_train_args(
+            folder_dataset, tmp_path / "run", "--epochs", "1", "--batch-size", "4",
+            "--gradient-accumulation-steps", "2",
+        ),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "batch 4 x 2 accumulation = effective batch 8; 2 steps/epoch" in result.output
     assert "epoch 1: train loss" in result.output
     assert "\x1b[" not in result.output  # no terminal control codes in a log
 
