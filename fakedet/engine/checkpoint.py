@@ -90,9 +90,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines()]
-        detail = next((line for line in lines if line.startswith("WeightsUnpickler error")), "")
-        detail = detail.removeprefix("WeightsUnpickler error: ").split(" was not an allowed")[0]
+        text = str(exc)
+        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+        detail = " ".join(detail.split()).split(" was not an allowed")[0]
+        if "global" not in detail.lower():
+            # Not a refused object but bytes that are no pickle at all: a file of another kind.
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (not a PyTorch file: {detail[:120]})."
+            ) from None
         raise CheckpointError(
             f"Refused to load {path}: it holds objects other than tensors and plain values "
             f"(possibly code), and fakedet loads checkpoints with weights_only=True"

@@ -54,3 +54,22 @@ def detector_loss(
         + ranking_weight * ranking
     )
     return LossTerms(total, regression, classification, ranking)
+
+
+def add_loss_terms(sums: dict[str, float], terms: LossTerms, count: int) -> None:
+    """Add a batch's loss terms, weighted by its size, to running sums."""
+    sums["images"] += count
+    sums["loss"] += terms.total.item() * count
+    sums["regression"] += terms.regression.item() * count
+    sums["classification"] += terms.classification.item() * count
+    sums["ranking"] += terms.ranking.item() * count
+
+
+def mean_loss_terms(sums: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """Per-image means of the running sums: loss, regression, ... (as prefix_loss, ... if given)."""
+    seen = max(sums["images"], 1)
+    lead = f"{prefix}_" if prefix else ""
+    return {
+        f"{lead}{term}": sums[term] / seen
+        for term in ("loss", "regression", "classification", "ranking")
+    }

@@ -34,9 +34,11 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float
     return metrics
 
 
+def finite_or_none(value: object) -> object:
+    """NaN and inf become None (JSON has neither); anything else is returned as it is."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def json_safe(values: dict[str, object]) -> dict[str, object]:
     """NaN and inf become None, so the history stays valid JSON."""
-    return {
-        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-        for key, value in values.items()
-    }
+    return {key: finite_or_none(value) for key, value in values.items()}

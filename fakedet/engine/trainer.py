@@ -19,11 +19,12 @@ from fakedet import __version__
 from fakedet.config import TrainingConfig, config_to_dict, dump_config_yaml
 from fakedet.data.layouts import DatasetIndex, build_index
 from fakedet.data.loader import make_loader
-from fakedet.data.transforms import EvalTransform, TrainTransform, pixels_to_float
+from fakedet.data.transforms import TrainTransform, pixels_to_float
 from fakedet.engine.checkpoint import atomic_write_text, save_checkpoint
+from fakedet.engine.evaluate import evaluate, make_eval_loader
 from fakedet.engine.logging import Reporter, TensorBoardLogger
-from fakedet.engine.losses import LossTerms, detector_loss
-from fakedet.engine.metrics import detection_metrics, json_safe
+from fakedet.engine.losses import LossTerms, add_loss_terms, detector_loss, mean_loss_terms
+from fakedet.engine.metrics import json_safe
 from fakedet.engine.runtime import is_out_of_memory, resolve_device, resolve_precision
 from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
 from fakedet.errors import TrainingError
@@ -55,26 +56,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-
-
-def add_loss_terms(sums: dict[str, float], terms: LossTerms, count: int) -> None:
-    """Add a batch's loss terms, weighted by its size, to running sums."""
-    sums["images"] += count
-    sums["loss"] += terms.total.item() * count
-    sums["regression"] += terms.regression.item() * count
-    sums["classification"] += terms.classification.item() * count
-    sums["ranking"] += terms.ranking.item() * count
-
-
-def mean_loss_terms(sums: dict[str, float], prefix: str) -> dict[str, float]:
-    """Per-image means of the running sums, as prefix_loss, prefix_regression, ..."""
-    seen = max(sums["images"], 1)
-    return {
-        f"{prefix}_loss": sums["loss"] / seen,
-        f"{prefix}_regression": sums["regression"] / seen,
-        f"{prefix}_classification": sums["classification"] / seen,
-        f"{prefix}_ranking": sums["ranking"] / seen,
-    }
 
 
 def accumulation_window(
@@ -160,17 +141,8 @@ class Trainer:
             drop_last=config.drop_last,
             **loader_options,
         )
-        # A fixed shuffle mixes real and fake in every val batch, so the ranking term is measured.
-        val_samples = list(self.index.val)
-        random.Random(config.seed).shuffle(val_samples)
-        self.val_loader = make_loader(
-            val_samples,
-            EvalTransform(config.img_size),
-            self.batch_size,
-            train=False,
-            seed=config.seed,
-            drop_last=False,
-            **loader_options,
+        self.val_loader = make_eval_loader(
+            self.index.val, config.img_size, self.batch_size, config.seed, **loader_options
         )
         self.batches_per_epoch = len(self.train_loader)
         self.steps_per_epoch = math.ceil(
@@ -453,33 +425,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return True
 
-    @torch.no_grad()
     def _validate(self) -> dict[str, float]:
-        self.model.eval()
         self.reporter.validation_start(len(self.val_loader))
-        sums = dict.fromkeys(("loss", "regression", "classification", "ranking", "images"), 0.0)
-        scores: list[np.ndarray] = []
-        labels_seen: list[np.ndarray] = []
-        for batch in self.val_loader:
-            self._note_skipped(batch["skipped"])
-            if batch["images"] is None:
-                continue
-            images = pixels_to_float(batch["images"], self.device)
-            labels = batch["labels"].to(self.device, non_blocking=True)
-            with torch.autocast(
-                self.device.type, self.precision.dtype, enabled=self.precision.enabled
-            ):
-                outputs = self.model(images)
-            add_loss_terms(sums, self._loss(outputs, labels), images.shape[0])
-            scores.append(outputs["score"].float().cpu().numpy())
-            labels_seen.append(batch["labels"].numpy())
-        all_scores = np.concatenate(scores) if scores else np.zeros(0)
-        all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)
-        detection = detection_metrics(all_scores, all_labels)
-        return {
-            **mean_loss_terms(sums, "val"),
-            **{f"val_{name}": value for name, value in detection.items()},
-        }
+        metrics, _ = evaluate(
+            self.model,
+            self.val_loader,
+            self.device,
+            self.precision,
+            self._loss,
+            on_skipped=self._note_skipped,
+        )
+        return {f"val_{name}": value for name, value in metrics.items()}
 
     # ----------------------------------------------------------------------------- outputs
     def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:

@@ -1,0 +1,95 @@
+"""Scoring a labelled set with a model: loss terms, accuracy, AUC/AP. Shared by the Trainer's
+validation and `fakedet validate`, so both report the same numbers for the same checkpoint."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from fakedet.data.layouts import Sample
+from fakedet.data.loader import make_loader
+from fakedet.data.transforms import EvalTransform, pixels_to_float
+from fakedet.engine.losses import LossTerms, add_loss_terms, mean_loss_terms
+from fakedet.engine.metrics import detection_metrics
+from fakedet.engine.runtime import Precision
+
+LossFunction = Callable[[dict[str, torch.Tensor], torch.Tensor], LossTerms]
+
+
+def make_eval_loader(
+    samples: Sequence[Sample], img_size: int, batch_size: int, seed: int, **loader_options: Any
+) -> DataLoader:
+    """Centre crops in one fixed, seeded order; `loader_options` go to `make_loader`
+    (num_workers, pin_memory, persistent_workers, prefetch_factor, worker_nice).
+
+    The shuffle mixes real and fake in every batch, so the ranking term is measured; being
+    seeded, the same set always gives the same batches (validate == the trainer's validation).
+    """
+    ordered = list(samples)
+    random.Random(seed).shuffle(ordered)
+    return make_loader(
+        ordered,
+        EvalTransform(img_size),
+        batch_size,
+        train=False,
+        seed=seed,
+        drop_last=False,
+        **loader_options,
+    )
+
+
+@dataclass
+class Scores:
+    """Per-image results of an evaluation, in loader order."""
+
+    paths: list[str]
+    scores: np.ndarray  # realness in [0, 1]
+    labels: np.ndarray  # realness labels
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    precision: Precision,
+    loss: LossFunction,
+    on_skipped: Callable[[list[tuple[str, str]]], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[str, float], Scores]:
+    """Loss terms (per-image means) and detection metrics of `model` over `loader`.
+
+    Returns metrics named loss, regression, classification, ranking, accuracy, real_acc,
+    fake_acc, auc, ap, plus the per-image scores. Unreadable files go to `on_skipped`.
+    """
+    model.eval()
+    samples = loader.dataset.samples
+    sums = dict.fromkeys(("loss", "regression", "classification", "ranking", "images"), 0.0)
+    paths: list[str] = []
+    scores: list[np.ndarray] = []
+    labels_seen: list[np.ndarray] = []
+    for number, batch in enumerate(loader, start=1):
+        if on_skipped is not None and batch["skipped"]:
+            on_skipped(batch["skipped"])
+        if batch["images"] is not None:
+            images = pixels_to_float(batch["images"], device)
+            labels = batch["labels"].to(device, non_blocking=True)
+            with torch.autocast(device.type, precision.dtype, enabled=precision.enabled):
+                outputs = model(images)
+            add_loss_terms(sums, loss(outputs, labels), images.shape[0])
+            scores.append(outputs["score"].float().cpu().numpy())
+            labels_seen.append(batch["labels"].numpy())
+            paths += [samples[index].path for index in batch["indices"].tolist()]
+        if on_batch is not None:
+            on_batch(number)
+    all_scores = np.concatenate(scores) if scores else np.zeros(0)
+    all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)
+    metrics = {**mean_loss_terms(sums), **detection_metrics(all_scores, all_labels)}
+    return metrics, Scores(paths, all_scores, all_labels)

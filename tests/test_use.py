@@ -1,0 +1,123 @@
+"""Using a trained model: validate, inspect-checkpoint and predict on a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_folder_dataset, tiny_train_args, write_image
+from fakedet.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset, output folder) of a 2-epoch run on 16 + 16 images."""
+    root = tmp_path_factory.mktemp("use")
+    data = make_folder_dataset(root / "data")
+    out = root / "run"
+    result = runner.invoke(app, tiny_train_args(data, out))
+    assert result.exit_code == 0, result.output
+    return data, out
+
+
+def _json(args: list[str]) -> object:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_validate_reproduces_the_runs_own_validation(trained: tuple[Path, Path]) -> None:
+    data, out = trained
+    result = _json(["validate", str(out / "latest_model.pt"), str(data), "--json"])
+    last = json.loads((out / "training_history.json").read_text())[-1]
+    assert (result["images"], result["real"], result["fake"]) == (16, 8, 8)
+    for name, value in result["metrics"].items():
+        assert value == pytest.approx(last[f"val_{name}"], rel=1e-6, abs=1e-9), name
+
+
+def test_validate_other_splits_and_bad_split(trained: tuple[Path, Path]) -> None:
+    data, out = trained
+    everything = _json(["validate", str(out), str(data), "--split", "all", "--json"])
+    assert everything["images"] == 32
+    result = runner.invoke(app, ["validate", str(out), str(data), "--split", "test"])
+    assert result.exit_code == 2 and "not one of val, train, all" in result.output
+    table = runner.invoke(app, ["validate", str(out), str(data)])
+    assert table.exit_code == 0 and "auc" in table.output and "16 images" in table.output
+
+
+def test_inspect_checkpoint(trained: tuple[Path, Path]) -> None:
+    _, out = trained
+    info = _json(["inspect-checkpoint", str(out / "latest_model.pt"), "--json"])
+    assert (info["mode"], info["epoch"], info["img_size"]) == ("fast", 2, 64)
+    assert info["parameters"] == pytest.approx(2.5e6, rel=0.1)
+    assert [row["epoch"] for row in info["history"]] == [1, 2]
+    assert info["global_step"] == 4  # 16 images, batch 8, 2 epochs
+    assert info["config"]["batch_size"] == 8
+    table = runner.invoke(app, ["inspect-checkpoint", str(out)])
+    assert table.exit_code == 0 and "2 of 2" in table.output and "val_auc" in table.output
+
+
+def test_inspect_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    result = runner.invoke(app, ["inspect-checkpoint", str(bogus)])
+    assert result.exit_code == 2 and "not a readable checkpoint" in result.output
+
+
+def test_predict_files_folders_and_unreadable(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = trained
+    folder = tmp_path / "incoming"
+    for number in range(3):
+        write_image(folder / "nested" / f"{number}.png", 100 + number)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    single = data / "val" / "real" / "0.png"
+    csv_path = tmp_path / "scores.csv"
+    rows = _json(
+        ["predict", str(out / "best_model.pt"), str(single), str(folder), "--json",
+         "--output", str(csv_path)]
+    )  # fmt: skip
+    assert [Path(row["path"]).name for row in rows] == [
+        "0.png",
+        "broken.jpg",
+        "0.png",
+        "1.png",
+        "2.png",
+    ]
+    for row in rows:
+        if row["verdict"] == "unreadable":
+            assert row["realness"] is None and row["error"]
+        else:
+            assert 0.0 <= row["realness"] <= 1.0
+            assert row["verdict"] == ("real" if row["realness"] >= 0.5 else "fake")
+    assert sum(row["verdict"] == "unreadable" for row in rows) == 1
+    table = pd.read_csv(csv_path)
+    assert list(table.columns) == ["path", "realness", "verdict", "error"]
+    assert len(table) == 5
+
+
+def test_predict_threshold_moves_the_verdict(trained: tuple[Path, Path]) -> None:
+    data, out = trained
+    image = str(data / "val" / "fake" / "0.png")
+    strict = _json(["predict", str(out), image, "--threshold", "1.0", "--json"])
+    lenient = _json(["predict", str(out), image, "--threshold", "0.0", "--json"])
+    assert strict[0]["realness"] == lenient[0]["realness"]
+    assert (strict[0]["verdict"], lenient[0]["verdict"]) == ("fake", "real")
+
+
+def test_predict_bad_input_exits_2(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, out = trained
+    missing = runner.invoke(app, ["predict", str(out), str(tmp_path / "nope.png")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["predict", str(out), str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "No images found" in empty.output
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"junk")
+    unreadable = runner.invoke(app, ["predict", str(out), str(junk)])
+    assert unreadable.exit_code == 2 and "None of the 1 files" in unreadable.output
