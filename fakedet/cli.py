@@ -550,6 +550,12 @@ def validate(
         Optional[bool],  # noqa: UP045
         typer.Option("--use-csv/--no-use-csv", help="Labels from CSV [default: the checkpoint's]."),
     ] = None,
+    plots: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--plots", help="Write roc_pr.png, confusion.png, score_hist.png, hardest.png here."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Score a labelled dataset with a checkpoint: loss terms, accuracy, AUC and AP.
@@ -562,12 +568,14 @@ def validate(
         fakedet validate runs/demo/best_model.pt demo
 
         fakedet validate runs/demo/best_model.pt ./other_dataset --split all --json
+
+        fakedet validate runs/demo/best_model.pt ./other_dataset --plots runs/demo/other_plots
     """
     with _errors_to_exit_codes():
         from fakedet.engine.inference import validate_checkpoint
 
         result = validate_checkpoint(
-            checkpoint, data_root, split, device, batch_size, num_workers, use_csv
+            checkpoint, data_root, split, device, batch_size, num_workers, use_csv, plots
         )
         if as_json:
             _print_json(result)
@@ -578,6 +586,8 @@ def validate(
             highlight=False,
         )
         console.print(_metrics_table("metrics", result["metrics"]))
+        if result["plots"]:
+            console.print(f"Plots: {', '.join(result['plots'])}", highlight=False, soft_wrap=True)
         if result["skipped"]:
             console.print(
                 f"{len(result['skipped'])} unreadable file(s) skipped, e.g. {result['skipped'][0][0]}: {result['skipped'][0][1]}",

@@ -176,7 +176,8 @@ class ConsoleReporter(Reporter):
                 f"{result['nonfinite_steps']} optimizer step(s) skipped for non-finite values"
             )
         self.console.print(
-            f"Outputs in {result['output_dir']}: best_model.pt, latest_model.pt, training_history.json",
+            f"Outputs in {result['output_dir']}: best_model.pt, latest_model.pt, "
+            f"training_history.json{''.join(', ' + name for name in result.get('plots', []))}",
             highlight=False,
             soft_wrap=True,
         )

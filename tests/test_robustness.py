@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,10 +94,10 @@ def test_early_stopping_after_patience(
     losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
     original = Trainer._validate
 
-    def worsening(self: Trainer) -> dict[str, float]:
-        metrics = original(self)
+    def worsening(self: Trainer) -> tuple[dict[str, float], Any]:
+        metrics, scores = original(self)
         metrics["val_loss"] = next(losses)
-        return metrics
+        return metrics, scores
 
     monkeypatch.setattr(Trainer, "_validate", worsening)
     result = _fit(_config(folder_dataset, tmp_path / "run", epochs=5, early_stopping_patience=2))

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import make_folder_dataset, tiny_train_args
 from fakedet.cli import app
 from fakedet.engine.checkpoint import REQUIRED_KEYS, load_checkpoint
+from fakedet.plots import PLOT_FILES
 
 runner = CliRunner()
 
@@ -29,8 +31,13 @@ def test_train_writes_the_output_folder(folder_dataset: Path, tmp_path: Path) ->
         "training_history.json",
         "config.yaml",
         "dataset_summary.json",
+        *PLOT_FILES,
     ):
         assert (out / name).is_file(), name
+    for name in PLOT_FILES:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width >= 300
+    assert "hardest.png" in result.output
     history = json.loads((out / "training_history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
     for key in (
@@ -210,3 +217,28 @@ def test_help_shows_the_defaults() -> None:
     resume_help = runner.invoke(app, ["resume", "--help"], env={"COLUMNS": "200"}).output
     assert "--gradient-accumulation-steps" in resume_help
     assert "[default: from the checkpoint]" in resume_help
+
+
+def test_a_failing_plot_is_a_warning_not_a_failed_run(
+    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakedet import plots
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "plot_curves", broken)
+    out = tmp_path / "run"
+    result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    assert "could not draw the plots (RuntimeError: no fonts)" in " ".join(result.output.split())
+    assert (out / "best_model.pt").is_file()
+
+
+def test_roc_needs_both_classes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fakedet import plots
+
+    assert plots.plot_roc_pr(np.array([0.2, 0.9]), np.array([1.0, 1.0]), tmp_path / "r.png") is None
+    assert plots.plot_roc_pr(np.array([0.2, 0.9]), np.array([0.0, 1.0]), tmp_path / "r.png")

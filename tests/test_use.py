@@ -51,6 +51,15 @@ def test_validate_other_splits_and_bad_split(trained: tuple[Path, Path]) -> None
     assert table.exit_code == 0 and "auc" in table.output and "16 images" in table.output
 
 
+def test_validate_writes_plots(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = trained
+    plots = tmp_path / "plots"
+    result = _json(["validate", str(out), str(data), "--plots", str(plots), "--json"])
+    names = ["roc_pr.png", "confusion.png", "score_hist.png", "hardest.png"]
+    assert [Path(path).name for path in result["plots"]] == names
+    assert all((plots / name).stat().st_size > 1000 for name in names)
+
+
 def test_inspect_checkpoint(trained: tuple[Path, Path]) -> None:
     _, out = trained
     info = _json(["inspect-checkpoint", str(out / "latest_model.pt"), "--json"])

@@ -146,11 +146,13 @@ def validate_checkpoint(
     batch_size: int | None = None,
     num_workers: int | None = None,
     use_csv: bool | None = None,
+    plots_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Score a labelled dataset with a checkpoint: the trainer's validation metrics, any split.
 
     The split, the loss weights and (by default) the batch size come from the checkpoint's
     config, so `validate` on the training data reproduces the run's own val numbers.
+    `plots_dir` receives roc_pr.png, confusion.png, score_hist.png and hardest.png.
 
     Raises:
         UsageError: an unknown split; DataError / CheckpointError as the loaders raise them.
@@ -200,6 +202,16 @@ def validate_checkpoint(
         model, loader, on_device, FP32, loss, on_skipped=lambda bad: skipped.update(dict(bad))
     )
     real = int((scores.labels >= 0.5).sum())
+    plots: list[str] = []
+    if plots_dir is not None:
+        from fakedet.plots import write_evaluation_plots
+
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        caption = f"{split} split, epoch {state['epoch']}"
+        written = write_evaluation_plots(
+            plots_dir, scores.paths, scores.scores, scores.labels, caption
+        )
+        plots = [str(path) for path in written]
     return {
         "checkpoint": str(checkpoint_path(path)),
         "data_root": str(data_root),
@@ -210,6 +222,7 @@ def validate_checkpoint(
         "fake": len(scores.paths) - real,
         "skipped": sorted(skipped.items()),
         "metrics": json_safe(metrics),
+        "plots": plots,
     }
 
 

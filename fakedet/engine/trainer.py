@@ -21,7 +21,7 @@ from fakedet.data.layouts import DatasetIndex, build_index
 from fakedet.data.loader import make_loader
 from fakedet.data.transforms import TrainTransform, pixels_to_float
 from fakedet.engine.checkpoint import atomic_write_text, save_checkpoint
-from fakedet.engine.evaluate import evaluate, make_eval_loader
+from fakedet.engine.evaluate import Scores, evaluate, make_eval_loader
 from fakedet.engine.logging import Reporter, TensorBoardLogger
 from fakedet.engine.losses import LossTerms, add_loss_terms, detector_loss, mean_loss_terms
 from fakedet.engine.metrics import json_safe
@@ -99,6 +99,10 @@ class Trainer:
         self.skipped_files: dict[str, str] = {}
         self._stop_signal: int | None = None
         self.saved_epoch: int | None = None  # the last epoch this run wrote latest_model.pt for
+        # Validation scores for the plots: of the best epoch when this process saw it, else the
+        # last validated epoch (a resumed run may have found its best before the resume).
+        self.best_scores: Scores | None = None
+        self.plot_scores: tuple[int, Scores] | None = None
         self._previous_handlers: dict[int, Any] = {}
 
     # ----------------------------------------------------------------------------- setup
@@ -281,6 +285,7 @@ class Trainer:
                 raise
             raise self._out_of_memory_error() from None
         self._write_skipped_files()
+        plots = self._write_plots()
         result = {
             "stop_reason": stop_reason,
             "epochs_run": self.epoch,
@@ -291,6 +296,7 @@ class Trainer:
             "nonfinite_steps": self.nonfinite_steps,
             "skipped_files": len(self.skipped_files),
             "output_dir": str(self.output_dir),
+            "plots": [path.name for path in plots],
         }
         self.reporter.run_end(result)
         return result
@@ -304,11 +310,14 @@ class Trainer:
             validated = epoch % self.config.validate_interval == 0 or epoch == self.config.epochs
             improved = False
             if validated:
-                row.update(self._validate())
+                metrics, scores = self._validate()
+                row.update(metrics)
+                self.plot_scores = (epoch, scores)
                 improved = row["val_loss"] < self.best_val_loss
                 if improved:
                     self.best_val_loss = row["val_loss"]
                     self.best_epoch = epoch
+                    self.best_scores = scores
                     self.epochs_without_improvement = 0
                 else:
                     self.epochs_without_improvement += 1
@@ -425,9 +434,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return True
 
-    def _validate(self) -> dict[str, float]:
+    def _validate(self) -> tuple[dict[str, float], Scores]:
         self.reporter.validation_start(len(self.val_loader))
-        metrics, _ = evaluate(
+        metrics, scores = evaluate(
             self.model,
             self.val_loader,
             self.device,
@@ -435,7 +444,7 @@ class Trainer:
             self._loss,
             on_skipped=self._note_skipped,
         )
-        return {f"val_{name}": value for name, value in metrics.items()}
+        return {f"val_{name}": value for name, value in metrics.items()}, scores
 
     # ----------------------------------------------------------------------------- outputs
     def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:
@@ -518,6 +527,29 @@ class Trainer:
         atomic_write_text(
             self.output_dir / "training_history.json", json.dumps(self.history, indent=2) + "\n"
         )
+
+    def _write_plots(self) -> list[Path]:
+        """The run's figures; a failure to draw is a warning, never a failed run."""
+        from fakedet import plots
+
+        written: list[Path] = []
+        try:
+            if self.history:
+                written.append(plots.plot_curves(self.history, self.output_dir / "curves.png"))
+            if self.best_scores is not None:
+                epoch, scores = self.best_epoch, self.best_scores
+                caption = f"best epoch {epoch}"
+            elif self.plot_scores is not None:
+                epoch, scores = self.plot_scores
+                caption = f"epoch {epoch}"
+            else:
+                return written
+            written += plots.write_evaluation_plots(
+                self.output_dir, scores.paths, scores.scores, scores.labels, caption
+            )
+        except Exception as exc:
+            self.reporter.warning(f"could not draw the plots ({exc.__class__.__name__}: {exc})")
+        return written
 
     def _write_dataset_summary(self) -> None:
         summary = self.index.summary()
