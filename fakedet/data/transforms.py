@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
-from torchvision.transforms.functional import pil_to_tensor
 
 # Pillow's own guard (about 179M pixels raises) stays on: larger files are refused as bombs.
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -68,7 +67,9 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """(3, H, W) uint8. Batches cross from workers as uint8, a quarter of float32's bytes, and
     become [0, 1] floats on the training device (`pixels_to_float`)."""
-    return pil_to_tensor(image)
+    # np.array copies, so the tensor owns writable memory. (torchvision's pil_to_tensor does
+    # the same, but importing torchvision costs seconds of start-up for one line.)
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -14,6 +13,9 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float
     AUC and AP treat fake as the positive class and rank by 1 - realness, as the field reports
     them; they are NaN when the labels hold one class only.
     """
+    # Imported here: sklearn.metrics takes ~2 s to import, which `predict` never needs.
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     is_real = labels >= 0.5
     predicted_real = scores >= 0.5
     correct = predicted_real == is_real
