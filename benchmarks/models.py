@@ -125,17 +125,38 @@ def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[flo
     return results
 
 
-def report(results: dict[str, dict[str, list[float] | float]], label: str) -> None:
+def advisor_estimate_mb(name: str, batch: int, size: int, amp: bool) -> str:
+    """What `fakedet recommend` predicts for this training peak (fakedet models only)."""
+    if name not in ("fast", "full"):
+        return "-"
+    from fakedet.advisor import VRAM_RESERVED_GB, estimated_peak_gb, measure_memory
+
+    # The benchmark's peak is measured after the CUDA context exists, so leave the reserve out.
+    estimate = estimated_peak_gb(batch, measure_memory(name, size, amp)) - VRAM_RESERVED_GB
+    return f"{estimate * 1024:.0f}"
+
+
+def report(
+    results: dict[str, dict[str, list[float] | float]],
+    label: str,
+    args: argparse.Namespace,
+    amp: bool,
+) -> None:
     print(f"\n### {label}\n")
-    print("| model | params | train img/s | infer img/s | train peak MB (CUDA) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | params | train img/s | infer img/s | train peak MB (CUDA) | advisor estimate MB |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, values in results.items():
         params = sum(p.numel() for p in build(name).parameters()) / 1e6
         peak = values.get("peak_mb")
         peak_text = f"{peak:.0f}" if isinstance(peak, float) else "-"
+        estimate = (
+            advisor_estimate_mb(name, args.batch, args.size, amp) if peak_text != "-" else "-"
+        )
         print(
             f"| {name} | {params:.2f}M | {statistics.median(values['train']):.1f} | "
-            f"{statistics.median(values['infer']):.1f} | {peak_text} |"
+            f"{statistics.median(values['infer']):.1f} | {peak_text} | {estimate} |"
         )
     print()
     for ours, peer in TARGETS:
@@ -171,9 +192,14 @@ def main() -> None:
     )
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
-    report(measure(args, amp=False), "fp32")
+    report(measure(args, amp=False), "fp32", args, amp=False)
     if args.amp:
-        report(measure(args, amp=True), "autocast (bf16 on CPU and on CUDA >= 8.0, else fp16)")
+        report(
+            measure(args, amp=True),
+            "autocast (bf16 on CPU and on CUDA >= 8.0, else fp16)",
+            args,
+            amp=True,
+        )
 
 
 if __name__ == "__main__":

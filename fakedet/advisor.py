@@ -48,6 +48,9 @@ class Recommendation:
     num_workers: int
     lr: float
     reason: str
+    # From the measured memory per image (CUDA only): what the batch is expected to take.
+    memory_per_image_mb: float | None = None
+    estimated_peak_gb: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -96,9 +99,91 @@ def detect_hardware() -> HardwareInfo:
     )
 
 
-def recommend(info: HardwareInfo, mode: str) -> Recommendation:
-    """Batch size, accumulation, AMP, workers and LR for `mode` ("fast" or "full") on `info`."""
+@dataclass(frozen=True)
+class MemoryProfile:
+    """Training memory of a model at one image size: per image, and fixed per run."""
+
+    activation_bytes_per_image: int  # what autograd keeps for backward, per image
+    parameter_count: int
+
+    def fixed_bytes(self) -> int:
+        # fp32 weights + gradients + AdamW's two moments.
+        return self.parameter_count * 4 * 4
+
+
+def measure_memory(mode: str, img_size: int, amp: bool) -> MemoryProfile:
+    """Activation memory per image, measured with CPU forward passes of 2 and 3 images.
+
+    Every tensor autograd saves for backward goes through a saved-tensors hook; storages are
+    counted once (many ops save the same tensor) and parameters are left to `fixed_bytes`. With
+    `amp`, the forward runs under bf16 autocast, which stores half-precision activations the
+    way CUDA fp16/bf16 autocast does.
+    """
+    import torch
+
+    from fakedet.models import create_model
+
+    model = create_model(mode, img_size=img_size).train()
+    parameter_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def saved_bytes(batch: int) -> int:
+        seen: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in parameter_storages:
+                seen[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        images = torch.rand(batch, 3, img_size, img_size)
+        with (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+            torch.autocast("cpu", torch.bfloat16, enabled=amp),
+        ):
+            model(images)
+        return sum(seen.values())
+
+    # The difference of two batch sizes is the per-image part; what does not grow with the
+    # batch (autocast's half-precision copies of the weights) cancels out.
+    return MemoryProfile(
+        activation_bytes_per_image=max(saved_bytes(3) - saved_bytes(2), 1),
+        parameter_count=sum(p.numel() for p in model.parameters()),
+    )
+
+
+# Share of VRAM the advisor plans to use, and what it leaves for the CUDA context, cuDNN
+# workspaces and allocator fragmentation; activations are counted 1.25x for the same reasons.
+VRAM_USABLE = 0.85
+VRAM_RESERVED_GB = 0.75
+ACTIVATION_OVERHEAD = 1.25
+MAX_BATCH = 128  # the seed's largest (24 GB, fast); LR scaling beyond it is untested here
+
+
+def batch_that_fits(vram_gb: float, profile: MemoryProfile) -> int:
+    """The largest power-of-two batch (<= MAX_BATCH) whose estimated peak fits in `vram_gb`."""
+    budget = vram_gb * VRAM_USABLE * 1024**3 - VRAM_RESERVED_GB * 1024**3 - profile.fixed_bytes()
+    per_image = profile.activation_bytes_per_image * ACTIVATION_OVERHEAD
+    fits = int(budget // per_image) if budget > 0 else 0
+    batch = 1
+    while batch * 2 <= min(fits, MAX_BATCH):
+        batch *= 2
+    return batch if fits >= 1 else 0
+
+
+def estimated_peak_gb(batch: int, profile: MemoryProfile) -> float:
+    per_image = profile.activation_bytes_per_image * ACTIVATION_OVERHEAD
+    return (batch * per_image + profile.fixed_bytes()) / 1024**3 + VRAM_RESERVED_GB
+
+
+def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None) -> Recommendation:
+    """Batch size, accumulation, AMP, workers and LR for `mode` ("fast" or "full") on `info`.
+
+    On CUDA the seed's VRAM table is the floor; with a measured `memory` profile the batch
+    grows to the largest power of two that fits (and shrinks below the table only when even
+    the table's batch would not fit).
+    """
     column = 1 if mode == "fast" else 2
+    memory_per_image = peak = None
     if info.device == "cuda" and info.vram_gb is not None:
         batch, reason = CPU_BATCH[mode] // 2, f"{info.vram_gb:g} GB VRAM is below the 6 GB row"
         for vram, *batches in VRAM_TABLE:
@@ -108,6 +193,18 @@ def recommend(info: HardwareInfo, mode: str) -> Recommendation:
                     f"{info.vram_gb:g} GB VRAM (>= {vram:g} GB row)",
                 )
                 break
+        if memory is not None:
+            fits = batch_that_fits(info.vram_gb, memory)
+            if fits != batch:
+                direction = "largest power of two" if fits > batch else "the table's batch"
+                reason = (
+                    f"{info.vram_gb:g} GB VRAM, {memory.activation_bytes_per_image / 1024**2:.0f} "
+                    f"MB per image measured: {direction} that fits"
+                    + ("" if fits > batch else " does not fit")
+                )
+                batch = max(fits, 1)
+            memory_per_image = round(memory.activation_bytes_per_image / 1024**2, 1)
+            peak = round(estimated_peak_gb(batch, memory), 2)
         major = info.compute_capability[0] if info.compute_capability else 0
         use_amp = major >= 7
         amp_dtype = "bf16" if major >= 8 else "fp16"
@@ -129,4 +226,108 @@ def recommend(info: HardwareInfo, mode: str) -> Recommendation:
         num_workers=workers,
         lr=lr,
         reason=reason,
+        memory_per_image_mb=memory_per_image,
+        estimated_peak_gb=peak,
     )
+
+
+def parse_compute_capability(text: str) -> tuple[int, int]:
+    """ "8.6" -> (8, 6).
+
+    Raises:
+        ConfigError: anything that is not MAJOR.MINOR.
+    """
+    from fakedet.errors import ConfigError
+
+    major, dot, minor = text.partition(".")
+    if not (major.isdigit() and (not dot or minor.isdigit())):
+        raise ConfigError(f"--compute-capability {text!r} is not MAJOR.MINOR (e.g. 7.5, 8.6, 9.0).")
+    return int(major), int(minor or 0)
+
+
+def train_command(recommendation: Recommendation, img_size: int) -> str:
+    """The `fakedet train` line that applies a recommendation."""
+    parts = [
+        f"fakedet train DATA_ROOT --{recommendation.mode}",
+        f"--batch-size {recommendation.batch_size}",
+    ]
+    if recommendation.gradient_accumulation_steps > 1:
+        parts.append(f"--gradient-accumulation-steps {recommendation.gradient_accumulation_steps}")
+    parts.append(f"--lr {recommendation.lr:.3g}")
+    if recommendation.use_amp:
+        parts.append(f"--use-amp --amp-dtype {recommendation.amp_dtype}")
+    parts.append(f"--num-workers {recommendation.num_workers}")
+    if img_size != 256:
+        parts.append(f"--img-size {img_size}")
+    return " ".join(parts)
+
+
+def advise(
+    modes: tuple[str, ...] = ("fast", "full"),
+    img_size: int = 256,
+    vram_gb: float | None = None,
+    os_name: str | None = None,
+    compute_capability: str | None = None,
+    cpu_cores: int | None = None,
+) -> dict[str, object]:
+    """`fakedet recommend`: this machine (or the one described by the overrides) and the
+    settings per mode, each with a ready `fakedet train` line.
+
+    Raises:
+        ConfigError: a bad image size, mode, OS or compute capability.
+    """
+    from dataclasses import replace
+
+    from fakedet.errors import ConfigError
+
+    if img_size < 64 or img_size % 32:
+        raise ConfigError(f"--img-size {img_size} must be a multiple of 32, at least 64.")
+    for mode in modes:
+        if mode not in ("fast", "full"):
+            raise ConfigError(f"--mode {mode!r} is not fast or full.")
+    if os_name is not None and os_name not in ("Linux", "Windows", "Darwin"):
+        raise ConfigError(f"--os {os_name!r} is not Linux, Windows or Darwin.")
+    info = detect_hardware()
+    notes: list[str] = []
+    if vram_gb is not None:
+        if vram_gb <= 0:
+            raise ConfigError(f"--vram {vram_gb:g} must be a positive number of GB.")
+        planned = info.device != "cuda"
+        info = replace(
+            info,
+            device="cuda",
+            device_name="planned GPU" if planned else info.device_name,
+            vram_gb=vram_gb,
+            compute_capability=info.compute_capability if not planned else (8, 0),
+        )
+        if planned and compute_capability is None:
+            notes.append("no --compute-capability given: planning for 8.0 (bf16)")
+    if compute_capability is not None:
+        info = replace(info, compute_capability=parse_compute_capability(compute_capability))
+    if os_name is not None:
+        info = replace(info, os=os_name)
+    if cpu_cores is not None:
+        info = replace(info, cpu_cores=cpu_cores)
+    recommendations = []
+    for mode in modes:
+        memory = None
+        if info.device == "cuda":
+            amp = bool(info.compute_capability and info.compute_capability[0] >= 7)
+            memory = measure_memory(mode, img_size, amp)
+        recommendation = recommend(info, mode, memory)
+        recommendations.append(
+            {**recommendation.as_dict(), "command": train_command(recommendation, img_size)}
+        )
+    if info.device == "cpu" and not info.cpu_bf16:
+        notes.append("this CPU has no native bf16 (AVX512-BF16/AMX): AMP stays off")
+    if info.device == "cuda":
+        notes.append(
+            "batch sizes come from activation memory measured on the CPU; the estimate has not "
+            "been checked against a GPU run yet"
+        )
+    return {
+        "hardware": asdict(info),
+        "img_size": img_size,
+        "recommendations": recommendations,
+        "notes": notes,
+    }

@@ -645,6 +645,89 @@ def inspect_checkpoint(
         console.print(f"config: {settings}", highlight=False, soft_wrap=True)
 
 
+def recommend(
+    mode: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--mode", help="fast or full [default: both]."),
+    ] = None,
+    img_size: Annotated[int, typer.Option("--img-size", help="Training image size.")] = 256,
+    vram: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--vram", help="Plan for a GPU with this many GB instead of this machine's."),
+    ] = None,
+    os_name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--os", help="Plan for Linux, Windows or Darwin."),
+    ] = None,
+    compute_capability: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--compute-capability", help="Plan for this GPU generation, e.g. 7.5 or 8.6."),
+    ] = None,
+    cpu_cores: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--cpu-cores", min=1, help="Plan for this many CPU cores."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Detected hardware and the settings to train with: batch, accumulation, AMP, workers, LR.
+
+    On a GPU the batch is the largest power of two whose estimated memory fits (the seed's VRAM
+    table is the floor); each mode comes with a ready `fakedet train` line.
+
+    Examples:
+
+        fakedet recommend
+
+        fakedet recommend --mode full --vram 12 --compute-capability 8.6
+
+        fakedet recommend --vram 8 --os Windows --json
+    """
+    with _errors_to_exit_codes():
+        from fakedet.advisor import advise
+
+        modes = (mode,) if mode else ("fast", "full")
+        plan = advise(modes, img_size, vram, os_name, compute_capability, cpu_cores)
+        if as_json:
+            _print_json(plan)
+            return
+        hardware = plan["hardware"]
+        found = Table(title="hardware", title_justify="left", show_header=False)
+        found.add_column("field")
+        found.add_column("value")
+        capability = hardware["compute_capability"]
+        rows = {
+            "device": f"{hardware['device']} ({hardware['device_name']})",
+            "VRAM": f"{hardware['vram_gb']} GB" if hardware["vram_gb"] else "-",
+            "compute capability": ".".join(map(str, capability)) if capability else "-",
+            "OS / CPU cores": f"{hardware['os']} / {hardware['cpu_cores']}",
+            "CPU native bf16": "yes" if hardware["cpu_bf16"] else "no",
+            "torch / CUDA": f"{hardware['torch_version']} / {hardware['cuda_version'] or '-'}",
+        }
+        for name, value in rows.items():
+            found.add_row(name, str(value))
+        console.print(found)
+        table = Table(title=f"settings at {plan['img_size']} px", title_justify="left")
+        for column in ("mode", "batch", "accum.", "AMP", "workers", "LR", "est. peak", "why"):
+            table.add_column(column)
+        for item in plan["recommendations"]:
+            peak = item["estimated_peak_gb"]
+            table.add_row(
+                item["mode"],
+                str(item["batch_size"]),
+                str(item["gradient_accumulation_steps"]),
+                item["amp_dtype"] if item["use_amp"] else "off",
+                str(item["num_workers"]),
+                f"{item['lr']:.3g}",
+                f"{peak} GB" if peak is not None else "-",
+                item["reason"],
+            )
+        console.print(table)
+        for item in plan["recommendations"]:
+            console.print(item["command"], highlight=False, soft_wrap=True)
+        for note in plan["notes"]:
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
 train.__signature__ = inspect.Signature(_train_parameters())  # type: ignore[attr-defined]
 app.command("train", context_settings={"max_content_width": 120})(train)
 resume.__signature__ = inspect.Signature(_resume_parameters())  # type: ignore[attr-defined]
@@ -652,6 +735,7 @@ app.command("resume", context_settings={"max_content_width": 120})(resume)
 # Registered here so `fakedet --help` lists the commands in the order of a user's work.
 app.command("validate")(validate)
 app.command("inspect-checkpoint")(inspect_checkpoint)
+app.command("recommend")(recommend)
 app.command("predict")(predict)
 app.command("demo-data")(demo_data)
 

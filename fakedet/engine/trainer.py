@@ -215,9 +215,12 @@ class Trainer:
     def _resolve_batch_size(self) -> int:
         if self.config.batch_size != "auto":
             return int(self.config.batch_size)
-        from fakedet.advisor import detect_hardware, recommend
+        from fakedet.advisor import detect_hardware, measure_memory, recommend
 
-        recommendation = recommend(detect_hardware(), self.config.mode)
+        memory = None
+        if self.device.type == "cuda":
+            memory = measure_memory(self.config.mode, self.config.img_size, self.precision.enabled)
+        recommendation = recommend(detect_hardware(), self.config.mode, memory)
         self.reporter.info(
             f"batch_size auto -> {recommendation.batch_size} ({recommendation.reason})"
         )

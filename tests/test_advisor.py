@@ -1,0 +1,105 @@
+"""Hardware advisor: the seed's table as the floor, measured memory, and `fakedet recommend`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from fakedet import advisor
+from fakedet.advisor import HardwareInfo, MemoryProfile, recommend
+from fakedet.cli import app
+
+runner = CliRunner()
+
+GPU = HardwareInfo(
+    device="cuda",
+    device_name="test GPU",
+    vram_gb=24.0,
+    compute_capability=(8, 6),
+    os="Linux",
+    cpu_cores=16,
+    cpu_bf16=False,
+    torch_version="x",
+    cuda_version="12",
+)
+CPU = replace(GPU, device="cpu", vram_gb=None, compute_capability=None, cuda_version=None)
+
+
+@pytest.mark.parametrize(
+    ("vram", "fast", "full"), [(6, 16, 8), (8, 32, 16), (12, 64, 32), (24, 128, 64), (80, 128, 64)]
+)
+def test_seed_table_rows(vram: float, fast: int, full: int) -> None:
+    info = replace(GPU, vram_gb=vram)
+    assert (recommend(info, "fast").batch_size, recommend(info, "full").batch_size) == (fast, full)
+
+
+def test_amp_workers_and_lr_rules() -> None:
+    assert recommend(GPU, "fast").amp_dtype == "bf16"
+    turing = recommend(replace(GPU, compute_capability=(7, 5)), "fast")
+    assert turing.use_amp and turing.amp_dtype == "fp16"
+    assert not recommend(replace(GPU, compute_capability=(6, 1)), "fast").use_amp
+    assert recommend(replace(GPU, os="Windows"), "fast").num_workers == 0
+    assert recommend(replace(GPU, cpu_cores=2), "fast").num_workers == 2
+    cpu = recommend(CPU, "full")
+    assert not cpu.use_amp and cpu.batch_size * cpu.gradient_accumulation_steps == 32
+    assert recommend(replace(CPU, cpu_bf16=True), "fast").use_amp
+    # LR scales with the effective batch: 128 is 4x the 32 the base LR is set for.
+    assert recommend(GPU, "fast").lr == pytest.approx(4 * 1e-4)
+
+
+def test_measured_memory_grows_the_batch_but_never_past_what_fits() -> None:
+    profile = MemoryProfile(activation_bytes_per_image=100 * 1024**2, parameter_count=5_000_000)
+    six = recommend(replace(GPU, vram_gb=6.0), "full", profile)
+    assert six.batch_size == 32 > 8  # above the table's 8, a power of two
+    assert six.estimated_peak_gb is not None and six.estimated_peak_gb <= 6.0 * 0.85
+    assert advisor.estimated_peak_gb(64, profile) > 6.0 * 0.85  # the next power of two won't
+    small = recommend(replace(GPU, vram_gb=2.0), "fast", profile)
+    assert small.batch_size == 4 and "does not fit" in small.reason  # the table would say 8
+    assert recommend(GPU, "fast", profile).batch_size == advisor.MAX_BATCH
+
+
+def test_activation_memory_is_measured_per_image() -> None:
+    small = advisor.measure_memory("fast", 64, amp=False)
+    large = advisor.measure_memory("fast", 128, amp=False)
+    half = advisor.measure_memory("fast", 128, amp=True)
+    assert 3.0 < large.activation_bytes_per_image / small.activation_bytes_per_image < 5.0
+    assert half.activation_bytes_per_image < large.activation_bytes_per_image
+    assert small.parameter_count == pytest.approx(2.5e6, rel=0.1)
+
+
+def test_recommend_command() -> None:
+    result = runner.invoke(app, ["recommend", "--mode", "fast", "--img-size", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    (item,) = plan["recommendations"]
+    assert item["command"].startswith("fakedet train DATA_ROOT --fast --batch-size")
+    planned = runner.invoke(
+        app,
+        ["recommend", "--vram", "12", "--compute-capability", "7.5", "--os", "Windows",
+         "--img-size", "64", "--json"],
+    )  # fmt: skip
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.stdout)
+    assert plan["hardware"]["vram_gb"] == 12 and plan["hardware"]["os"] == "Windows"
+    for item in plan["recommendations"]:
+        assert "--use-amp --amp-dtype fp16" in item["command"] and item["num_workers"] == 0
+        assert item["batch_size"] >= {"fast": 64, "full": 32}[item["mode"]]  # the table's floor
+    table = runner.invoke(app, ["recommend", "--img-size", "64"])
+    assert table.exit_code == 0 and "fakedet train DATA_ROOT --full" in table.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--compute-capability", "eight"], "is not MAJOR.MINOR"),
+        (["--img-size", "100"], "multiple of 32"),
+        (["--mode", "huge"], "is not fast or full"),
+        (["--os", "BeOS"], "is not Linux, Windows or Darwin"),
+    ],
+)
+def test_recommend_bad_input_exits_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["recommend", *args])
+    assert result.exit_code == 2 and message in result.output
