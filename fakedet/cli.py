@@ -419,6 +419,16 @@ def _print_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def _fields_table(title: str, fields: dict[str, Any]) -> Table:
+    """A two-column name / value table without a header."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for name, value in fields.items():
+        table.add_row(name, str(value))
+    return table
+
+
 def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
@@ -616,9 +626,6 @@ def inspect_checkpoint(
         if as_json:
             _print_json(info)
             return
-        table = Table(title=info["path"], title_justify="left", show_header=False)
-        table.add_column("field")
-        table.add_column("value")
         progress = f"{info['epoch']} of {info['epochs_configured']}"
         if info["interrupted_at_batch"]:
             progress += f" (interrupted at batch {info['interrupted_at_batch']})"
@@ -635,9 +642,7 @@ def inspect_checkpoint(
             "size": f"{info['size_mb']} MB",
             "data root": info["config"].get("data_root"),
         }
-        for name, value in fields.items():
-            table.add_row(name, str(value))
-        console.print(table)
+        console.print(_fields_table(info["path"], fields))
         last = {k: v for k, v in info["last_metrics"].items() if k.startswith("val_")}
         if last:
             console.print(_metrics_table(f"epoch {info['last_metrics']['epoch']} validation", last))
@@ -691,9 +696,6 @@ def recommend(
             _print_json(plan)
             return
         hardware = plan["hardware"]
-        found = Table(title="hardware", title_justify="left", show_header=False)
-        found.add_column("field")
-        found.add_column("value")
         capability = hardware["compute_capability"]
         rows = {
             "device": f"{hardware['device']} ({hardware['device_name']})",
@@ -703,9 +705,7 @@ def recommend(
             "CPU native bf16": "yes" if hardware["cpu_bf16"] else "no",
             "torch / CUDA": f"{hardware['torch_version']} / {hardware['cuda_version'] or '-'}",
         }
-        for name, value in rows.items():
-            found.add_row(name, str(value))
-        console.print(found)
+        console.print(_fields_table("hardware", rows))
         table = Table(title=f"settings at {plan['img_size']} px", title_justify="left")
         for column in ("mode", "batch", "accum.", "AMP", "workers", "LR", "est. peak", "why"):
             table.add_column(column)
