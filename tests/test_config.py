@@ -89,3 +89,10 @@ def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
 
     config = build_config({"data_root": tmp_path, "epochs": 3, "batch_size": "auto"})
     assert build_config(yaml.safe_load(dump_config_yaml(config))) == config
+
+
+@pytest.mark.parametrize("name", ["fast_cpu.toml", "full_mode.yaml"])
+def test_example_configs_are_valid(name: str, tmp_path: Path) -> None:
+    settings = load_config_file(Path(__file__).parent.parent / "examples" / name)
+    config = build_config({**settings, "data_root": tmp_path})
+    assert config.mode in ("fast", "full")

@@ -242,3 +242,12 @@ def test_roc_needs_both_classes(tmp_path: Path) -> None:
 
     assert plots.plot_roc_pr(np.array([0.2, 0.9]), np.array([1.0, 1.0]), tmp_path / "r.png") is None
     assert plots.plot_roc_pr(np.array([0.2, 0.9]), np.array([0.0, 1.0]), tmp_path / "r.png")
+
+
+def test_batch_size_auto_asks_the_advisor(folder_dataset: Path, tmp_path: Path) -> None:
+    args = tiny_train_args(
+        folder_dataset, tmp_path / "run", "--epochs", "1", "--batch-size", "auto"
+    )
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "batch_size auto -> 16 (no GPU (cpu))" in " ".join(result.output.split())
