@@ -254,6 +254,14 @@ def _train_parameters() -> list[inspect.Parameter]:
     ]
     parameters.append(
         _option(
+            "devices",
+            ["--devices"],
+            "Train with N processes (DDP, launched through torchrun; gloo on CPU, NCCL on CUDA).",
+            Optional[int],  # noqa: UP045
+        )
+    )
+    parameters.append(
+        _option(
             "resume",
             ["--resume"],
             "Continue from this checkpoint (or output folder); --epochs then means N more.",
@@ -295,8 +303,16 @@ def train(**values: Any) -> None:
         fakedet train demo --epochs 5 --lr 1e-3 --output-dir runs/demo
 
         fakedet train --data_root ./dataset --batch_size 32 --use_amp --fast_mode
+
+        fakedet train ./dataset --devices 2                  # DDP over 2 processes (torchrun)
     """
     with _errors_to_exit_codes():
+        devices: int | None = values.pop("devices", None)
+        if devices is not None and devices > 1:
+            from fakedet.engine.distributed import launched_by_torchrun
+
+            if not launched_by_torchrun():
+                raise typer.Exit(launch_torchrun(devices))
         resume_from: Path | None = values.pop("resume", None)
         reset_lr: bool = values.pop("reset_lr")
         reset_scheduler: bool = values.pop("reset_scheduler")
@@ -317,6 +333,36 @@ def train(**values: Any) -> None:
             )
         config = build_config(settings)
         run_training(config)
+
+
+def launch_torchrun(devices: int) -> int:
+    """Run this same `fakedet train` command in `devices` processes under torchrun; its exit code."""
+    import subprocess
+    import sys
+
+    arguments: list[str] = []
+    skip = False
+    for argument in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if argument == "--devices":
+            skip = True
+            continue
+        if argument.startswith("--devices="):
+            continue
+        arguments.append(argument)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={devices}", "-m", "fakedet", *arguments,
+    ]  # fmt: skip
+    console.print(
+        f"Starting {devices} processes: torchrun --nproc-per-node={devices} -m fakedet "
+        + " ".join(arguments),
+        highlight=False,
+        soft_wrap=True,
+    )
+    return subprocess.call(command)
 
 
 def run_training(config: TrainingConfig, **trainer_options: Any) -> dict[str, Any]:

@@ -65,7 +65,9 @@ class ConsoleReporter(Reporter):
             f"{info['device']}, {info['precision']}, {info['img_size']} px; batch {info['batch_size']} x "
             f"{info['accumulation']} accumulation = effective batch {info['effective_batch']}; "
             f"{info['steps_per_epoch']} steps/epoch; epochs {info['start_epoch']}..{info['epochs']}; "
-            f"workers {info['num_workers']}; output {info['output_dir']}",
+            f"workers {info['num_workers']}"
+            + (f"; {info['processes']} processes (DDP)" if info.get("processes", 1) > 1 else "")
+            + f"; output {info['output_dir']}",
             highlight=False,
             soft_wrap=True,
         )

@@ -24,16 +24,25 @@ LossFunction = Callable[[dict[str, torch.Tensor], torch.Tensor], LossTerms]
 
 
 def make_eval_loader(
-    samples: Sequence[Sample], img_size: int, batch_size: int, seed: int, **loader_options: Any
+    samples: Sequence[Sample],
+    img_size: int,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    **loader_options: Any,
 ) -> DataLoader:
     """Centre crops in one fixed, seeded order; `loader_options` go to `make_loader`
     (num_workers, pin_memory, persistent_workers, prefetch_factor, worker_nice).
 
     The shuffle mixes real and fake in every batch, so the ranking term is measured; being
     seeded, the same set always gives the same batches (validate == the trainer's validation).
+    `rank` / `world_size` pick this process's share under DDP.
     """
     ordered = list(samples)
     random.Random(seed).shuffle(ordered)
+    # Under DDP each rank scores every world_size-th image: no padding, so none counts twice.
+    ordered = ordered[rank::world_size]
     return make_loader(
         ordered,
         EvalTransform(img_size),
@@ -63,11 +72,15 @@ def evaluate(
     loss: LossFunction,
     on_skipped: Callable[[list[tuple[str, str]]], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    parts: Callable[[tuple[dict[str, float], Scores]], list[tuple[dict[str, float], Scores]]]
+    | None = None,
 ) -> tuple[dict[str, float], Scores]:
     """Loss terms (per-image means) and detection metrics of `model` over `loader`.
 
     Returns metrics named loss, regression, classification, ranking, accuracy, real_acc,
-    fake_acc, auc, ap, plus the per-image scores. Unreadable files go to `on_skipped`.
+    fake_acc, auc, ap, plus the per-image scores. Unreadable files go to `on_skipped`. Under
+    DDP, `parts` gathers every rank's (loss sums, scores) so all ranks get the whole set's
+    metrics.
     """
     model.eval()
     samples = loader.dataset.samples
@@ -91,5 +104,22 @@ def evaluate(
             on_batch(number)
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
     all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)
-    metrics = {**mean_loss_terms(sums), **detection_metrics(all_scores, all_labels)}
-    return metrics, Scores(paths, all_scores, all_labels)
+    mine = (sums, Scores(paths, all_scores, all_labels))
+    return summarize(parts(mine) if parts is not None else [mine])
+
+
+def summarize(
+    parts: list[tuple[dict[str, float], Scores]],
+) -> tuple[dict[str, float], Scores]:
+    """Metrics over evaluation parts (one per process under DDP): loss sums add up, scores join."""
+    sums = dict.fromkeys(parts[0][0], 0.0)
+    for part_sums, _ in parts:
+        for key, value in part_sums.items():
+            sums[key] += value
+    joined = Scores(
+        [path for _, part in parts for path in part.paths],
+        np.concatenate([part.scores for _, part in parts]),
+        np.concatenate([part.labels for _, part in parts]),
+    )
+    metrics = {**mean_loss_terms(sums), **detection_metrics(joined.scores, joined.labels)}
+    return metrics, joined

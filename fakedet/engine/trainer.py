@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -21,6 +22,14 @@ from fakedet.data.layouts import DatasetIndex, build_index
 from fakedet.data.loader import make_loader
 from fakedet.data.transforms import TrainTransform, pixels_to_float
 from fakedet.engine.checkpoint import atomic_write_text, save_checkpoint
+from fakedet.engine.distributed import (
+    any_rank,
+    barrier,
+    gather,
+    init_distributed,
+    shutdown,
+    sync_buffers,
+)
 from fakedet.engine.evaluate import Scores, evaluate, make_eval_loader
 from fakedet.engine.logging import Reporter, TensorBoardLogger
 from fakedet.engine.losses import LossTerms, add_loss_terms, detector_loss, mean_loss_terms
@@ -110,6 +119,13 @@ class Trainer:
         config = self.config
         seed_everything(config.seed)
         self.device = resolve_device(config.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.dist.local_rank)
+                torch.cuda.set_device(self.device)
+            if not self.dist.is_main:
+                self.reporter = Reporter()  # rank 0 alone prints and writes files
         self.precision, warning = resolve_precision(self.device, config.use_amp, config.amp_dtype)
         if warning:
             self.reporter.warning(warning)
@@ -124,7 +140,8 @@ class Trainer:
         self.skipped_files.update(dict(self.index.skipped))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.reporter.dataset(self.index.summary())
-        self._write_dataset_summary()
+        if self.dist.is_main:
+            self._write_dataset_summary()
 
         self.batch_size = self._resolve_batch_size()
         on_cuda = self.device.type == "cuda"
@@ -143,19 +160,30 @@ class Trainer:
             train=True,
             seed=config.seed,
             drop_last=config.drop_last,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
             **loader_options,
         )
         self.val_loader = make_eval_loader(
-            self.index.val, config.img_size, self.batch_size, config.seed, **loader_options
+            self.index.val,
+            config.img_size,
+            self.batch_size,
+            config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            **loader_options,
         )
         self.batches_per_epoch = len(self.train_loader)
         self.steps_per_epoch = math.ceil(
             self.batches_per_epoch / config.gradient_accumulation_steps
         )
 
-        self.model = create_model(config.mode, img_size=config.img_size).to(self.device)
+        # `module` is the bare model (checkpoints, evaluation); `model` is what trains: the same
+        # module, or its DDP wrapper that averages gradients over the ranks.
+        self.module = create_model(config.mode, img_size=config.img_size).to(self.device)
+        self.model: nn.Module = self.module
         self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, config.weight_decay), lr=config.lr
+            parameter_groups(self.module, config.weight_decay), lr=config.lr
         )
         self.scaler = torch.amp.GradScaler(
             self.device.type,
@@ -189,11 +217,17 @@ class Trainer:
             )
             if warning:
                 self.reporter.warning(warning)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
 
-        atomic_write_text(self.output_dir / "config.yaml", dump_config_yaml(config))
-        if config.use_tensorboard:
-            self.tensorboard = TensorBoardLogger(self.output_dir / "logs")
-        params = sum(p.numel() for p in self.model.parameters())
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.module, device_ids=device_ids)
+
+        if self.dist.is_main:
+            atomic_write_text(self.output_dir / "config.yaml", dump_config_yaml(config))
+            if config.use_tensorboard:
+                self.tensorboard = TensorBoardLogger(self.output_dir / "logs")
+        params = sum(p.numel() for p in self.module.parameters())
         self.reporter.run_start(
             {
                 "device": str(self.device),
@@ -203,11 +237,14 @@ class Trainer:
                 "img_size": config.img_size,
                 "batch_size": self.batch_size,
                 "accumulation": config.gradient_accumulation_steps,
-                "effective_batch": self.batch_size * config.gradient_accumulation_steps,
+                "effective_batch": self.batch_size
+                * config.gradient_accumulation_steps
+                * self.dist.world_size,
                 "steps_per_epoch": self.steps_per_epoch,
                 "epochs": config.epochs,
                 "start_epoch": self.epoch + 1,
                 "num_workers": config.num_workers,
+                "processes": self.dist.world_size,
                 "output_dir": str(self.output_dir),
             }
         )
@@ -227,7 +264,7 @@ class Trainer:
         return recommendation.batch_size
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model_state_dict"])
+        self.module.load_state_dict(state["model_state_dict"])
         self.optimizer.load_state_dict(state["optimizer_state_dict"])
         if state.get("scaler_state_dict"):
             self.scaler.load_state_dict(state["scaler_state_dict"])
@@ -361,17 +398,27 @@ class Trainer:
                     group["lr"] = lr
                 images = pixels_to_float(batch["images"], self.device)
                 labels = batch["labels"].to(self.device, non_blocking=True)
-                with torch.autocast(
-                    self.device.type, self.precision.dtype, enabled=self.precision.enabled
-                ):
-                    outputs = self.model(images)
-                terms = self._loss(outputs, labels)
-                if torch.isfinite(terms.total):
-                    # Dividing by the window size makes 8 x 2 accumulated equal to one batch of 16.
-                    self.scaler.scale(terms.total / window_size).backward()
-                    add_loss_terms(sums, terms, images.shape[0])
-                else:
-                    window_bad = True
+                # Under DDP, gradients are averaged over the ranks once per window, not per batch.
+                with self._sync_context(window_end):
+                    with torch.autocast(
+                        self.device.type, self.precision.dtype, enabled=self.precision.enabled
+                    ):
+                        outputs = self.model(images)
+                    terms = self._loss(outputs, labels)
+                    finite = bool(torch.isfinite(terms.total))
+                    if any_rank(self.dist, not finite):
+                        # Every rank skips together, or DDP's gradient all-reduce would hang.
+                        window_bad = True
+                        if self.dist.enabled:
+                            self._zero_backward()
+                    else:
+                        # Dividing by the window size makes 8 x 2 accumulated equal to one of 16.
+                        self.scaler.scale(terms.total / window_size).backward()
+                        add_loss_terms(sums, terms, images.shape[0])
+            elif self.dist.enabled:
+                any_rank(self.dist, False)  # match the other ranks' collectives
+                with self._sync_context(window_end):
+                    self._zero_backward()
             if window_end:
                 stepped = self._optimizer_step(window_bad)
                 consecutive_bad = 0 if stepped else consecutive_bad + 1
@@ -384,7 +431,7 @@ class Trainer:
                     )
                 if consecutive_bad >= config.max_nonfinite_steps:
                     self._abort_nonfinite(consecutive_bad)
-                if self._stop_signal is not None:
+                if any_rank(self.dist, self._stop_signal is not None):
                     self._save_interrupted()
             elapsed = max(time.perf_counter() - started, 1e-9)
             self.reporter.batch_end(
@@ -397,7 +444,9 @@ class Trainer:
             )
         self.batches_done = 0
         elapsed = time.perf_counter() - started
-        images_now = sums["images"] - images_before
+        if self.dist.enabled:  # the epoch's loss over every rank's images
+            sums = {key: sum(part[key] for part in gather(self.dist, sums)) for key in sums}
+        images_now = sums["images"] - images_before * self.dist.world_size
         self.epoch_sums = dict.fromkeys(sums, 0.0)
         return {
             **mean_loss_terms(sums, "train"),
@@ -405,6 +454,15 @@ class Trainer:
             "images_per_sec": images_now / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
         }
+
+    def _sync_context(self, window_end: bool) -> Any:
+        if self.dist.enabled and not window_end:
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def _zero_backward(self) -> None:
+        """A backward pass that adds nothing, so this rank joins DDP's gradient all-reduce."""
+        (sum(p.sum() for p in self.module.parameters()) * 0.0).backward()
 
     def _loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> LossTerms:
         config = self.config
@@ -426,7 +484,7 @@ class Trainer:
             return False
         self.scaler.unscale_(self.optimizer)
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
         if not self.precision.use_scaler and not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_steps += 1
@@ -439,13 +497,17 @@ class Trainer:
 
     def _validate(self) -> tuple[dict[str, float], Scores]:
         self.reporter.validation_start(len(self.val_loader))
+        # The bare module: DDP's forward would broadcast buffers, a collective that ranks
+        # with different numbers of val batches could not match. So sync them once, here.
+        sync_buffers(self.dist, self.module)
         metrics, scores = evaluate(
-            self.model,
+            self.module,
             self.val_loader,
             self.device,
             self.precision,
             self._loss,
             on_skipped=self._note_skipped,
+            parts=lambda mine: gather(self.dist, mine),
         )
         return {f"val_{name}": value for name, value in metrics.items()}, scores
 
@@ -501,7 +563,7 @@ class Trainer:
             "batch_size": self.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
             "epoch_sums": dict(self.epoch_sums),
-            "model_state_dict": self.model.state_dict(),
+            "model_state_dict": self.module.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
             "scheduler_state_dict": self.schedule.state_dict(),
             "scaler_state_dict": self.scaler.state_dict(),
@@ -521,6 +583,8 @@ class Trainer:
         }
 
     def _save_epoch_files(self, epoch: int, improved: bool) -> None:
+        if not self.dist.is_main:
+            return
         state = self.checkpoint_state()
         save_checkpoint(self.output_dir / "latest_model.pt", state)
         if self.config.save_every and epoch % self.config.save_every == 0:
@@ -536,6 +600,8 @@ class Trainer:
         from fakedet import plots
 
         written: list[Path] = []
+        if not self.dist.is_main:
+            return written
         try:
             if self.history:
                 written.append(plots.plot_curves(self.history, self.output_dir / "curves.png"))
@@ -562,7 +628,7 @@ class Trainer:
         )
 
     def _write_skipped_files(self) -> None:
-        if not self.skipped_files:
+        if not self.skipped_files or not self.dist.is_main:
             return
         lines = [f"{path}\t{reason}" for path, reason in sorted(self.skipped_files.items())]
         atomic_write_text(self.output_dir / "skipped_files.txt", "\n".join(lines) + "\n")
@@ -571,7 +637,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- stops
     def _abort_nonfinite(self, count: int) -> None:
-        save_checkpoint(self.output_dir / "latest_model.pt", self.checkpoint_state())
+        if self.dist.is_main:
+            save_checkpoint(self.output_dir / "latest_model.pt", self.checkpoint_state())
         advice = (
             "try without --use-amp or with a lower --lr"
             if self.precision.enabled
@@ -627,9 +694,11 @@ class Trainer:
 
     def _save_interrupted(self) -> None:
         checkpoint = self.output_dir / "latest_model.pt"
-        self._write_skipped_files()
-        save_checkpoint(checkpoint, self.checkpoint_state())
-        raise TrainingInterrupted(self._stop_signal or signal.SIGINT, checkpoint)
+        if self.dist.is_main:
+            self._write_skipped_files()
+            save_checkpoint(checkpoint, self.checkpoint_state())
+        barrier(self.dist)
+        raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, checkpoint)
 
     def close(self) -> None:
         """Restore signal handlers and flush logs; safe to call on every path."""
@@ -639,3 +708,5 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+        if getattr(self, "dist", None) is not None:
+            shutdown(self.dist)
