@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,11 @@ def _errors_to_exit_codes() -> Iterator[None]:
     except FakedetError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        error_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+        where = f"[rank {rank}] " if rank != "0" else ""
+        error_console.print(
+            f"{where}[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         error_console.print("Interrupted.")
@@ -307,17 +312,17 @@ def train(**values: Any) -> None:
         fakedet train ./dataset --devices 2                  # DDP over 2 processes (torchrun)
     """
     with _errors_to_exit_codes():
-        devices: int | None = values.pop("devices", None)
-        if devices is not None and devices > 1:
-            from fakedet.engine.distributed import launched_by_torchrun
+        from fakedet.engine.distributed import launched_by_torchrun
 
-            if not launched_by_torchrun():
-                raise typer.Exit(launch_torchrun(devices))
+        devices: int | None = values.pop("devices", None)
+        launch = devices is not None and devices > 1 and not launched_by_torchrun()
         resume_from: Path | None = values.pop("resume", None)
         reset_lr: bool = values.pop("reset_lr")
         reset_scheduler: bool = values.pop("reset_scheduler")
         config_file: Path | None = values.pop("config_file", None)
         if resume_from is not None:
+            if launch:
+                raise typer.Exit(launch_torchrun(devices or 1))
             overrides = _collect_overrides(values)
             extra_epochs = overrides.pop("epochs", None)
             new_lr = overrides.pop("lr", None)
@@ -332,11 +337,17 @@ def train(**values: Any) -> None:
                 "Give the dataset folder: fakedet train DATA_ROOT (or --data-root PATH)."
             )
         config = build_config(settings)
+        if launch:
+            # Bad input is refused here, once, rather than by every rank under torchrun.
+            if not Path(config.data_root).is_dir():
+                raise UsageError(f"Dataset folder {config.data_root} does not exist.")
+            raise typer.Exit(launch_torchrun(devices or 1))
         run_training(config)
 
 
 def launch_torchrun(devices: int) -> int:
     """Run this same `fakedet train` command in `devices` processes under torchrun; its exit code."""
+    import signal
     import subprocess
     import sys
 
@@ -362,7 +373,24 @@ def launch_torchrun(devices: int) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    return subprocess.call(command)
+    process = subprocess.Popen(command)
+    forwarded: list[int] = []
+
+    def forward(signal_number: int, _frame: object) -> None:
+        # torchrun passes it on to every rank, which finish the step, save and exit.
+        forwarded.append(signal_number)
+        process.send_signal(signal_number)
+
+    previous = {
+        number: signal.signal(number, forward) for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        code = process.wait()
+        # torchrun itself exits 1 after a signal; report it the way a single process does.
+        return 128 + forwarded[0] if forwarded and code != 0 else code
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run_training(config: TrainingConfig, **trainer_options: Any) -> dict[str, Any]:

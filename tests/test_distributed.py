@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,20 @@ def test_two_processes_train_and_gather_validation_over_ranks(tmp_path: Path) ->
     assert single["images"] == 16
     for name in ("regression", "classification", "accuracy", "real_acc", "fake_acc", "auc", "ap"):
         assert last[f"val_{name}"] == pytest.approx(single["metrics"][name], rel=1e-5), name
+
+
+def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
+    data = make_folder_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    command = fakedet_command(
+        *tiny_train_args(data, out, "--batch-size", "4", "--epochs", "500", "--devices", "2")
+    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not (out / "latest_model.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 143, output
+    assert "Stopped by SIGTERM" in output
+    assert load_checkpoint(out / "latest_model.pt")["global_step"] >= 2
