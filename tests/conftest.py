@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +82,20 @@ def tiny_train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]
 def fakedet_command(*args: str) -> list[str]:
     """A command line running the fakedet CLI in a subprocess with this interpreter."""
     return [sys.executable, "-m", "fakedet", *args]
+
+
+def signal_when_written(
+    command: list[str], watched: Path, after: float = 0.0, timeout: float = 180.0
+) -> tuple[int, str]:
+    """Start `command`, send SIGTERM once `watched` exists (plus `after` seconds), wait.
+
+    Returns the exit code and the combined output.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while not watched.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(after)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output

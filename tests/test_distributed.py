@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import fakedet_command, make_folder_dataset, tiny_train_args
+from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
 from fakedet.cli import app
 from fakedet.engine.checkpoint import load_checkpoint
 
@@ -47,12 +45,7 @@ def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
     command = fakedet_command(
         *tiny_train_args(data, out, "--batch-size", "4", "--epochs", "500", "--devices", "2")
     )
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while not (out / "latest_model.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=180)
-    assert process.returncode == 143, output
+    code, output = signal_when_written(command, out / "latest_model.pt")
+    assert code == 143, output
     assert "Stopped by SIGTERM" in output
     assert load_checkpoint(out / "latest_model.pt")["global_step"] >= 2

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import fakedet_command, make_folder_dataset, tiny_train_args
+from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
 from fakedet.cli import app
 from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.engine.schedule import build_schedule, resumed_schedule
@@ -143,19 +140,12 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path)
     assert runner.invoke(app, tiny_train_args(data, reference, *common)).exit_code == 0
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(
+    code, output = signal_when_written(
         fakedet_command(*tiny_train_args(data, interrupted, *common)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        interrupted / "latest_model.pt",
+        after=0.3,  # into epoch 2
     )
-    deadline = time.monotonic() + 120
-    while not (interrupted / "latest_model.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # into epoch 2
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 143, output
+    assert code == 143, output
     state = load_checkpoint(interrupted / "latest_model.pt")
     result = runner.invoke(app, ["resume", str(interrupted)])
     assert result.exit_code == 0, result.output

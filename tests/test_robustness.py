@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import fakedet_command, make_folder_dataset, tiny_train_args
+from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
 from fakedet.cli import app
 from fakedet.config import build_config
 from fakedet.engine import trainer as trainer_module
@@ -124,18 +124,10 @@ def _train_command(data_root: Path, output_dir: Path, *extra: str) -> list[str]:
 def test_sigterm_saves_latest_and_exits_143(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data", per_class=8)
     out = tmp_path / "run"
-    process = subprocess.Popen(
-        _train_command(data, out, "--epochs", "500"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    code, output = signal_when_written(
+        _train_command(data, out, "--epochs", "500"), out / "latest_model.pt"
     )
-    deadline = time.monotonic() + 120
-    while not (out / "latest_model.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 143, output
+    assert code == 143, output
     assert "fakedet resume" in output
     state = load_checkpoint(out / "latest_model.pt")
     assert state["global_step"] >= 1
