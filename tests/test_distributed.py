@@ -16,12 +16,19 @@ from fakedet.engine.checkpoint import load_checkpoint
 
 def test_two_processes_train_and_gather_validation_over_ranks(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data")
+    # Two files whose headers read but whose pixels do not: found when a batch decodes them,
+    # on whichever rank's share they fall.
+    for number in range(2):
+        good = (data / "train" / "real" / f"{number}.png").read_bytes()
+        (data / "train" / "fake" / f"cut{number}.png").write_bytes(good[: len(good) // 2])
     out = tmp_path / "run"
     command = fakedet_command(*tiny_train_args(data, out, "--batch-size", "4", "--devices", "2"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=280)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "effective batch 8; 2 steps/epoch" in result.stdout  # 16 images: 8 per rank
+    assert "effective batch 8; 2 steps/epoch" in result.stdout  # 18 images: 9 per rank
+    skipped = (out / "skipped_files.txt").read_text()
+    assert "cut0.png" in skipped and "cut1.png" in skipped
     assert "2 processes (DDP)" in result.stdout
     assert result.stdout.count("epoch 2: train loss") == 1  # rank 0 alone reports
     state = load_checkpoint(out / "latest_model.pt")

@@ -324,6 +324,9 @@ class Trainer:
             if not is_out_of_memory(error):
                 raise
             raise self._out_of_memory_error() from None
+        if self.dist.enabled:  # each rank met the unreadable files of its own share
+            for part in gather(self.dist, self.skipped_files):
+                self.skipped_files.update(part)
         self._write_skipped_files()
         plots = self._write_plots()
         result = {
