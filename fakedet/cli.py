@@ -23,6 +23,7 @@ from rich.table import Table
 from fakedet import __version__
 from fakedet.config import TrainingConfig, build_config, load_config_file
 from fakedet.errors import FakedetError, UsageError
+from fakedet.reporting import metrics_table
 
 console = Console()
 error_console = Console(stderr=True)
@@ -483,10 +484,14 @@ def resume(**values: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- using a model
-_METRIC_ORDER = (
-    "loss", "regression", "classification", "ranking", "accuracy", "real_acc", "fake_acc",
-    "auc", "ap",
-)  # fmt: skip
+# Options that validate, predict and inspect-checkpoint share.
+CheckpointArgument = Annotated[Path, typer.Argument(help="Checkpoint file or output folder.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")]
+WorkersOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--num-workers", min=0, help="Loader workers [default: min(4, cores)]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _print_json(data: object) -> None:
@@ -503,26 +508,8 @@ def _fields_table(title: str, fields: dict[str, Any]) -> Table:
     return table
 
 
-def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-
-    def rank(name: str) -> int:
-        bare = name.removeprefix("val_")
-        return _METRIC_ORDER.index(bare) if bare in _METRIC_ORDER else len(_METRIC_ORDER)
-
-    for name in sorted(metrics, key=rank):
-        value = metrics[name]
-        table.add_row(
-            name,
-            "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value),
-        )
-    return table
-
-
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or output folder.")],
+    checkpoint: CheckpointArgument,
     paths: Annotated[
         list[Path], typer.Argument(help="Images and/or folders (searched recursively).")
     ],
@@ -535,12 +522,9 @@ def predict(
         typer.Option("--threshold", min=0.0, max=1.0, help="Realness at or above this is 'real'."),
     ] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = "auto",
-    num_workers: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--num-workers", min=0, help="Loader workers [default: min(4, cores)]."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOption = "auto",
+    num_workers: WorkersOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Score images: realness in [0, 1] (1 = real photo) and a real/fake verdict per image.
 
@@ -616,7 +600,7 @@ def predict(
 
 
 def validate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or output folder.")],
+    checkpoint: CheckpointArgument,
     data_root: Annotated[
         Path, typer.Argument(help="Labelled dataset (any layout fakedet train reads).")
     ],
@@ -625,11 +609,8 @@ def validate(
         Optional[int],  # noqa: UP045
         typer.Option("--batch-size", min=1, help="[default: the checkpoint's]"),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = "auto",
-    num_workers: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--num-workers", min=0, help="Loader workers [default: min(4, cores)]."),
-    ] = None,
+    device: DeviceOption = "auto",
+    num_workers: WorkersOption = None,
     use_csv: Annotated[
         Optional[bool],  # noqa: UP045
         typer.Option("--use-csv/--no-use-csv", help="Labels from CSV [default: the checkpoint's]."),
@@ -640,7 +621,7 @@ def validate(
             "--plots", help="Write roc_pr.png, confusion.png, score_hist.png, hardest.png here."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Score a labelled dataset with a checkpoint: loss terms, accuracy, AUC and AP.
 
@@ -669,7 +650,7 @@ def validate(
             f"{split}: {result['images']} images ({result['real']} real, {result['fake']} fake)",
             highlight=False,
         )
-        console.print(_metrics_table("metrics", result["metrics"]))
+        console.print(metrics_table("metrics", result["metrics"]))
         if result["plots"]:
             console.print(f"Plots: {', '.join(result['plots'])}", highlight=False, soft_wrap=True)
         if result["skipped"]:
@@ -680,7 +661,7 @@ def validate(
 
 
 def inspect_checkpoint(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or output folder.")],
+    checkpoint: CheckpointArgument,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print everything (history too) as JSON.")
     ] = False,
@@ -719,7 +700,7 @@ def inspect_checkpoint(
         console.print(_fields_table(info["path"], fields))
         last = {k: v for k, v in info["last_metrics"].items() if k.startswith("val_")}
         if last:
-            console.print(_metrics_table(f"epoch {info['last_metrics']['epoch']} validation", last))
+            console.print(metrics_table(f"epoch {info['last_metrics']['epoch']} validation", last))
         settings = ", ".join(f"{k}={v}" for k, v in info["config"].items())
         console.print(f"config: {settings}", highlight=False, soft_wrap=True)
 

@@ -30,6 +30,28 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+# Order of the validation metrics in every table (training summary, validate, inspect).
+METRIC_ORDER = (
+    "loss", "regression", "classification", "ranking", "accuracy", "real_acc", "fake_acc",
+    "auc", "ap",
+)  # fmt: skip
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    """Metrics (bare or val_-prefixed names) in METRIC_ORDER, others after; "-" for missing."""
+
+    def rank(name: str) -> int:
+        bare = name.removeprefix("val_")
+        return METRIC_ORDER.index(bare) if bare in METRIC_ORDER else len(METRIC_ORDER)
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in sorted(metrics, key=rank):
+        table.add_row(name, _fmt(metrics[name]))
+    return table
+
+
 class ConsoleReporter(Reporter):
     """Renders the engine's events on a rich Console."""
 
@@ -154,24 +176,10 @@ class ConsoleReporter(Reporter):
 
     def run_end(self, result: dict[str, Any]) -> None:
         best = result["best_metrics"]
-        table = Table(
-            title=f"Best epoch {result['best_epoch']} ({result['stop_reason']})",
-            title_justify="left",
+        table = metrics_table(
+            f"Best epoch {result['best_epoch']} ({result['stop_reason']})",
+            {f"val_{name}": best.get(f"val_{name}") for name in METRIC_ORDER},
         )
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key in (
-            "val_loss",
-            "val_regression",
-            "val_classification",
-            "val_ranking",
-            "val_accuracy",
-            "val_real_acc",
-            "val_fake_acc",
-            "val_auc",
-            "val_ap",
-        ):
-            table.add_row(key, _fmt(best.get(key)))
         self.console.print(table)
         if result["nonfinite_steps"]:
             self.warning(
