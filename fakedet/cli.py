@@ -251,7 +251,7 @@ def _train_parameters() -> list[inspect.Parameter]:
             "fast",
             ["--fast/--full", "--fast_mode/--full_mode"],
             "Model: fast (perceptual + aux, ~2.5M) or full (+ spectral, statistical, "
-            "attention, ~5M). [default: fast]",
+            "attention, ~5M). \\[default: fast]",
             Optional[bool],  # noqa: UP045
         ),
     ]
@@ -489,7 +489,7 @@ CheckpointArgument = Annotated[Path, typer.Argument(help="Checkpoint file or out
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")]
 WorkersOption = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--num-workers", min=0, help="Loader workers [default: min(4, cores)]."),
+    typer.Option("--num-workers", min=0, help="Loader workers \\[default: min(4, cores)]."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -607,13 +607,15 @@ def validate(
     split: Annotated[str, typer.Option("--split", help="val, train or all.")] = "val",
     batch_size: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--batch-size", min=1, help="[default: the checkpoint's]"),
+        typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
     ] = None,
     device: DeviceOption = "auto",
     num_workers: WorkersOption = None,
     use_csv: Annotated[
         Optional[bool],  # noqa: UP045
-        typer.Option("--use-csv/--no-use-csv", help="Labels from CSV [default: the checkpoint's]."),
+        typer.Option(
+            "--use-csv/--no-use-csv", help="Labels from CSV \\[default: the checkpoint's]."
+        ),
     ] = None,
     plots: Annotated[
         Optional[Path],  # noqa: UP045
@@ -708,7 +710,7 @@ def inspect_checkpoint(
 def recommend(
     mode: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--mode", help="fast or full [default: both]."),
+        typer.Option("--mode", help="fast or full \\[default: both]."),
     ] = None,
     img_size: Annotated[int, typer.Option("--img-size", help="Training image size.")] = 256,
     vram: Annotated[

@@ -217,6 +217,10 @@ def test_help_shows_the_defaults() -> None:
     resume_help = runner.invoke(app, ["resume", "--help"], env={"COLUMNS": "200"}).output
     assert "--gradient-accumulation-steps" in resume_help
     assert "[default: from the checkpoint]" in resume_help
+    assert "attention, ~5M). [default: fast]" in train_help
+    validate_help = runner.invoke(app, ["validate", "--help"], env={"COLUMNS": "200"}).output
+    assert "Loader workers [default: min(4, cores)]." in validate_help
+    assert "Images per batch [default: the checkpoint's]." in validate_help
 
 
 def test_a_failing_plot_is_a_warning_not_a_failed_run(
