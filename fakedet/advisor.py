@@ -196,11 +196,14 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
         if memory is not None:
             fits = batch_that_fits(info.vram_gb, memory)
             if fits != batch:
-                direction = "largest power of two" if fits > batch else "the table's batch"
-                reason = (
+                measured = (
                     f"{info.vram_gb:g} GB VRAM, {memory.activation_bytes_per_image / 1024**2:.0f} "
-                    f"MB per image measured: {direction} that fits"
-                    + ("" if fits > batch else " does not fit")
+                    "MB per image measured"
+                )
+                reason = (
+                    f"{measured}: largest power of two that fits"
+                    if fits > batch
+                    else f"{measured}: the table's {batch} does not fit, {max(fits, 1)} does"
                 )
                 batch = max(fits, 1)
             memory_per_image = round(memory.activation_bytes_per_image / 1024**2, 1)

@@ -541,12 +541,18 @@ def predict(
         import io
 
         from fakedet.engine.checkpoint import atomic_write_text
-        from fakedet.engine.inference import collect_images, load_detector, predict_images
+        from fakedet.engine.inference import (
+            checkpoint_img_size,
+            collect_images,
+            load_detector,
+            predict_images,
+        )
 
         images = collect_images(paths)
         model, state = load_detector(checkpoint, device)
-        img_size = int(state.get("img_size") or state["config"]["img_size"])
-        predictions = predict_images(model, images, img_size, threshold, batch_size, num_workers)
+        predictions = predict_images(
+            model, images, checkpoint_img_size(state), threshold, batch_size, num_workers
+        )
         rows = [
             {
                 "path": p.path,

@@ -27,13 +27,14 @@ from fakedet.models import create_model
 FP32 = Precision(False, torch.float32, False, "fp32")
 
 
-def _img_size(state: dict[str, Any]) -> int:
+def checkpoint_img_size(state: dict[str, Any]) -> int:
+    """The image size the checkpoint's model was trained at."""
     return int(state.get("img_size") or state["config"]["img_size"])
 
 
 def build_detector(state: dict[str, Any], source: Path) -> nn.Module:
     """The checkpoint's model with its weights, in eval mode, on the CPU."""
-    model = create_model(str(state["mode"]), img_size=_img_size(state))
+    model = create_model(str(state["mode"]), img_size=checkpoint_img_size(state))
     try:
         model.load_state_dict(state["model_state_dict"])
     except RuntimeError as exc:
@@ -176,7 +177,7 @@ def validate_checkpoint(
     on_device = next(model.parameters()).device
     loader = make_eval_loader(
         samples,
-        _img_size(state),
+        checkpoint_img_size(state),
         size,
         int(config.get("seed", 42)),
         num_workers=workers,
@@ -238,7 +239,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "fakedet_version": state.get("fakedet_version"),
         "torch_version": state.get("torch_version"),
         "mode": state["mode"],
-        "img_size": _img_size(state),
+        "img_size": checkpoint_img_size(state),
         "parameters": sum(p.numel() for p in model.parameters()),
         "epoch": int(state["epoch"]),
         "epochs_configured": int(state["config"]["epochs"]),
