@@ -55,8 +55,10 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]:
-    """`fakedet train` arguments for a run of a few seconds on CPU."""
+def tiny_train_args(
+    data_root: Path, output_dir: Path, *extra: str, plots: bool = False
+) -> list[str]:
+    """`fakedet train` arguments for a run of a few seconds on CPU (no plots unless asked)."""
     return [
         "train",
         str(data_root),
@@ -75,6 +77,7 @@ def tiny_train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]
         "--device",
         "cpu",
         "--no-use-tensorboard",
+        "--plots" if plots else "--no-plots",
         *extra,
     ]
 

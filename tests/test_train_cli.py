@@ -20,7 +20,9 @@ runner = CliRunner()
 
 def test_train_writes_the_output_folder(folder_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = tiny_train_args(folder_dataset, out, "--save-every", "1", "--use-tensorboard")
+    args = tiny_train_args(
+        folder_dataset, out, "--save-every", "1", "--use-tensorboard", plots=True
+    )
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in (
@@ -233,7 +235,7 @@ def test_a_failing_plot_is_a_warning_not_a_failed_run(
 
     monkeypatch.setattr(plots, "plot_curves", broken)
     out = tmp_path / "run"
-    result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1"))
+    result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1", plots=True))
     assert result.exit_code == 0, result.output
     assert "could not draw the plots (RuntimeError: no fonts)" in " ".join(result.output.split())
     assert (out / "best_model.pt").is_file()
@@ -255,3 +257,11 @@ def test_batch_size_auto_asks_the_advisor(folder_dataset: Path, tmp_path: Path) 
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "batch_size auto -> 16 (no GPU (cpu))" in " ".join(result.output.split())
+
+
+def test_no_plots_draws_nothing(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    assert (out / "latest_model.pt").is_file()
+    assert not [name for name in PLOT_FILES if (out / name).exists()]

@@ -603,7 +603,7 @@ class Trainer:
         from fakedet import plots
 
         written: list[Path] = []
-        if not self.dist.is_main:
+        if not self.dist.is_main or not self.config.plots:
             return written
         try:
             if self.history:
