@@ -89,7 +89,9 @@ class TrainingConfig(BaseModel):
         20, ge=1, description="Stop after this many non-finite losses in a row."
     )
     use_tensorboard: bool = Field(True, description="Write TensorBoard logs to output_dir/logs.")
-    plots: bool = Field(True, description="Draw curves, ROC/PR, confusion and score plots at the end.")
+    plots: bool = Field(
+        True, description="Draw curves, ROC/PR, confusion and score plots at the end."
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     seed: int = Field(42, ge=0, description="Seed of every random choice in the run.")
 
