@@ -33,6 +33,14 @@ from fakedet.config import TrainingConfig
 from fakedet.data.demo import build_demo_dataset
 from fakedet.data.loader import make_loader
 from fakedet.data.transforms import TrainTransform
+from fakedet.engine.build import (
+    build_runtime,
+    build_training,
+    index_dataset,
+    loader_options,
+    seed_everything,
+)
+from fakedet.engine.checkpointer import Checkpointer
 from fakedet.engine.logging import Reporter
 from fakedet.engine.trainer import Trainer
 
@@ -60,10 +68,10 @@ def loader_rate(loader: DataLoader, epoch: int) -> float:
 
 
 def epoch_seconds(trainer: Trainer, loader: Any, epoch: int) -> float:
-    trainer.train_loader = loader
-    trainer.batches_per_epoch = len(loader)
+    trainer.parts.train_loader = loader
+    trainer.parts.batches_per_epoch = len(loader)
     started = time.perf_counter()
-    trainer._train_epoch(epoch)
+    trainer.train_epoch(epoch)
     return time.perf_counter() - started
 
 
@@ -108,9 +116,13 @@ def main() -> None:
             use_tensorboard=False,
             output_dir=Path(scratch) / "run",
         )
-        trainer = Trainer(config, Reporter())
-        trainer._setup()
-        samples = trainer.index.train[: args.batches * args.batch_size]
+        seed_everything(config.seed)
+        runtime = build_runtime(config.device)
+        index = index_dataset(config)
+        parts, state = build_training(config, runtime, index, Reporter())
+        checkpointer = Checkpointer(Path(config.output_dir))
+        trainer = Trainer(config, parts, state, checkpointer)
+        samples = index.train[: args.batches * args.batch_size]
         transform = TrainTransform(args.img_size, True, config.blur_prob, config.jpeg_prob)
         loaders = {
             workers: make_loader(
@@ -119,12 +131,14 @@ def main() -> None:
                 args.batch_size,
                 train=True,
                 seed=config.seed,
-                num_workers=workers,
-                pin_memory=False,
-                persistent_workers=True,
-                prefetch_factor=config.prefetch_factor,
                 drop_last=True,
-                worker_nice=19 if trainer.device.type == "cpu" else 0,  # as the Trainer does
+                # Pinning and worker niceness as the trainer's own loaders have them.
+                **loader_options(
+                    runtime.device,
+                    workers,
+                    pin_memory=False,
+                    prefetch_factor=config.prefetch_factor,
+                ),
             )
             for workers in args.workers
         }

@@ -19,7 +19,7 @@ import time
 import torch
 from torchvision import models as tv_models
 
-from fakedet.engine.runtime import cpu_has_native_bf16
+from fakedet.hardware import cpu_has_native_bf16
 from fakedet.models import create_model
 
 PEERS = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50")

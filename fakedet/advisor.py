@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-# Seed rules (GPU VRAM in GB -> batch size per mode); the advisor never recommends less.
-VRAM_TABLE: tuple[tuple[float, int, int], ...] = (
-    (24.0, 128, 64),
-    (12.0, 64, 32),
-    (8.0, 32, 16),
-    (6.0, 16, 8),
-)
+from fakedet import hardware
+from fakedet.errors import ConfigError
+
+# The seed's rows (GPU VRAM in GB) and each model's batch per row; the advisor never recommends
+# less. A model registered later takes the larger model's column until its memory is measured.
+VRAM_ROWS_GB = (24.0, 12.0, 8.0, 6.0)
+SEED_BATCHES = {"fast": (128, 64, 32, 16), "full": (64, 32, 16, 8)}
 CPU_BATCH = {"fast": 16, "full": 8}
+DEFAULT_TABLE_MODEL = "full"
 TARGET_EFFECTIVE_BATCH = 32
 
 
@@ -68,8 +69,6 @@ def detect_hardware() -> HardwareInfo:
     """Read the device, VRAM, compute capability, OS, cores and versions of this machine."""
     import torch
 
-    from fakedet.engine.runtime import cpu_has_native_bf16
-
     system = platform.system()
     cores = os.cpu_count() or 1
     if torch.cuda.is_available():
@@ -81,7 +80,7 @@ def detect_hardware() -> HardwareInfo:
             compute_capability=(properties.major, properties.minor),
             os=system,
             cpu_cores=cores,
-            cpu_bf16=cpu_has_native_bf16(),
+            cpu_bf16=hardware.cpu_has_native_bf16(),
             torch_version=torch.__version__,
             cuda_version=torch.version.cuda,
         )
@@ -93,7 +92,7 @@ def detect_hardware() -> HardwareInfo:
         compute_capability=None,
         os=system,
         cpu_cores=cores,
-        cpu_bf16=cpu_has_native_bf16(),
+        cpu_bf16=hardware.cpu_has_native_bf16(),
         torch_version=torch.__version__,
         cuda_version=None,
     )
@@ -176,22 +175,20 @@ def estimated_peak_gb(batch: int, profile: MemoryProfile) -> float:
 
 
 def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None) -> Recommendation:
-    """Batch size, accumulation, AMP, workers and LR for `mode` ("fast" or "full") on `info`.
+    """Batch size, accumulation, AMP, workers and LR for model `mode` on `info`.
 
     On CUDA the seed's VRAM table is the floor; with a measured `memory` profile the batch
     grows to the largest power of two that fits (and shrinks below the table only when even
     the table's batch would not fit).
     """
-    column = 1 if mode == "fast" else 2
+    table_model = mode if mode in SEED_BATCHES else DEFAULT_TABLE_MODEL
     memory_per_image = peak = None
     if info.device == "cuda" and info.vram_gb is not None:
-        batch, reason = CPU_BATCH[mode] // 2, f"{info.vram_gb:g} GB VRAM is below the 6 GB row"
-        for vram, *batches in VRAM_TABLE:
+        batch = CPU_BATCH[table_model] // 2
+        reason = f"{info.vram_gb:g} GB VRAM is below the 6 GB row"
+        for vram, row_batch in zip(VRAM_ROWS_GB, SEED_BATCHES[table_model], strict=True):
             if info.vram_gb >= vram:
-                batch, reason = (
-                    batches[column - 1],
-                    f"{info.vram_gb:g} GB VRAM (>= {vram:g} GB row)",
-                )
+                batch, reason = row_batch, f"{info.vram_gb:g} GB VRAM (>= {vram:g} GB row)"
                 break
         if memory is not None:
             fits = batch_that_fits(info.vram_gb, memory)
@@ -208,15 +205,14 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
                 batch = max(fits, 1)
             memory_per_image = round(memory.activation_bytes_per_image / 1024**2, 1)
             peak = round(estimated_peak_gb(batch, memory), 2)
-        major = info.compute_capability[0] if info.compute_capability else 0
-        use_amp = major >= 7
-        amp_dtype = "bf16" if major >= 8 else "fp16"
+        dtype = hardware.cuda_amp_dtype(info.compute_capability or (0, 0))
+        use_amp, amp_dtype = dtype is not None, dtype or "auto"
     else:
-        batch, reason = CPU_BATCH[mode], f"no GPU ({info.device})"
+        batch, reason = CPU_BATCH[table_model], f"no GPU ({info.device})"
         use_amp = info.device == "cpu" and info.cpu_bf16
         amp_dtype = "bf16"
     accumulation = max(1, TARGET_EFFECTIVE_BATCH // batch)
-    workers = 0 if info.os == "Windows" else min(4, info.cpu_cores)
+    workers = hardware.default_num_workers(info.os, info.cpu_cores)
     # The seed's ranges: 1.25e-5..1e-4 with AMP, 1e-4..3e-4 without, scaled with the batch.
     base_lr = 1e-4 if use_amp else 2e-4
     lr = base_lr * (batch * accumulation) / TARGET_EFFECTIVE_BATCH
@@ -240,8 +236,6 @@ def parse_compute_capability(text: str) -> tuple[int, int]:
     Raises:
         ConfigError: anything that is not MAJOR.MINOR.
     """
-    from fakedet.errors import ConfigError
-
     major, dot, minor = text.partition(".")
     if not (major.isdigit() and (not dot or minor.isdigit())):
         raise ConfigError(f"--compute-capability {text!r} is not MAJOR.MINOR (e.g. 7.5, 8.6, 9.0).")
@@ -279,15 +273,15 @@ def advise(
     Raises:
         ConfigError: a bad image size, mode, OS or compute capability.
     """
-    from dataclasses import replace
+    from fakedet.models.registry import check_img_size, list_models
 
-    from fakedet.errors import ConfigError
-
-    if img_size < 64 or img_size % 32:
-        raise ConfigError(f"--img-size {img_size} must be a multiple of 32, at least 64.")
+    try:
+        check_img_size(img_size)
+    except ValueError as exc:
+        raise ConfigError(f"--img-size {img_size} {exc}.") from None
     for mode in modes:
-        if mode not in ("fast", "full"):
-            raise ConfigError(f"--mode {mode!r} is not fast or full.")
+        if mode not in list_models():
+            raise ConfigError(f"--mode {mode!r} is not one of {', '.join(list_models())}.")
     if os_name is not None and os_name not in ("Linux", "Windows", "Darwin"):
         raise ConfigError(f"--os {os_name!r} is not Linux, Windows or Darwin.")
     info = detect_hardware()
@@ -315,7 +309,7 @@ def advise(
     for mode in modes:
         memory = None
         if info.device == "cuda":
-            amp = bool(info.compute_capability and info.compute_capability[0] >= 7)
+            amp = hardware.cuda_amp_dtype(info.compute_capability or (0, 0)) is not None
             memory = measure_memory(mode, img_size, amp)
         recommendation = recommend(info, mode, memory)
         recommendations.append(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import re
 import sys
 from pathlib import Path
@@ -13,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fakedet.errors import ConfigError
+from fakedet.hardware import default_num_workers
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,13 +19,6 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def default_num_workers() -> int:
-    """0 on Windows (spawned workers cost more than they give), else min(4, CPU cores)."""
-    if platform.system() == "Windows":
-        return 0
-    return min(4, os.cpu_count() or 1)
 
 
 class TrainingConfig(BaseModel):
@@ -44,7 +36,9 @@ class TrainingConfig(BaseModel):
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     output_dir: Path = Field(Path("checkpoints"), description="Where checkpoints and logs go.")
-    mode: Literal["fast", "full"] = Field("fast", description="Model: fast or full.")
+    mode: str = Field(
+        "fast", description="Registered model name: fast, full, or any model registered later."
+    )
     img_size: int = Field(256, ge=64, description="Training crop size in pixels (multiple of 32).")
     use_amp: bool = Field(False, description="Mixed precision (fp16/bf16 on CUDA, bf16 on CPU).")
     amp_dtype: Literal["auto", "fp16", "bf16"] = Field(
@@ -97,9 +91,19 @@ class TrainingConfig(BaseModel):
 
     @field_validator("img_size")
     @classmethod
-    def _img_size_multiple_of_32(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError(f"must be a multiple of 32 (e.g. {max(64, value // 32 * 32)})")
+    def _img_size_fits_the_models(cls, value: int) -> int:
+        from fakedet.models.registry import check_img_size  # deferred: the models import torch
+
+        check_img_size(value)
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _registered_model(cls, value: str) -> str:
+        from fakedet.models import list_models  # deferred: the models import torch
+
+        if value not in list_models():
+            raise ValueError(f"is not a registered model (known: {', '.join(list_models())})")
         return value
 
     @field_validator("batch_size", mode="before")
@@ -152,6 +156,11 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{location} = {error['input']!r} is invalid: {message}"
 
 
+def describe_validation_error(error: ValidationError) -> str:
+    """Every bad field of a failed validation, its value and the allowed range, in one line."""
+    return "; ".join(_describe(problem) for problem in error.errors())
+
+
 def build_config(values: dict[str, Any]) -> TrainingConfig:
     """Validate raw settings into a TrainingConfig.
 
@@ -167,8 +176,7 @@ def build_config(values: dict[str, Any]) -> TrainingConfig:
     try:
         return TrainingConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
-        raise ConfigError(f"Invalid configuration: {problems}.") from None
+        raise ConfigError(f"Invalid configuration: {describe_validation_error(exc)}.") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

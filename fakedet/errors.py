@@ -27,3 +27,7 @@ class CheckpointError(UsageError):
 
 class TrainingError(FakedetError):
     """A failure while training (non-finite losses, out of memory, disk full): exit code 1."""
+
+
+class WriteError(FakedetError):
+    """A file could not be written (disk full, size limit, permissions): exit code 1."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fakedet.engine.checkpoint import atomic_write_bytes
+from fakedet.io import atomic_write_bytes
 
 PLOT_FILES = ("curves.png", "roc_pr.png", "confusion.png", "score_hist.png", "hardest.png")
 

@@ -11,9 +11,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from conftest import make_folder_dataset
 from fakedet.config import TrainingConfig
-from fakedet.engine import trainer as trainer_module
-from fakedet.engine.logging import Reporter
-from fakedet.engine.trainer import Trainer, accumulation_window
+from fakedet.engine import run
+from fakedet.engine.trainer import accumulation_window
 from fakedet.models import create_model
 
 
@@ -33,10 +32,11 @@ def test_accumulation_windows_end_with_the_epoch(
     assert windows == expected
 
 
-def _frozen_model(name: str, img_size: int = 256, **kwargs: object) -> nn.Module:
+def _frozen_model(name: str, img_size: int) -> nn.Module:
     """The registry's model, kept in eval mode: BatchNorm then uses running statistics, so a
     batch of 16 and two of 8 see the same normalisation and the gradients can be compared."""
-    model = create_model(name, img_size=img_size, **kwargs)
+    torch.manual_seed(0)  # the same initial weights in every run compared
+    model = create_model(name, img_size=img_size)
     model.train = lambda mode=True: nn.Module.train(model, False)  # type: ignore[method-assign]
     return model
 
@@ -70,6 +70,7 @@ def _step_gradients(
         num_workers=0,
         device="cpu",
         use_tensorboard=False,
+        plots=False,
         # The ranking term pairs images within a micro-batch, so 8 + 8 sees fewer pairs than 16;
         # the pointwise terms (MSE, CE) are means and add up exactly.
         ranking_weight=0.0,
@@ -77,20 +78,15 @@ def _step_gradients(
         grad_clip=0.0,
     )
     handle = register_optimizer_step_pre_hook(capture)
-    trainer = Trainer(config, Reporter())
     try:
-        trainer.fit()
+        run.train(config, model=_frozen_model(mode, config.img_size))
     finally:
         handle.remove()
-        trainer.close()
     return captured
 
 
 @pytest.mark.parametrize("mode", ["fast", "full"])
-def test_batch_8_times_2_equals_batch_16(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
-) -> None:
-    monkeypatch.setattr(trainer_module, "create_model", _frozen_model)
+def test_batch_8_times_2_equals_batch_16(tmp_path: Path, mode: str) -> None:
     data = make_folder_dataset(tmp_path / "data", per_class=8)  # 16 train images: one batch
     one_batch = _step_gradients(data, tmp_path / "a", batch_size=16, accumulation=1, mode=mode)
     accumulated = _step_gradients(data, tmp_path / "b", batch_size=8, accumulation=2, mode=mode)
@@ -100,13 +96,10 @@ def test_batch_8_times_2_equals_batch_16(
         torch.testing.assert_close(small, big, rtol=1e-4, atol=1e-7)
 
 
-def test_partial_last_window_is_a_mean_over_its_own_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_partial_last_window_is_a_mean_over_its_own_batches(tmp_path: Path) -> None:
     """24 images, batch 8, accumulation 2: windows of 2 batches and of 1. With the weights held
     still, window 1 is the mean of batches 1 and 2, and window 2 is batch 3 itself (dividing it
     by the nominal 2 would halve it)."""
-    monkeypatch.setattr(trainer_module, "create_model", _frozen_model)
     data = make_folder_dataset(tmp_path / "data", per_class=12)
     windows = _step_gradients(data, tmp_path / "a", 8, accumulation=2, mode="fast", hold=True)
     batches = _step_gradients(data, tmp_path / "b", 8, accumulation=1, mode="fast", hold=True)

@@ -92,7 +92,7 @@ def test_truncated_image_is_dropped_by_collate(tmp_path: Path) -> None:
     truncated = tmp_path / "bad.png"
     data = good.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    from fakedet.data.layouts import Sample
+    from fakedet.data.samples import Sample
 
     dataset = ImageDataset([Sample(str(good), 1.0), Sample(str(truncated), 0.0)], EvalTransform(64))
     batch = collate([dataset[0], dataset[1]])
@@ -203,7 +203,7 @@ def test_large_images_load_and_bombs_found_late_are_skipped(
     """Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that. A large image within the
     limit is cropped like any other; one over it, met only when a batch decodes it (the header
     scan ran under another limit), is dropped from the batch with its reason."""
-    from fakedet.data.layouts import Sample
+    from fakedet.data.samples import Sample
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     large, bomb = tmp_path / "large.png", tmp_path / "bomb.png"
@@ -247,13 +247,19 @@ def test_loader_options_follow_the_worker_count(folder_dataset: Path, workers: i
 
 
 def test_default_workers_are_zero_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fakedet import config as config_module
+    from fakedet import hardware
+    from fakedet.config import TrainingConfig
 
-    monkeypatch.setattr(config_module.platform, "system", lambda: "Windows")
-    assert config_module.default_num_workers() == 0
-    monkeypatch.setattr(config_module.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 16)
-    assert config_module.default_num_workers() == 4
+    monkeypatch.setattr(hardware.platform, "system", lambda: "Windows")
+    assert TrainingConfig(data_root=Path(".")).num_workers == 0
+    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 16)
+    assert TrainingConfig(data_root=Path(".")).num_workers == 4
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 2)
+    assert TrainingConfig(data_root=Path(".")).num_workers == 2
+    # The advisor plans for another machine with the same rule.
+    assert hardware.default_num_workers("Windows", 16) == 0
+    assert hardware.default_num_workers("Darwin", 8) == 4
 
 
 def _niceness_image(image: Image.Image, generator: torch.Generator) -> torch.Tensor:

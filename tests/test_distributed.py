@@ -32,7 +32,7 @@ def test_two_processes_train_and_gather_validation_over_ranks(tmp_path: Path) ->
     assert "2 processes (DDP)" in result.stdout
     assert result.stdout.count("epoch 2: train loss") == 1  # rank 0 alone reports
     state = load_checkpoint(out / "latest_model.pt")
-    assert (state["epoch"], state["global_step"]) == (2, 4)
+    assert (state.state.epoch, state.state.global_step) == (2, 4)
 
     # Each rank scored half the val set; the gathered metrics are those of the saved model on
     # the whole set. (The ranking term, and so the total loss, pair images within a batch, so
@@ -55,4 +55,4 @@ def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
     code, output = signal_when_written(command, out / "latest_model.pt")
     assert code == 143, output
     assert "Stopped by SIGTERM" in output
-    assert load_checkpoint(out / "latest_model.pt")["global_step"] >= 2
+    assert load_checkpoint(out / "latest_model.pt").state.global_step >= 2

@@ -34,10 +34,10 @@ def test_amp_training_on_cuda(folder_dataset: Path, tmp_path: Path, dtype: str) 
     assert result.exit_code == 0, result.output
     assert ("GradScaler" in result.output) is (dtype == "fp16")
     state = load_checkpoint(out / "latest_model.pt")
-    assert state["epoch"] == 2
-    assert all(torch.isfinite(t).all() for t in state["model_state_dict"].values())
+    assert state.state.epoch == 2
+    assert all(torch.isfinite(t).all() for t in state.model_state.values())
     if dtype == "fp16":
-        assert state["scaler_state_dict"]["scale"] > 0
+        assert state.scaler_state["scale"] > 0
 
 
 def test_spectrum_is_fp32_under_cuda_autocast() -> None:

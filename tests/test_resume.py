@@ -25,7 +25,7 @@ def _without_timing(history: list[dict]) -> list[dict]:
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
-    first, second = load_checkpoint(a)["model_state_dict"], load_checkpoint(b)["model_state_dict"]
+    first, second = load_checkpoint(a).model_state, load_checkpoint(b).model_state
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
@@ -105,7 +105,7 @@ def test_seed_resume_recipes_run(folder_dataset: Path, tmp_path: Path) -> None:
     for recipe, epochs in zip(recipes, expected_epochs, strict=True):
         result = runner.invoke(app, ["train", "--data_root", str(folder_dataset), *recipe])
         assert result.exit_code == 0, result.output
-        assert load_checkpoint(out / "latest_model.pt")["epoch"] == epochs
+        assert load_checkpoint(out / "latest_model.pt").state.epoch == epochs
 
 
 def test_finished_run_without_epochs_is_refused(folder_dataset: Path, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path)
     reference_history = json.loads((reference / "training_history.json").read_text())
     resumed_history = json.loads((interrupted / "training_history.json").read_text())
     assert _without_timing(reference_history) == _without_timing(resumed_history)
-    assert state["global_step"] > 0
+    assert state.state.global_step > 0
 
 
 def test_new_batch_size_keeps_the_schedule_in_epochs() -> None:
@@ -184,7 +184,7 @@ def test_resume_with_a_smaller_batch_after_running_out_of_memory(
 ) -> None:
     out = tmp_path / "run"
     assert runner.invoke(app, tiny_train_args(folder_dataset, out, "--epochs", "1")).exit_code == 0
-    assert load_checkpoint(out / "latest_model.pt")["steps_per_epoch"] == 2  # 16 images / 8
+    assert load_checkpoint(out / "latest_model.pt").steps_per_epoch == 2  # 16 images / 8
     result = runner.invoke(
         app,
         ["resume", str(out), "--epochs", "1", "--batch-size", "2",
@@ -193,18 +193,17 @@ def test_resume_with_a_smaller_batch_after_running_out_of_memory(
     assert result.exit_code == 0, result.output
     assert "4 steps per epoch instead of 2" in result.output  # 8 batches of 2, 2 per step
     state = load_checkpoint(out / "latest_model.pt")
-    assert (state["epoch"], state["batch_size"], state["global_step"]) == (2, 2, 2 + 4)
-    assert state["config"]["gradient_accumulation_steps"] == 2
+    assert (state.state.epoch, state.batch_size, state.state.global_step) == (2, 2, 2 + 4)
+    assert state.config.gradient_accumulation_steps == 2
 
 
 def test_batch_size_cannot_change_mid_epoch() -> None:
     from fakedet.engine.resume import resume_config
 
-    state = {
-        "epoch": 3,
-        "batches_done": 5,
-        "batch_size": 16,
-        "config": {"batch_size": 16, "data_root": ".", "epochs": 4},
-    }
+    checkpoint = load_checkpoint(Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt")
+    checkpoint.state.batches_done = 1  # as if interrupted in the middle of an epoch
     with pytest.raises(ConfigError, match="middle of an epoch"):
-        resume_config(state, {"batch_size": 8}, None, None)
+        resume_config(checkpoint, {"batch_size": 8, "data_root": Path(".")}, None, None)
+    # The batch it was trained with may be given again.
+    config = resume_config(checkpoint, {"batch_size": "4", "data_root": Path(".")}, 1, None)
+    assert config.batch_size == 4

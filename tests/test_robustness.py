@@ -12,20 +12,28 @@ from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
-from fakedet.cli import app
-from fakedet.config import build_config
-from fakedet.engine import trainer as trainer_module
+from fakedet.config import TrainingConfig, build_config
+from fakedet.engine import run
+from fakedet.engine.build import (
+    build_loss,
+    build_runtime,
+    build_training,
+    index_dataset,
+    seed_everything,
+)
 from fakedet.engine.checkpoint import load_checkpoint
+from fakedet.engine.checkpointer import Checkpointer
+from fakedet.engine.evaluate import LossFunction
+from fakedet.engine.logging import Reporter
 from fakedet.engine.losses import LossTerms
 from fakedet.engine.trainer import Trainer
 from fakedet.errors import TrainingError
 from fakedet.models import create_model
 
 
-def _config(data_root: Path, output_dir: Path, **overrides: object):
+def _config(data_root: Path, output_dir: Path, **overrides: object) -> TrainingConfig:
     values = {
         "data_root": data_root,
         "output_dir": output_dir,
@@ -36,73 +44,75 @@ def _config(data_root: Path, output_dir: Path, **overrides: object):
         "num_workers": 0,
         "device": "cpu",
         "use_tensorboard": False,
+        "plots": False,
         **overrides,
     }
     return build_config(values)
 
 
-def _fit(config) -> dict:
-    trainer = Trainer(config)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+def _fit(
+    config: TrainingConfig, loss: LossFunction | None = None, trainer_class: type = Trainer
+) -> dict:
+    """A run assembled from its parts, as `engine.run.train` does, with some parts swapped."""
+    seed_everything(config.seed)
+    runtime = build_runtime(config.device)
+    parts, state = build_training(config, runtime, index_dataset(config), Reporter())
+    if loss is not None:
+        parts.loss = loss
+    checkpointer = Checkpointer(Path(config.output_dir), save_every=config.save_every)
+    return trainer_class(config, parts, state, checkpointer).fit()
 
 
-def _nan_loss_on(calls_to_poison: set[int], monkeypatch: pytest.MonkeyPatch) -> None:
-    original = trainer_module.detector_loss
+def _nan_loss_on(calls_to_poison: set[int], config: TrainingConfig) -> LossFunction:
+    """The run's loss, made non-finite on the given calls (1-based)."""
+    real_loss = build_loss(config)
     counter = {"calls": 0}
 
-    def poisoned(*args: object, **kwargs: object) -> LossTerms:
-        terms = original(*args, **kwargs)
+    def poisoned(outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> LossTerms:
+        terms = real_loss(outputs, labels)
         counter["calls"] += 1
         if counter["calls"] in calls_to_poison:
             nan = terms.total * float("nan")
             return LossTerms(nan, terms.regression, terms.classification, terms.ranking)
         return terms
 
-    monkeypatch.setattr(trainer_module, "detector_loss", poisoned)
+    return poisoned
 
 
-def test_a_nan_step_is_skipped_and_counted(
-    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _nan_loss_on({1}, monkeypatch)
-    result = _fit(_config(folder_dataset, tmp_path / "run"))
+def test_a_nan_step_is_skipped_and_counted(folder_dataset: Path, tmp_path: Path) -> None:
+    config = _config(folder_dataset, tmp_path / "run")
+    result = _fit(config, _nan_loss_on({1}, config))
     assert result["nonfinite_steps"] == 1
     state = load_checkpoint(tmp_path / "run" / "latest_model.pt")
-    assert state["nonfinite_steps"] == 1
-    assert all(
-        torch.isfinite(t).all() for t in state["model_state_dict"].values() if t.is_floating_point()
-    )
+    assert state.state.nonfinite_steps == 1
+    assert all(torch.isfinite(t).all() for t in state.model_state.values() if t.is_floating_point())
 
 
 def test_many_nan_steps_stop_with_advice_and_a_loadable_checkpoint(
-    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    folder_dataset: Path, tmp_path: Path
 ) -> None:
-    _nan_loss_on(set(range(1, 1000)), monkeypatch)
+    config = _config(folder_dataset, tmp_path / "run", max_nonfinite_steps=2)
     with pytest.raises(TrainingError, match=r"non-finite.*lower --lr"):
-        _fit(_config(folder_dataset, tmp_path / "run", max_nonfinite_steps=2))
-    assert load_checkpoint(tmp_path / "run" / "latest_model.pt")["global_step"] == 2
+        _fit(config, _nan_loss_on(set(range(1, 1000)), config))
+    assert load_checkpoint(tmp_path / "run" / "latest_model.pt").state.global_step == 2
 
 
-def test_early_stopping_after_patience(
-    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
-    original = Trainer._validate
+class _WorseningTrainer(Trainer):
+    """Reports a val_loss of 1, 2, 3, ...: never an improvement after epoch 1."""
 
-    def worsening(self: Trainer) -> tuple[dict[str, float], Any]:
-        metrics, scores = original(self)
-        metrics["val_loss"] = next(losses)
+    def validate(self) -> tuple[dict[str, float], Any]:
+        metrics, scores = super().validate()
+        metrics["val_loss"] = float(self.state.epoch)
         return metrics, scores
 
-    monkeypatch.setattr(Trainer, "_validate", worsening)
-    result = _fit(_config(folder_dataset, tmp_path / "run", epochs=5, early_stopping_patience=2))
+
+def test_early_stopping_after_patience(folder_dataset: Path, tmp_path: Path) -> None:
+    config = _config(folder_dataset, tmp_path / "run", epochs=5, early_stopping_patience=2)
+    result = _fit(config, trainer_class=_WorseningTrainer)
     assert result["epochs_run"] == 3 and result["best_epoch"] == 1
     assert "early stopping" in result["stop_reason"]
     state = load_checkpoint(tmp_path / "run" / "latest_model.pt")
-    assert state["epochs_without_improvement"] == 2 and state["best_val_loss"] == 1.0
+    assert state.state.epochs_without_improvement == 2 and state.state.best_val_loss == 1.0
 
 
 def test_validate_interval_and_save_every(folder_dataset: Path, tmp_path: Path) -> None:
@@ -128,7 +138,7 @@ def test_sigterm_saves_latest_and_exits_143(tmp_path: Path) -> None:
     assert code == 143, output
     assert "fakedet resume" in output
     state = load_checkpoint(out / "latest_model.pt")
-    assert state["global_step"] >= 1
+    assert state.state.global_step >= 1
 
 
 def _limit_file_size() -> None:
@@ -158,36 +168,31 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
 
 
 def test_out_of_memory_names_a_smaller_batch_and_the_resume(
-    folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    folder_dataset: Path, tmp_path: Path
 ) -> None:
     """CUDA's OutOfMemoryError, raised on CPU by a model that runs out in epoch 2."""
     calls = {"train_batches": 0}
+    model = create_model("fast", img_size=64)
+    forward = model.forward
 
-    def hungry_model(name: str, img_size: int = 256, **kwargs: object) -> torch.nn.Module:
-        model = create_model(name, img_size=img_size, **kwargs)
-        forward = model.forward
+    def forward_or_oom(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if model.training:
+            calls["train_batches"] += 1
+            if calls["train_batches"] > 2:  # epoch 1 has 2 batches of 8
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return forward(images)
 
-        def forward_or_oom(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            if model.training:
-                calls["train_batches"] += 1
-                if calls["train_batches"] > 2:  # epoch 1 has 2 batches of 8
-                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-            return forward(images)
-
-        model.forward = forward_or_oom  # type: ignore[method-assign]
-        return model
-
-    monkeypatch.setattr(trainer_module, "create_model", hungry_model)
+    model.forward = forward_or_oom  # type: ignore[method-assign]
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, tiny_train_args(folder_dataset, out))
-    assert result.exit_code == 1, result.output
-    message = " ".join(result.output.split())
+    with pytest.raises(TrainingError) as raised:
+        run.train(_config(folder_dataset, out), model=model)
+    assert raised.value.exit_code == 1
+    message = str(raised.value)
     assert "Out of memory on cpu in epoch 2 at batch size 8" in message
     assert "--batch-size 4 --gradient-accumulation-steps 2 (effective batch 8)" in message
     assert "--batch-size auto" in message
     assert f"fakedet resume {out} --batch-size 4" in message
-    assert "Traceback" not in result.output
-    assert load_checkpoint(out / "latest_model.pt")["epoch"] == 1
+    assert load_checkpoint(out / "latest_model.pt").state.epoch == 1
 
 
 def test_smaller_batch_keeps_the_effective_batch() -> None:

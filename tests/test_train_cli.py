@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from conftest import make_folder_dataset, tiny_train_args
 from fakedet.cli import app
-from fakedet.engine.checkpoint import REQUIRED_KEYS, load_checkpoint
+from fakedet.engine.checkpoint import load_checkpoint
+from fakedet.engine.state import REQUIRED_KEYS
 from fakedet.plots import PLOT_FILES
 
 runner = CliRunner()
@@ -56,10 +57,14 @@ def test_train_writes_the_output_folder(folder_dataset: Path, tmp_path: Path) ->
         assert key in history[-1]
     summary = json.loads((out / "dataset_summary.json").read_text())
     assert summary["splits"]["train"] == {"real": 8, "fake": 8, "total": 16}
+    raw = torch.load(out / "latest_model.pt", map_location="cpu", weights_only=True)
+    assert set(REQUIRED_KEYS) <= set(raw)
+    assert "history" not in raw  # the seed's train_history / val_history, stored once
+    assert [row["epoch"] for row in raw["val_history"]] == [1, 2]
     state = load_checkpoint(out / "latest_model.pt")
-    assert set(REQUIRED_KEYS) <= set(state)
-    assert state["epoch"] == 2 and state["mode"] == "fast"
-    assert state["config"]["img_size"] == 64
+    assert state.state.history == history
+    assert state.state.epoch == 2 and state.model_name == "fast"
+    assert state.config.img_size == 64
     assert "val_auc" in result.output or "val AUC" in result.output
 
 
@@ -145,7 +150,7 @@ def test_full_mode_trains(folder_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"
     result = runner.invoke(app, tiny_train_args(folder_dataset, out, "--full", "--epochs", "1"))
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "latest_model.pt")["mode"] == "full"
+    assert load_checkpoint(out / "latest_model.pt").model_name == "full"
 
 
 @pytest.mark.parametrize(
@@ -219,7 +224,9 @@ def test_help_shows_the_defaults() -> None:
     resume_help = runner.invoke(app, ["resume", "--help"], env={"COLUMNS": "200"}).output
     assert "--gradient-accumulation-steps" in resume_help
     assert "[default: from the checkpoint]" in resume_help
-    assert "attention, ~5M). [default: fast]" in train_help
+    flat_help = " ".join(train_help.replace("│", " ").split())
+    assert "attention, ~5M). [default: fast]" in flat_help
+    assert "PydanticUndefined" not in train_help
     validate_help = runner.invoke(app, ["validate", "--help"], env={"COLUMNS": "200"}).output
     assert "Loader workers [default: min(4, cores)]." in validate_help
     assert "Images per batch [default: the checkpoint's]." in validate_help

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from fakedet.data.layouts import VAL_FOLDERS, DatasetIndex, Sample, stratified_split
+from fakedet.data.samples import (
+    TRAIN_FOLDERS,
+    VAL_FOLDERS,
+    DatasetIndex,
+    Sample,
+    stratified_split,
+)
 from fakedet.errors import DataError
 
 _TEXT_LABELS = {"real": 1.0, "fake": 0.0}
@@ -99,7 +105,7 @@ def discover_csv(data_root: Path, val_split: float, seed: int, skip_missing: boo
         return DatasetIndex(train, val, "CSV (train.csv)", f"{val_split:.0%} of train.csv", skipped)
     if labels_csv.is_file():
         rows, skipped = read_label_csv(labels_csv, data_root, skip_missing, need_split=True)
-        train = [sample for sample, split in rows if split in ("train", "training")]
+        train = [sample for sample, split in rows if split in TRAIN_FOLDERS]
         val = [sample for sample, split in rows if split in VAL_FOLDERS]
         if not val:
             train, val = stratified_split(train, val_split, seed)

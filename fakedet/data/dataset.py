@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fakedet.data.layouts import Sample
+from fakedet.data.samples import Sample
 from fakedet.data.transforms import load_rgb
 
 Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]

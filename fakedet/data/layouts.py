@@ -6,18 +6,22 @@ the mapping below is by folder name, never by the order folders sort in.
 
 from __future__ import annotations
 
-import math
-import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from fakedet.data.csv_labels import discover_csv
+from fakedet.data.samples import (
+    IMAGE_SUFFIXES,
+    TRAIN_FOLDERS,
+    VAL_FOLDERS,
+    DatasetIndex,
+    Sample,
+    stratified_split,
+)
 from fakedet.errors import DataError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 # Folder names (lower-cased) that mark a class, and the layout family each one belongs to.
 CLASS_FOLDERS: dict[str, tuple[float, str]] = {
@@ -28,49 +32,11 @@ CLASS_FOLDERS: dict[str, tuple[float, str]] = {
     "nature": (1.0, "GenImage (nature/ai)"),
     "ai": (0.0, "GenImage (nature/ai)"),
 }
-TRAIN_FOLDERS = ("train", "training")
-# In order of preference: a dataset with both val/ and test/ validates on val/.
-VAL_FOLDERS = ("val", "valid", "validation", "test")
-
 LAYOUT_HELP = (
     "expected DATA_ROOT/train/{real,fake}/ (optionally DATA_ROOT/val/{real,fake}/), "
     "ForenSynths 0_real/1_fake, GenImage nature/ai or CIFAKE REAL/FAKE folders, "
     "or --use-csv with train.csv/val.csv or labels.csv"
 )
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One labelled image: its path and its realness (1 = real, 0 = fake)."""
-
-    path: str
-    label: float
-
-
-@dataclass
-class DatasetIndex:
-    """The samples of each split, how they were found, and the files that were left out."""
-
-    train: list[Sample]
-    val: list[Sample]
-    layout: str
-    val_source: str
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, object]:
-        """JSON-ready description for dataset_summary.json and the table shown before training."""
-
-        def counts(samples: list[Sample]) -> dict[str, int]:
-            real = sum(1 for sample in samples if sample.label >= 0.5)
-            return {"real": real, "fake": len(samples) - real, "total": len(samples)}
-
-        return {
-            "layout": self.layout,
-            "val_source": self.val_source,
-            "splits": {"train": counts(self.train), "val": counts(self.val)},
-            "skipped": len(self.skipped),
-            "skipped_files": [{"path": path, "reason": reason} for path, reason in self.skipped],
-        }
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -126,22 +92,6 @@ def _class_of(parts: tuple[str, ...]) -> tuple[float, str] | None:
         if found:
             return found
     return None
-
-
-def stratified_split(
-    samples: list[Sample], fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
-    """Seeded split keeping the real/fake proportions; each class gives at least one val sample."""
-    rng = random.Random(seed)
-    train: list[Sample] = []
-    val: list[Sample] = []
-    for is_real in (True, False):
-        group = [sample for sample in samples if (sample.label >= 0.5) == is_real]
-        rng.shuffle(group)
-        take = min(max(1, math.ceil(len(group) * fraction)), max(len(group) - 1, 0))
-        val += group[:take]
-        train += group[take:]
-    return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
 
 
 def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetIndex:
@@ -222,8 +172,6 @@ def build_index(
     if not data_root.is_dir():
         raise DataError(f"Dataset folder {data_root} does not exist: {LAYOUT_HELP}.")
     if use_csv:
-        from fakedet.data.csv_labels import discover_csv
-
         index = discover_csv(data_root, val_split, seed, skip_missing)
     else:
         index = discover_folders(data_root, val_split, seed)

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from fakedet.data.dataset import ImageDataset, Transform, collate
-from fakedet.data.layouts import Sample
+from fakedet.data.samples import Sample
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

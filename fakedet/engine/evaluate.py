@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fakedet.data.layouts import Sample
 from fakedet.data.loader import make_loader
+from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, pixels_to_float
 from fakedet.engine.losses import LossTerms, add_loss_terms, mean_loss_terms
 from fakedet.engine.metrics import detection_metrics

@@ -3,56 +3,42 @@ set, and describe what a checkpoint holds. The CLI's predict / validate / inspec
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fakedet.config import default_num_workers
-from fakedet.data.layouts import IMAGE_SUFFIXES, Sample, build_index
+from fakedet.config import config_to_dict
 from fakedet.data.loader import make_loader
+from fakedet.data.samples import IMAGE_SUFFIXES, Sample
 from fakedet.data.transforms import EvalTransform, pixels_to_float
-from fakedet.engine.checkpoint import load_checkpoint
+from fakedet.engine.build import build_loss, build_model, index_dataset, loader_options
+from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
 from fakedet.engine.evaluate import evaluate, make_eval_loader
-from fakedet.engine.losses import detector_loss
 from fakedet.engine.metrics import finite_or_none, json_safe
-from fakedet.engine.resume import checkpoint_path
-from fakedet.engine.runtime import Precision, resolve_device
-from fakedet.errors import CheckpointError, DataError, UsageError
-from fakedet.models import create_model
-
-FP32 = Precision(False, torch.float32, False, "fp32")
-
-
-def checkpoint_img_size(state: dict[str, Any]) -> int:
-    """The image size the checkpoint's model was trained at."""
-    return int(state.get("img_size") or state["config"]["img_size"])
+from fakedet.engine.runtime import FP32, resolve_device
+from fakedet.engine.state import Checkpoint
+from fakedet.errors import DataError, UsageError
+from fakedet.hardware import default_num_workers
+from fakedet.io import atomic_write_text
 
 
-def build_detector(state: dict[str, Any], source: Path) -> nn.Module:
-    """The checkpoint's model with its weights, in eval mode, on the CPU."""
-    model = create_model(str(state["mode"]), img_size=checkpoint_img_size(state))
-    try:
-        model.load_state_dict(state["model_state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(
-            f"{source} does not fit this fakedet's {state['mode']} model (saved by fakedet "
-            f"{state.get('fakedet_version', '?')}: {first}); use the fakedet version that "
-            "trained it."
-        ) from None
-    return model.eval()
+def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, Checkpoint]:
+    """Load a checkpoint (file or output folder) into a ready model, in eval mode, on `device`.
 
-
-def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint (file or output folder) into a ready model on `device`."""
-    source = checkpoint_path(path)
-    state = load_checkpoint(source)
-    model = build_detector(state, source).to(resolve_device(device))
-    return model, state
+    Raises:
+        CheckpointError: not a usable fakedet checkpoint.
+    """
+    checkpoint = load_checkpoint(path)
+    model = build_model(
+        checkpoint.model_name, checkpoint.img_size, resolve_device(device), checkpoint.model_state
+    )
+    return model.eval(), checkpoint
 
 
 def collect_images(inputs: Sequence[Path]) -> list[Path]:
@@ -91,6 +77,11 @@ class Prediction:
     verdict: str  # "real", "fake" or "unreadable"
     error: str | None = None
 
+    def as_row(self) -> dict[str, Any]:
+        """What predict prints as JSON and writes as CSV (realness to 6 decimals)."""
+        realness = None if self.realness is None else round(self.realness, 6)
+        return {**asdict(self), "realness": realness}
+
 
 @torch.no_grad()
 def predict_images(
@@ -112,12 +103,8 @@ def predict_images(
         batch_size,
         train=False,
         seed=0,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=2,
         drop_last=False,
-        worker_nice=19 if device.type == "cpu" else 0,
+        **loader_options(device, workers, persistent_workers=False),
     )
     model.eval()
     realness: dict[int, float] = {}
@@ -137,6 +124,19 @@ def predict_images(
             reason = errors.get(sample.path, "could not be read")
             predictions.append(Prediction(sample.path, None, "unreadable", reason))
     return predictions
+
+
+def write_predictions_csv(path: Path, predictions: Sequence[Prediction]) -> None:
+    """path, realness, verdict, error per image, written atomically.
+
+    Raises:
+        WriteError: the file cannot be written.
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["path", "realness", "verdict", "error"])
+    writer.writeheader()
+    writer.writerows(prediction.as_row() for prediction in predictions)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def validate_checkpoint(
@@ -160,47 +160,29 @@ def validate_checkpoint(
     """
     if split not in ("val", "train", "all"):
         raise UsageError(f"--split {split!r} is not one of val, train, all.")
-    model, state = load_detector(path, device)
-    config = state["config"]
-    index = build_index(
-        data_root,
-        bool(config.get("use_csv")) if use_csv is None else use_csv,
-        float(config.get("val_split", 0.1)),
-        int(config.get("seed", 42)),
-    )
+    model, checkpoint = load_detector(path, device)
+    config = checkpoint.config
+    index = index_dataset(config, data_root, use_csv)
     samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
     if not samples:
         raise DataError(f"The {split} split of {data_root} has no images.")
-    saved_batch = state.get("batch_size") or config.get("batch_size")
-    size = batch_size or (int(saved_batch) if str(saved_batch).isdigit() else 16)
     workers = default_num_workers() if num_workers is None else num_workers
     on_device = next(model.parameters()).device
     loader = make_eval_loader(
         samples,
-        checkpoint_img_size(state),
-        size,
-        int(config.get("seed", 42)),
-        num_workers=workers,
-        pin_memory=on_device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=2,
-        worker_nice=19 if on_device.type == "cpu" else 0,
+        checkpoint.img_size,
+        batch_size or checkpoint.batch_size,
+        config.seed,
+        **loader_options(on_device, workers, persistent_workers=False),
     )
     skipped: dict[str, str] = dict(index.skipped)
-
-    def loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> Any:
-        return detector_loss(
-            outputs["score"],
-            outputs["logits"],
-            labels,
-            float(config["regression_weight"]),
-            float(config["classification_weight"]),
-            float(config["ranking_weight"]),
-            float(config["ranking_margin"]),
-        )
-
     metrics, scores = evaluate(
-        model, loader, on_device, FP32, loss, on_skipped=lambda bad: skipped.update(dict(bad))
+        model,
+        loader,
+        on_device,
+        FP32,
+        build_loss(config),
+        on_skipped=lambda bad: skipped.update(dict(bad)),
     )
     real = int((scores.labels >= 0.5).sum())
     plots: list[str] = []
@@ -208,7 +190,7 @@ def validate_checkpoint(
         from fakedet.plots import write_evaluation_plots
 
         plots_dir.mkdir(parents=True, exist_ok=True)
-        caption = f"{split} split, epoch {state['epoch']}"
+        caption = f"{split} split, epoch {checkpoint.state.epoch}"
         written = write_evaluation_plots(
             plots_dir, scores.paths, scores.scores, scores.labels, caption
         )
@@ -230,26 +212,25 @@ def validate_checkpoint(
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     """What a checkpoint holds: versions, model, progress, best and last metrics, config."""
     source = checkpoint_path(path)
-    state = load_checkpoint(source)
-    model = build_detector(state, source)
-    history = list(state.get("history", []))
+    model, checkpoint = load_detector(source, "cpu")
+    state = checkpoint.state
     return {
         "path": str(source),
         "size_mb": round(source.stat().st_size / 1024**2, 2),
-        "fakedet_version": state.get("fakedet_version"),
-        "torch_version": state.get("torch_version"),
-        "mode": state["mode"],
-        "img_size": checkpoint_img_size(state),
+        "fakedet_version": checkpoint.fakedet_version,
+        "torch_version": checkpoint.torch_version,
+        "mode": checkpoint.model_name,
+        "img_size": checkpoint.img_size,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "epoch": int(state["epoch"]),
-        "epochs_configured": int(state["config"]["epochs"]),
-        "global_step": int(state["global_step"]),
-        "interrupted_at_batch": int(state.get("batches_done", 0)) or None,
-        "best_epoch": state.get("best_epoch"),
-        "best_val_loss": finite_or_none(float(state["best_val_loss"])),
-        "epochs_without_improvement": state.get("epochs_without_improvement"),
-        "nonfinite_steps": state.get("nonfinite_steps"),
-        "last_metrics": history[-1] if history else {},
-        "config": state["config"],
-        "history": history,
+        "epoch": state.epoch,
+        "epochs_configured": checkpoint.config.epochs,
+        "global_step": state.global_step,
+        "interrupted_at_batch": state.batches_done or None,
+        "best_epoch": state.best_epoch,
+        "best_val_loss": finite_or_none(state.best_val_loss),
+        "epochs_without_improvement": state.epochs_without_improvement,
+        "nonfinite_steps": state.nonfinite_steps,
+        "last_metrics": state.history[-1] if state.history else {},
+        "config": config_to_dict(checkpoint.config),
+        "history": state.history,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,34 @@ class TensorBoardLogger:
         for tag, value in values.items():
             if value is not None:
                 self.writer.add_scalar(tag, value, step)
+
+    def epoch(self, row: dict[str, Any], nonfinite_steps: int) -> None:
+        """An epoch's history row under the SPEC's tags, at the epoch number."""
+
+        def finite(value: Any) -> float | None:
+            return value if isinstance(value, float) and math.isfinite(value) else None
+
+        tags = {
+            "train/total": row.get("train_loss"),
+            "train/regression": row.get("train_regression"),
+            "train/classification": row.get("train_classification"),
+            "train/ranking": row.get("train_ranking"),
+            "train/learning_rate": row.get("lr"),
+            "train/nonfinite_steps": float(nonfinite_steps),
+        }
+        if "val_loss" in row:
+            tags.update(
+                {
+                    "val/total": row["val_loss"],
+                    "val/regression": row["val_regression"],
+                    "val/classification": row["val_classification"],
+                    "val/ranking": row["val_ranking"],
+                    "val/accuracy": row["val_accuracy"],
+                    "val/auc": finite(row["val_auc"]),
+                    "val/ap": finite(row["val_ap"]),
+                }
+            )
+        self.scalars(tags, row["epoch"])
 
     def close(self) -> None:
         if self.writer is not None:

@@ -56,6 +56,27 @@ def detector_loss(
     return LossTerms(total, regression, classification, ranking)
 
 
+@dataclass(frozen=True)
+class DetectorLoss:
+    """`detector_loss` with a run's weights bound: called as loss(outputs, labels)."""
+
+    regression_weight: float
+    classification_weight: float
+    ranking_weight: float
+    ranking_margin: float
+
+    def __call__(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> LossTerms:
+        return detector_loss(
+            outputs["score"],
+            outputs["logits"],
+            labels,
+            self.regression_weight,
+            self.classification_weight,
+            self.ranking_weight,
+            self.ranking_margin,
+        )
+
+
 def add_loss_terms(sums: dict[str, float], terms: LossTerms, count: int) -> None:
     """Add a batch's loss terms, weighted by its size, to running sums."""
     sums["images"] += count

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fakedet.config import TrainingConfig, build_config
+from fakedet.config import TrainingConfig, build_config, config_to_dict
+from fakedet.engine.state import Checkpoint
 from fakedet.errors import ConfigError, DataError, UsageError
 
 # What a resume may change; everything else comes from the checkpoint's config.
@@ -21,18 +22,8 @@ RESUME_OVERRIDES = (
 EPOCH_BOUNDARY_OVERRIDES = ("batch_size", "gradient_accumulation_steps")
 
 
-def checkpoint_path(path: Path) -> Path:
-    """A checkpoint file, or an output folder meaning its latest_model.pt."""
-    return path / "latest_model.pt" if path.is_dir() else path
-
-
-def completed_epochs(state: dict[str, Any]) -> int:
-    """Epochs fully trained in the checkpoint (an interrupted epoch does not count)."""
-    return int(state["epoch"]) - (1 if int(state.get("batches_done", 0)) else 0)
-
-
 def resume_config(
-    state: dict[str, Any],
+    checkpoint: Checkpoint,
     overrides: dict[str, Any],
     extra_epochs: int | None,
     new_lr: float | None,
@@ -40,7 +31,7 @@ def resume_config(
     """The config of the continued run.
 
     Args:
-        state: a loaded checkpoint.
+        checkpoint: the checkpoint to continue.
         overrides: settings given again on the command line (only RESUME_OVERRIDES may differ).
         extra_epochs: `--epochs N`: train N more epochs; None finishes the run as configured.
         new_lr: `--lr X` with --reset-lr / --reset-scheduler: the new base LR.
@@ -50,22 +41,24 @@ def resume_config(
         DataError: the data root no longer exists.
         UsageError: nothing left to train without --epochs.
     """
-    saved = dict(state["config"])
+    state = checkpoint.state
+    saved = config_to_dict(checkpoint.config)
+    # What the run really used: a batch of "auto" was resolved to a number.
+    used = {**saved, "batch_size": checkpoint.batch_size}
     for key, value in overrides.items():
-        mid_epoch = int(state.get("batches_done", 0)) > 0
-        changed = str(value) != str(state.get(key, saved.get(key)))
-        if key in EPOCH_BOUNDARY_OVERRIDES and mid_epoch and changed:
+        changed = str(value) != str(used[key]) if key in used else True
+        if key in EPOCH_BOUNDARY_OVERRIDES and state.batches_done and changed:
             raise ConfigError(
                 f"{key} cannot change in the middle of an epoch (the checkpoint stopped at "
-                f"batch {state['batches_done']} of epoch {state['epoch']}); resume without "
+                f"batch {state.batches_done} of epoch {state.epoch}); resume without "
                 "it, or from the checkpoint of an earlier epoch."
             )
         if key in RESUME_OVERRIDES:
             saved[key] = value
             continue
-        if str(value) != str(saved.get(key)):
+        if str(value) != str(saved[key]):
             raise ConfigError(
-                f"{key} cannot change when resuming (the checkpoint has {saved.get(key)!r}, "
+                f"{key} cannot change when resuming (the checkpoint has {saved[key]!r}, "
                 f"you gave {value!r}); start a new run with fakedet train, or drop the flag."
             )
     data_root = Path(saved["data_root"])
@@ -74,22 +67,22 @@ def resume_config(
             f"The data root {data_root} recorded in the checkpoint no longer exists; "
             "pass --data-root with its new location."
         )
-    done = completed_epochs(state)
+    done = state.completed_epochs
     if extra_epochs is not None:
         saved["epochs"] = done + extra_epochs
     else:
-        patience = int(saved.get("early_stopping_patience", 0))
-        if patience and int(state.get("epochs_without_improvement", 0)) >= patience:
+        patience = checkpoint.config.early_stopping_patience
+        if patience and state.epochs_without_improvement >= patience:
             raise UsageError(
                 f"This run early-stopped after epoch {done} (no val_loss improvement in {patience} "
                 "validations); pass --epochs N to train N more epochs."
             )
-        if done >= int(saved["epochs"]):
+        if done >= checkpoint.config.epochs:
             raise UsageError(
                 f"This run already finished all {saved['epochs']} epochs; "
                 "pass --epochs N to train N more epochs."
             )
     if new_lr is not None:
         saved["lr"] = new_lr
-        saved["min_lr"] = min(float(saved["min_lr"]), new_lr)
+        saved["min_lr"] = min(checkpoint.config.min_lr, new_lr)
     return build_config(saved)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from fakedet import hardware
 from fakedet.errors import ConfigError
 
 
@@ -43,17 +42,6 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    if platform.system() != "Linux":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 @dataclass(frozen=True)
 class Precision:
     """What autocast does in this run."""
@@ -64,6 +52,9 @@ class Precision:
     description: str
 
 
+FP32 = Precision(False, torch.float32, False, "fp32")
+
+
 def resolve_precision(
     device: torch.device, use_amp: bool, amp_dtype: str
 ) -> tuple[Precision, str | None]:
@@ -72,24 +63,26 @@ def resolve_precision(
     CUDA: bf16 without a scaler on compute capability >= 8.0 (or when asked), else fp16 with the
     conservative GradScaler; no AMP below 7.0. CPU: bf16 only where it is native.
     """
-    fp32 = Precision(False, torch.float32, False, "fp32")
+    fp32 = FP32
     if not use_amp:
         return fp32, None
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        if major < 7:
+        dtype = hardware.cuda_amp_dtype((major, minor), amp_dtype)
+        if dtype is None:
+            needed = ".".join(map(str, hardware.AMP_MIN_CAPABILITY))
             return (
                 fp32,
-                f"AMP needs compute capability >= 7.0 (this GPU has {major}.{minor}); training in fp32.",
+                f"AMP needs compute capability >= {needed} (this GPU has {major}.{minor}); "
+                "training in fp32.",
             )
-        wants_bf16 = amp_dtype == "bf16" or (amp_dtype == "auto" and major >= 8)
-        if wants_bf16 and torch.cuda.is_bf16_supported():
+        if dtype == "bf16" and torch.cuda.is_bf16_supported():
             return Precision(True, torch.bfloat16, False, "bf16 autocast (CUDA)"), None
         return Precision(True, torch.float16, True, "fp16 autocast + GradScaler (CUDA)"), None
     if device.type == "cpu":
         if amp_dtype == "fp16":
             return fp32, "fp16 AMP is not available on the CPU; training in fp32."
-        if cpu_has_native_bf16():
+        if hardware.cpu_has_native_bf16():
             return Precision(True, torch.bfloat16, False, "bf16 autocast (CPU, native bf16)"), None
         return (
             fp32,

@@ -15,6 +15,17 @@ def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module
     return builder
 
 
+def check_img_size(img_size: int) -> None:
+    """Every model downsamples by 32, so an input side must be a multiple of 32 and >= 64.
+
+    Raises:
+        ValueError: naming the nearest valid size.
+    """
+    if img_size < 64 or img_size % 32:
+        nearest = max(64, img_size // 32 * 32)
+        raise ValueError(f"must be a multiple of 32 and at least 64 (e.g. {nearest})")
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`, sorted."""
     return sorted(_REGISTRY)
@@ -37,6 +48,5 @@ def create_model(name: str, img_size: int = 256, **kwargs: object) -> nn.Module:
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
-    if img_size < 64 or img_size % 32:
-        raise ValueError(f"img_size {img_size} must be a multiple of 32 and at least 64")
+    check_img_size(img_size)
     return _REGISTRY[name](img_size=img_size, **kwargs)

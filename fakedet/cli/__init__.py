@@ -1,0 +1,27 @@
+"""The `fakedet` command line: parse, build the config, call one core function, render the result.
+
+torch is imported inside the commands that need it, so `fakedet --help` stays fast. Imports run
+one way: base <- train, use <- this module, which registers the commands in a user's order.
+"""
+
+from __future__ import annotations
+
+from fakedet.cli.base import app
+from fakedet.cli.train import resume, train
+from fakedet.cli.use import demo_data, inspect_checkpoint, predict, recommend, validate
+
+app.command("train", context_settings={"max_content_width": 120})(train)
+app.command("resume", context_settings={"max_content_width": 120})(resume)
+app.command("validate")(validate)
+app.command("inspect-checkpoint")(inspect_checkpoint)
+app.command("recommend")(recommend)
+app.command("predict")(predict)
+app.command("demo-data")(demo_data)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="fakedet")
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,338 @@
+"""Commands that use or describe a model, or prepare data: validate, inspect-checkpoint,
+recommend, predict and demo-data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fakedet.cli.base import (
+    CheckpointArgument,
+    DeviceOption,
+    JsonOption,
+    WorkersOption,
+    console,
+    errors_to_exit_codes,
+    fields_table,
+    print_json,
+)
+from fakedet.cli.reporting import metrics_table
+from fakedet.errors import UsageError
+
+
+def demo_data(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset to.")],
+    num_images: Annotated[
+        int, typer.Option("--num-images", help="Total images (half real, half fake).")
+    ] = 800,
+    img_size: Annotated[
+        int, typer.Option("--img-size", help="Side of every image in pixels.")
+    ] = 256,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed: the same seed writes the same files.")
+    ] = 0,
+) -> None:
+    """Build the built-in demo dataset (real photo crops vs. simulated generator up-sampling).
+
+    Offline and in seconds, from photos that scikit-image and scikit-learn ship. Example:
+
+        fakedet demo-data demo && fakedet train demo --epochs 5 --lr 1e-3
+    """
+    with errors_to_exit_codes():
+        from fakedet.data.demo import build_demo_dataset
+
+        with Progress(
+            TextColumn("[bold]demo-data"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("images", total=num_images)
+            summary = build_demo_dataset(
+                out_dir,
+                num_images=num_images,
+                img_size=img_size,
+                seed=seed,
+                on_progress=lambda done, total: progress.update(task, completed=done),
+            )
+        counts = summary["images"]
+        console.print(
+            f"Wrote {num_images} images ({img_size} px) to {out_dir}: "
+            f"train {counts['train']['real']} real / {counts['train']['fake']} fake, "
+            f"val {counts['val']['real']} real / {counts['val']['fake']} fake "
+            f"(val photos: {', '.join(summary['photos']['val'])}).",
+            highlight=False,
+        )
+        console.print(f"Next: fakedet train {out_dir} --epochs 5 --lr 1e-3", highlight=False)
+
+
+def predict(
+    checkpoint: CheckpointArgument,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Images and/or folders (searched recursively).")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write path, realness, verdict, error to this CSV."),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", min=0.0, max=1.0, help="Realness at or above this is 'real'."),
+    ] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
+    device: DeviceOption = "auto",
+    num_workers: WorkersOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score images: realness in [0, 1] (1 = real photo) and a real/fake verdict per image.
+
+    Each image is scored on its centre crop at the checkpoint's img_size, as in validation.
+
+    Examples:
+
+        fakedet predict runs/demo/best_model.pt photo.jpg
+
+        fakedet predict runs/demo ./incoming --output scores.csv
+    """
+    with errors_to_exit_codes():
+        from fakedet.engine.inference import (
+            collect_images,
+            load_detector,
+            predict_images,
+            write_predictions_csv,
+        )
+
+        images = collect_images(paths)
+        model, loaded = load_detector(checkpoint, device)
+        predictions = predict_images(
+            model, images, loaded.img_size, threshold, batch_size, num_workers
+        )
+        rows = [prediction.as_row() for prediction in predictions]
+        if output is not None:
+            write_predictions_csv(output, predictions)
+        unreadable = sum(1 for p in predictions if p.realness is None)
+        if unreadable == len(predictions):
+            raise UsageError(
+                f"None of the {len(predictions)} files could be read as an image "
+                f"(e.g. {predictions[0].path}: {predictions[0].error})."
+            )
+        if as_json:
+            print_json(rows)
+            return
+        shown = rows[:50]
+        table = Table(
+            title=f"{loaded.model_name} model, epoch {loaded.state.epoch}, threshold {threshold:g}",
+            title_justify="left",
+        )
+        table.add_column("image", overflow="fold")
+        table.add_column("realness", justify="right")
+        table.add_column("verdict")
+        for row in shown:
+            style = {"real": "green", "fake": "red"}.get(row["verdict"], "yellow")
+            score = "-" if row["realness"] is None else f"{row['realness']:.4f}"
+            table.add_row(row["path"], score, f"[{style}]{row['verdict']}[/]")
+        console.print(table)
+        if len(rows) > len(shown):
+            console.print(
+                f"... and {len(rows) - len(shown)} more"
+                + (f" (all in {output})" if output else "; use --output FILE.csv for all")
+            )
+        real = sum(1 for p in predictions if p.verdict == "real")
+        console.print(
+            f"{len(predictions)} images: {real} real, {len(predictions) - real - unreadable} fake"
+            + (f", {unreadable} unreadable" if unreadable else "")
+            + (f"; wrote {output}" if output else ""),
+            highlight=False,
+        )
+
+
+def validate(
+    checkpoint: CheckpointArgument,
+    data_root: Annotated[
+        Path, typer.Argument(help="Labelled dataset (any layout fakedet train reads).")
+    ],
+    split: Annotated[str, typer.Option("--split", help="val, train or all.")] = "val",
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
+    ] = None,
+    device: DeviceOption = "auto",
+    num_workers: WorkersOption = None,
+    use_csv: Annotated[
+        bool | None,
+        typer.Option(
+            "--use-csv/--no-use-csv", help="Labels from CSV \\[default: the checkpoint's]."
+        ),
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots", help="Write roc_pr.png, confusion.png, score_hist.png, hardest.png here."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a labelled dataset with a checkpoint: loss terms, accuracy, AUC and AP.
+
+    The val split, loss weights and batch size come from the checkpoint, so on the training data
+    it gives the run's own validation numbers.
+
+    Examples:
+
+        fakedet validate runs/demo/best_model.pt demo
+
+        fakedet validate runs/demo/best_model.pt ./other_dataset --split all --json
+
+        fakedet validate runs/demo/best_model.pt ./other_dataset --plots runs/demo/other_plots
+    """
+    with errors_to_exit_codes():
+        from fakedet.engine.inference import validate_checkpoint
+
+        result = validate_checkpoint(
+            checkpoint, data_root, split, device, batch_size, num_workers, use_csv, plots
+        )
+        if as_json:
+            print_json(result)
+            return
+        console.print(
+            f"{result['checkpoint']} on {result['data_root']} ({result['layout']}), split "
+            f"{split}: {result['images']} images ({result['real']} real, {result['fake']} fake)",
+            highlight=False,
+        )
+        console.print(metrics_table("metrics", result["metrics"]))
+        if result["plots"]:
+            console.print(f"Plots: {', '.join(result['plots'])}", highlight=False, soft_wrap=True)
+        if result["skipped"]:
+            console.print(
+                f"{len(result['skipped'])} unreadable file(s) skipped, e.g. {result['skipped'][0][0]}: {result['skipped'][0][1]}",
+                highlight=False,
+            )
+
+
+def inspect_checkpoint(
+    checkpoint: CheckpointArgument,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print everything (history too) as JSON.")
+    ] = False,
+) -> None:
+    """What a checkpoint holds: versions, model, epoch and step, metrics, config, history.
+
+    Examples:
+
+        fakedet inspect-checkpoint checkpoints/best_model.pt
+
+        fakedet inspect-checkpoint runs/demo --json
+    """
+    with errors_to_exit_codes():
+        from fakedet.engine.inference import describe_checkpoint
+
+        info = describe_checkpoint(checkpoint)
+        if as_json:
+            print_json(info)
+            return
+        progress = f"{info['epoch']} of {info['epochs_configured']}"
+        if info["interrupted_at_batch"]:
+            progress += f" (interrupted at batch {info['interrupted_at_batch']})"
+        fields = {
+            "model": f"{info['mode']}, {info['parameters'] / 1e6:.2f}M params, {info['img_size']} px",
+            "epoch": progress,
+            "global step": info["global_step"],
+            "best": f"epoch {info['best_epoch']}, val_loss {info['best_val_loss']:.4f}"
+            if info["best_val_loss"] is not None
+            else "no validation yet",
+            "epochs without improvement": info["epochs_without_improvement"],
+            "non-finite steps skipped": info["nonfinite_steps"],
+            "fakedet / torch": f"{info['fakedet_version']} / {info['torch_version']}",
+            "size": f"{info['size_mb']} MB",
+            "data root": info["config"].get("data_root"),
+        }
+        console.print(fields_table(info["path"], fields))
+        last = {k: v for k, v in info["last_metrics"].items() if k.startswith("val_")}
+        if last:
+            console.print(metrics_table(f"epoch {info['last_metrics']['epoch']} validation", last))
+        settings = ", ".join(f"{k}={v}" for k, v in info["config"].items())
+        console.print(f"config: {settings}", highlight=False, soft_wrap=True)
+
+
+def recommend(
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="fast or full \\[default: both]."),
+    ] = None,
+    img_size: Annotated[int, typer.Option("--img-size", help="Training image size.")] = 256,
+    vram: Annotated[
+        float | None,
+        typer.Option("--vram", help="Plan for a GPU with this many GB instead of this machine's."),
+    ] = None,
+    os_name: Annotated[
+        str | None,
+        typer.Option("--os", help="Plan for Linux, Windows or Darwin."),
+    ] = None,
+    compute_capability: Annotated[
+        str | None,
+        typer.Option("--compute-capability", help="Plan for this GPU generation, e.g. 7.5 or 8.6."),
+    ] = None,
+    cpu_cores: Annotated[
+        int | None,
+        typer.Option("--cpu-cores", min=1, help="Plan for this many CPU cores."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Detected hardware and the settings to train with: batch, accumulation, AMP, workers, LR.
+
+    On a GPU the batch is the largest power of two whose estimated memory fits (the seed's VRAM
+    table is the floor); each mode comes with a ready `fakedet train` line.
+
+    Examples:
+
+        fakedet recommend
+
+        fakedet recommend --mode full --vram 12 --compute-capability 8.6
+
+        fakedet recommend --vram 8 --os Windows --json
+    """
+    with errors_to_exit_codes():
+        from fakedet.advisor import advise
+
+        modes = (mode,) if mode else ("fast", "full")
+        plan = advise(modes, img_size, vram, os_name, compute_capability, cpu_cores)
+        if as_json:
+            print_json(plan)
+            return
+        hardware = plan["hardware"]
+        capability = hardware["compute_capability"]
+        rows = {
+            "device": f"{hardware['device']} ({hardware['device_name']})",
+            "VRAM": f"{hardware['vram_gb']} GB" if hardware["vram_gb"] else "-",
+            "compute capability": ".".join(map(str, capability)) if capability else "-",
+            "OS / CPU cores": f"{hardware['os']} / {hardware['cpu_cores']}",
+            "CPU native bf16": "yes" if hardware["cpu_bf16"] else "no",
+            "torch / CUDA": f"{hardware['torch_version']} / {hardware['cuda_version'] or '-'}",
+        }
+        console.print(fields_table("hardware", rows))
+        table = Table(title=f"settings at {plan['img_size']} px", title_justify="left")
+        for column in ("mode", "batch", "accum.", "AMP", "workers", "LR", "est. peak", "why"):
+            table.add_column(column)
+        for item in plan["recommendations"]:
+            peak = item["estimated_peak_gb"]
+            table.add_row(
+                item["mode"],
+                str(item["batch_size"]),
+                str(item["gradient_accumulation_steps"]),
+                item["amp_dtype"] if item["use_amp"] else "off",
+                str(item["num_workers"]),
+                f"{item['lr']:.3g}",
+                f"{peak} GB" if peak is not None else "-",
+                item["reason"],
+            )
+        console.print(table)
+        for item in plan["recommendations"]:
+            console.print(item["command"], highlight=False, soft_wrap=True)
+        for note in plan["notes"]:
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -1,0 +1,66 @@
+"""What a dataset index is made of: labelled samples, the splits, and the folder names of splits.
+
+fakedet's label is realness: 1.0 = real photo, 0.0 = generated.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+
+TRAIN_FOLDERS = ("train", "training")
+# In order of preference: a dataset with both val/ and test/ validates on val/.
+VAL_FOLDERS = ("val", "valid", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: its path and its realness (1 = real, 0 = fake)."""
+
+    path: str
+    label: float
+
+
+@dataclass
+class DatasetIndex:
+    """The samples of each split, how they were found, and the files that were left out."""
+
+    train: list[Sample]
+    val: list[Sample]
+    layout: str
+    val_source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready description for dataset_summary.json and the table shown before training."""
+
+        def counts(samples: list[Sample]) -> dict[str, int]:
+            real = sum(1 for sample in samples if sample.label >= 0.5)
+            return {"real": real, "fake": len(samples) - real, "total": len(samples)}
+
+        return {
+            "layout": self.layout,
+            "val_source": self.val_source,
+            "splits": {"train": counts(self.train), "val": counts(self.val)},
+            "skipped": len(self.skipped),
+            "skipped_files": [{"path": path, "reason": reason} for path, reason in self.skipped],
+        }
+
+
+def stratified_split(
+    samples: list[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Seeded split keeping the real/fake proportions; each class gives at least one val sample."""
+    rng = random.Random(seed)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for is_real in (True, False):
+        group = [sample for sample in samples if (sample.label >= 0.5) == is_real]
+        rng.shuffle(group)
+        take = min(max(1, math.ceil(len(group) * fraction)), max(len(group) - 1, 0))
+        val += group[:take]
+        train += group[take:]
+    return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)

@@ -1,0 +1,325 @@
+"""From a config (and a checkpoint to continue) to a run's parts: device, precision, processes,
+dataset index, loaders, model, optimizer, scaler, schedule and loss.
+
+Training, validation and inference build their parts here, so each rule is written once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from fakedet import advisor, hardware
+from fakedet.config import TrainingConfig
+from fakedet.data.layouts import build_index
+from fakedet.data.loader import make_loader
+from fakedet.data.samples import DatasetIndex
+from fakedet.data.transforms import TrainTransform
+from fakedet.engine.distributed import DistContext, init_distributed
+from fakedet.engine.evaluate import LossFunction, make_eval_loader
+from fakedet.engine.logging import Reporter
+from fakedet.engine.losses import DetectorLoss
+from fakedet.engine.runtime import Precision, resolve_device, resolve_precision
+from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
+from fakedet.engine.state import Checkpoint, TrainState
+from fakedet.errors import CheckpointError
+from fakedet.models import create_model
+
+# The conservative GradScaler of the seed (SPEC 4): start low, grow slowly, back off gently.
+GRAD_SCALER_OPTIONS = {
+    "init_scale": 128.0,
+    "growth_factor": 1.5,
+    "backoff_factor": 0.75,
+    "growth_interval": 100,
+}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where the run computes: the device, autocast's precision, and this process's rank."""
+
+    device: torch.device
+    precision: Precision
+    dist: DistContext
+    precision_warning: str | None = None  # why AMP was turned off, when it was asked for
+
+
+def build_runtime(device: str, use_amp: bool = False, amp_dtype: str = "auto") -> Runtime:
+    """Resolve the device, join torchrun's process group when there is one, pick the precision.
+
+    Raises:
+        ConfigError: the requested device does not exist here.
+    """
+    resolved = resolve_device(device)
+    dist = init_distributed(resolved.type)
+    if dist.enabled and resolved.type == "cuda":
+        resolved = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(resolved)
+    precision, warning = resolve_precision(resolved, use_amp, amp_dtype)
+    return Runtime(resolved, precision, dist, warning)
+
+
+def loader_options(
+    device: torch.device,
+    num_workers: int,
+    pin_memory: bool = True,
+    persistent_workers: bool = True,
+    prefetch_factor: int = 2,
+) -> dict[str, Any]:
+    """The DataLoader settings that depend on the device (pinning, worker niceness)."""
+    return {
+        "num_workers": num_workers,
+        "pin_memory": pin_memory and device.type == "cuda",
+        "persistent_workers": persistent_workers,
+        "prefetch_factor": prefetch_factor,
+        "worker_nice": hardware.worker_nice(device.type),
+    }
+
+
+def build_loss(config: TrainingConfig) -> DetectorLoss:
+    return DetectorLoss(
+        config.regression_weight,
+        config.classification_weight,
+        config.ranking_weight,
+        config.ranking_margin,
+    )
+
+
+def index_dataset(
+    config: TrainingConfig, data_root: Path | None = None, use_csv: bool | None = None
+) -> DatasetIndex:
+    """The dataset's index with the config's split rule; `data_root`/`use_csv` override it."""
+    return build_index(
+        data_root or Path(config.data_root),
+        config.use_csv if use_csv is None else use_csv,
+        config.val_split,
+        config.seed,
+        config.skip_missing,
+    )
+
+
+def build_model(
+    name: str, img_size: int, device: torch.device, weights: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """A registered model, with `weights` when given, placed on `device`.
+
+    Raises:
+        CheckpointError: the weights do not fit this version's model of that name.
+    """
+    model = create_model(name, img_size=img_size)
+    if weights is not None:
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:160]
+            raise CheckpointError(
+                f"The checkpoint's weights do not fit this fakedet's {name} model ({first}); "
+                "use the fakedet version that trained it."
+            ) from None
+    return model.to(device)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on norms, biases and embeddings (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def resolve_batch_size(config: TrainingConfig, runtime: Runtime, reporter: Reporter) -> int:
+    """The configured batch, or the advisor's for `--batch-size auto`."""
+    if config.batch_size != "auto":
+        return int(config.batch_size)
+    memory = None
+    if runtime.device.type == "cuda":
+        memory = advisor.measure_memory(config.mode, config.img_size, runtime.precision.enabled)
+    recommendation = advisor.recommend(advisor.detect_hardware(), config.mode, memory)
+    reporter.info(f"batch_size auto -> {recommendation.batch_size} ({recommendation.reason})")
+    return recommendation.batch_size
+
+
+@dataclass
+class TrainingParts:
+    """Everything a training loop needs, built from one config."""
+
+    runtime: Runtime
+    index: DatasetIndex
+    train_loader: DataLoader
+    val_loader: DataLoader
+    module: nn.Module  # the bare model: checkpoints and evaluation
+    model: nn.Module  # what trains: `module`, or its DDP wrapper that averages gradients
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: WarmupCosine
+    loss: LossFunction
+    batch_size: int
+    # Counted once, at build: the loader's length shrinks while a mid-epoch resume skips batches.
+    batches_per_epoch: int
+
+    def steps_per_epoch(self, accumulation: int) -> int:
+        return math.ceil(self.batches_per_epoch / accumulation)
+
+
+def build_training(
+    config: TrainingConfig,
+    runtime: Runtime,
+    index: DatasetIndex,
+    reporter: Reporter,
+    resume: Checkpoint | None = None,
+    new_lr: float | None = None,
+    reset_scheduler: bool = False,
+    model: nn.Module | None = None,
+) -> tuple[TrainingParts, TrainState]:
+    """The parts of a training run and its starting state (fresh, or the checkpoint's).
+
+    Args:
+        config: the run's config (when resuming, `epochs` is the new total).
+        runtime: from `build_runtime`.
+        index: from `index_dataset`.
+        reporter: receives warnings and the resume note.
+        resume: a checkpoint to continue from.
+        new_lr: with `resume`, a base LR replacing the saved one (same schedule shape).
+        reset_scheduler: with `resume`, a fresh warmup + cosine from the resume step.
+        model: a model to train instead of `create_model(config.mode)` (tests, benchmarks).
+
+    Raises:
+        CheckpointError: the checkpoint's weights do not fit the model.
+    """
+    dist = runtime.dist
+    batch_size = resolve_batch_size(config, runtime, reporter)
+    options = loader_options(
+        runtime.device,
+        config.num_workers,
+        config.pin_memory,
+        config.persistent_workers,
+        config.prefetch_factor,
+    )
+    train_loader = make_loader(
+        index.train,
+        TrainTransform(config.img_size, config.hflip, config.blur_prob, config.jpeg_prob),
+        batch_size,
+        train=True,
+        seed=config.seed,
+        drop_last=config.drop_last,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        **options,
+    )
+    val_loader = make_eval_loader(
+        index.val,
+        config.img_size,
+        batch_size,
+        config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        **options,
+    )
+    weights = resume.model_state if resume is not None else None
+    if model is None:
+        module = build_model(config.mode, config.img_size, runtime.device, weights)
+    else:
+        module = model.to(runtime.device)
+    optimizer = torch.optim.AdamW(parameter_groups(module, config.weight_decay), lr=config.lr)
+    scaler = torch.amp.GradScaler(
+        runtime.device.type, enabled=runtime.precision.use_scaler, **GRAD_SCALER_OPTIONS
+    )
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    if resume is None:
+        state = TrainState()
+        schedule, warning = build_schedule(
+            config.lr,
+            config.min_lr,
+            config.warmup_epochs,
+            config.epochs,
+            steps_per_epoch,
+            config.scheduler_type,
+        )
+        if warning:
+            reporter.warning(warning)
+    else:
+        state = resume.state
+        optimizer.load_state_dict(resume.optimizer_state)
+        if resume.scaler_state:
+            scaler.load_state_dict(resume.scaler_state)
+        patience = config.early_stopping_patience
+        if patience and state.epochs_without_improvement >= patience:
+            # An early-stopped run given more epochs gets a fresh patience window.
+            state.epochs_without_improvement = 0
+        if not state.batches_done:
+            state.epoch_sums = dict.fromkeys(state.epoch_sums, 0.0)
+        schedule = _resumed_schedule(
+            resume, config, steps_per_epoch, new_lr, reset_scheduler, reporter
+        )
+        state.restore_rng()
+    trained: nn.Module = module
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        trained = DistributedDataParallel(module, device_ids=device_ids)
+    parts = TrainingParts(
+        runtime=runtime,
+        index=index,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        module=module,
+        model=trained,
+        optimizer=optimizer,
+        scaler=scaler,
+        schedule=schedule,
+        loss=build_loss(config),
+        batch_size=batch_size,
+        batches_per_epoch=len(train_loader),
+    )
+    return parts, state
+
+
+def _resumed_schedule(
+    resume: Checkpoint,
+    config: TrainingConfig,
+    steps_per_epoch: int,
+    new_lr: float | None,
+    reset_scheduler: bool,
+    reporter: Reporter,
+) -> WarmupCosine:
+    state = resume.state
+    saved = WarmupCosine.from_state_dict(resume.scheduler_state)
+    schedule, notes = resumed_schedule(
+        saved,
+        saved_epochs=resume.config.epochs,
+        total_epochs=config.epochs,
+        completed_epochs=state.completed_epochs,
+        steps_per_epoch=steps_per_epoch,
+        global_step=state.global_step,
+        new_lr=new_lr,
+        reset_scheduler=reset_scheduler,
+        warmup_epochs=config.warmup_epochs,
+        min_lr=config.min_lr,
+        saved_steps_per_epoch=resume.steps_per_epoch,
+    )
+    before, after = saved.lr_at(state.global_step), schedule.lr_at(state.global_step)
+    where = f"epoch {state.epoch}" + (
+        f" (batch {state.batches_done})" if state.batches_done else ""
+    )
+    reporter.info(
+        f"Resuming after {where}, step {state.global_step}: LR {before:.3e} -> {after:.3e}"
+        + (f"; {'; '.join(notes)}" if notes else "; schedule unchanged")
+    )
+    return schedule

@@ -1,0 +1,95 @@
+"""The output folder of a run: checkpoints, history, config, dataset summary, skipped files, plots.
+
+Only the main process writes (rank 0 under DDP); on the other ranks every method does nothing,
+so callers never ask which rank they are on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fakedet.config import TrainingConfig, dump_config_yaml
+from fakedet.data.samples import DatasetIndex
+from fakedet.engine.checkpoint import save_checkpoint
+from fakedet.engine.evaluate import Scores
+from fakedet.engine.state import Checkpoint
+from fakedet.io import atomic_write_text
+
+
+class Checkpointer:
+    """Writes a run's files into `output_dir`, atomically, on the main process only."""
+
+    def __init__(self, output_dir: Path, is_main: bool = True, save_every: int = 0) -> None:
+        self.output_dir = output_dir
+        self.is_main = is_main
+        self.save_every = save_every
+        self.saved_epoch: int | None = None  # the last epoch latest_model.pt holds, this run
+        if is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def latest(self) -> Path:
+        return self.output_dir / "latest_model.pt"
+
+    def write_config(self, config: TrainingConfig) -> None:
+        if self.is_main:
+            atomic_write_text(self.output_dir / "config.yaml", dump_config_yaml(config))
+
+    def write_dataset_summary(
+        self, index: DatasetIndex, data_root: Path, skipped: dict[str, str] | None = None
+    ) -> None:
+        """dataset_summary.json, and skipped_files.txt when files were left out."""
+        if not self.is_main:
+            return
+        summary = index.summary()
+        if skipped is not None:  # the files met at batch time too, at the end of a run
+            summary["skipped"] = len(skipped)
+            summary["skipped_files"] = [
+                {"path": path, "reason": reason} for path, reason in sorted(skipped.items())
+            ]
+            if skipped:
+                lines = [f"{path}\t{reason}" for path, reason in sorted(skipped.items())]
+                atomic_write_text(self.output_dir / "skipped_files.txt", "\n".join(lines) + "\n")
+        summary["data_root"] = str(data_root)
+        atomic_write_text(
+            self.output_dir / "dataset_summary.json", json.dumps(summary, indent=2) + "\n"
+        )
+
+    def save_epoch(self, checkpoint: Checkpoint, improved: bool) -> None:
+        """latest_model.pt, best_model.pt when val_loss improved, every-N copies, the history."""
+        epoch = checkpoint.state.epoch
+        self.saved_epoch = epoch
+        if not self.is_main:
+            return
+        save_checkpoint(self.latest, checkpoint)
+        if self.save_every and epoch % self.save_every == 0:
+            save_checkpoint(self.output_dir / f"checkpoint_epoch_{epoch}.pt", checkpoint)
+        if improved:
+            save_checkpoint(self.output_dir / "best_model.pt", checkpoint)
+        atomic_write_text(
+            self.output_dir / "training_history.json",
+            json.dumps(checkpoint.state.history, indent=2) + "\n",
+        )
+
+    def save_latest(self, checkpoint: Checkpoint) -> Path:
+        """latest_model.pt alone: an interruption, or the last good state before a stop."""
+        if self.is_main:
+            save_checkpoint(self.latest, checkpoint)
+        return self.latest
+
+    def write_plots(
+        self, history: list[dict[str, Any]], scores: Scores | None, caption: str
+    ) -> list[Path]:
+        """The run's figures; a failure to draw raises, and the trainer reports it as a warning."""
+        if not self.is_main:
+            return []
+        from fakedet import plots  # deferred: matplotlib is slow to import
+
+        written = [plots.plot_curves(history, self.output_dir / "curves.png")] if history else []
+        if scores is not None:
+            written += plots.write_evaluation_plots(
+                self.output_dir, scores.paths, scores.scores, scores.labels, caption
+            )
+        return written

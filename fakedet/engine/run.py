@@ -1,0 +1,171 @@
+"""What `fakedet train` and `fakedet resume` do: build the parts, run the loop, close on every path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fakedet import advisor
+from fakedet.config import TrainingConfig
+from fakedet.engine.build import (
+    TrainingParts,
+    build_runtime,
+    build_training,
+    index_dataset,
+    seed_everything,
+)
+from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
+from fakedet.engine.checkpointer import Checkpointer
+from fakedet.engine.distributed import shutdown
+from fakedet.engine.logging import Reporter, TensorBoardLogger
+from fakedet.engine.resume import resume_config
+from fakedet.engine.runtime import is_out_of_memory
+from fakedet.engine.signals import StopSignals
+from fakedet.engine.state import Checkpoint
+from fakedet.engine.trainer import Trainer
+from fakedet.errors import TrainingError, UsageError
+
+
+def train(
+    config: TrainingConfig,
+    reporter: Reporter | None = None,
+    resume: Checkpoint | None = None,
+    new_lr: float | None = None,
+    reset_scheduler: bool = False,
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Train a detector as `config` says (continuing `resume` when given); the run's result.
+
+    Args:
+        config: the run's config.
+        reporter: receives progress; rank 0 alone reports under DDP.
+        resume: a loaded checkpoint to continue (`config` then comes from `resume_config`).
+        new_lr: with `resume`, the base LR replacing the saved one.
+        reset_scheduler: with `resume`, a fresh warmup + cosine.
+        model: train this model instead of the registry's `config.mode` (tests, benchmarks).
+
+    Raises:
+        FakedetError: bad data or config (exit 2), a failed run (exit 1), an interruption.
+    """
+    seed_everything(config.seed)
+    runtime = build_runtime(config.device, config.use_amp, config.amp_dtype)
+    if not runtime.dist.is_main or reporter is None:
+        reporter = Reporter()  # rank 0 alone prints
+    stop, tensorboard = StopSignals(), TensorBoardLogger(None)
+    try:
+        if runtime.precision_warning:
+            reporter.warning(runtime.precision_warning)
+        index = index_dataset(config)
+        reporter.dataset(index.summary())
+        checkpointer = Checkpointer(
+            Path(config.output_dir), runtime.dist.is_main, config.save_every
+        )
+        checkpointer.write_dataset_summary(index, config.data_root)
+        parts, state = build_training(
+            config, runtime, index, reporter, resume, new_lr, reset_scheduler, model
+        )
+        checkpointer.write_config(config)
+        if config.use_tensorboard and runtime.dist.is_main:
+            tensorboard = TensorBoardLogger(checkpointer.output_dir / "logs")
+        reporter.run_start(_run_info(config, parts, state.epoch + 1, checkpointer.output_dir))
+        trainer = Trainer(config, parts, state, checkpointer, reporter, tensorboard, stop)
+        stop.install()
+        try:
+            result = trainer.fit()
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            raise out_of_memory_error(config, parts, state.epoch, checkpointer) from None
+        reporter.run_end(result)
+        return result
+    finally:
+        stop.restore()
+        tensorboard.close()
+        shutdown(runtime.dist)
+
+
+def resume(
+    path: Path,
+    overrides: dict[str, Any],
+    extra_epochs: int | None = None,
+    new_lr: float | None = None,
+    reset_lr: bool = False,
+    reset_scheduler: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Continue a run from a checkpoint file or output folder.
+
+    Outputs go beside the checkpoint unless `overrides` has an output_dir: the folder recorded
+    inside a checkpoint is shown, never written to.
+
+    Raises:
+        UsageError: --reset-lr without --lr, --epochs below 1, nothing left to train.
+        CheckpointError, ConfigError, DataError: as loading and `resume_config` raise them.
+    """
+    if reset_lr and new_lr is None:
+        raise UsageError("--reset-lr needs the new LR: add --lr X.")
+    if extra_epochs is not None and extra_epochs < 1:
+        raise UsageError(f"--epochs {extra_epochs} must be at least 1 (it counts epochs to add).")
+    checkpoint = load_checkpoint(path)
+    overrides = {"output_dir": checkpoint_path(path).parent, **overrides}
+    config = resume_config(checkpoint, overrides, extra_epochs, new_lr)
+    return train(config, reporter, checkpoint, new_lr, reset_scheduler)
+
+
+def _run_info(
+    config: TrainingConfig, parts: TrainingParts, start_epoch: int, output_dir: Path
+) -> dict[str, Any]:
+    dist = parts.runtime.dist
+    accumulation = config.gradient_accumulation_steps
+    return {
+        "device": str(parts.runtime.device),
+        "precision": parts.runtime.precision.description,
+        "model": config.mode,
+        "parameters": sum(p.numel() for p in parts.module.parameters()),
+        "img_size": config.img_size,
+        "batch_size": parts.batch_size,
+        "accumulation": accumulation,
+        "effective_batch": parts.batch_size * accumulation * dist.world_size,
+        "steps_per_epoch": parts.steps_per_epoch(accumulation),
+        "epochs": config.epochs,
+        "start_epoch": start_epoch,
+        "num_workers": config.num_workers,
+        "processes": dist.world_size,
+        "output_dir": str(output_dir),
+    }
+
+
+def out_of_memory_error(
+    config: TrainingConfig, parts: TrainingParts, epoch: int, checkpointer: Checkpointer
+) -> TrainingError:
+    """One sentence: where memory ran out, the advisor's smaller batch, and the resume line."""
+    device = parts.runtime.device
+    where = f"{device}"
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(device).total_memory / 1024**3
+        where += f" ({total:.1f} GB)"
+    text = (
+        f"Out of memory on {where} in epoch {epoch} at batch size {parts.batch_size} "
+        f"({config.mode} model, {config.img_size} px). "
+    )
+    smaller = advisor.smaller_batch(parts.batch_size, config.gradient_accumulation_steps)
+    if smaller is None:
+        return TrainingError(
+            text + "Batch size 1 does not fit either: try --fast, a smaller --img-size, "
+            "or --use-amp."
+        )
+    batch, accumulation = smaller
+    flags = f"--batch-size {batch} --gradient-accumulation-steps {accumulation}"
+    text += f"Try {flags} (effective batch {batch * accumulation})"
+    if config.batch_size != "auto":
+        text += ", or --batch-size auto"
+    if checkpointer.saved_epoch is not None:
+        text += (
+            f"; epoch {checkpointer.saved_epoch} is saved, so `fakedet resume "
+            f"{checkpointer.output_dir} {flags}` continues from there"
+        )
+    return TrainingError(text + ".")
