@@ -230,6 +230,31 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
     )
 
 
+# What people type for --os, lower-cased, and the platform.system() name it means.
+OS_NAMES = {
+    "linux": "Linux",
+    "windows": "Windows",
+    "win": "Windows",
+    "win32": "Windows",
+    "darwin": "Darwin",
+    "macos": "Darwin",
+    "mac": "Darwin",
+    "osx": "Darwin",
+}
+
+
+def parse_os(text: str) -> str:
+    """ "linux", "Windows", "macOS" ... -> the platform.system() name (Linux, Windows, Darwin).
+
+    Raises:
+        ConfigError: a name that is none of them.
+    """
+    name = OS_NAMES.get(text.strip().lower().replace(" ", ""))
+    if name is None:
+        raise ConfigError(f"--os {text!r} is not Linux, Windows or macOS (Darwin).")
+    return name
+
+
 def parse_compute_capability(text: str) -> tuple[int, int]:
     """ "8.6" -> (8, 6).
 
@@ -244,8 +269,11 @@ def parse_compute_capability(text: str) -> tuple[int, int]:
 
 def train_command(recommendation: Recommendation, img_size: int) -> str:
     """The `fakedet train` line that applies a recommendation."""
+    mode = recommendation.mode
+    # --fast / --full are the short spellings; any other registered model goes by --mode NAME.
+    model_flag = f"--{mode}" if mode in ("fast", "full") else f"--mode {mode}"
     parts = [
-        f"fakedet train DATA_ROOT --{recommendation.mode}",
+        f"fakedet train DATA_ROOT {model_flag}",
         f"--batch-size {recommendation.batch_size}",
     ]
     if recommendation.gradient_accumulation_steps > 1:
@@ -282,8 +310,8 @@ def advise(
     for mode in modes:
         if mode not in list_models():
             raise ConfigError(f"--mode {mode!r} is not one of {', '.join(list_models())}.")
-    if os_name is not None and os_name not in ("Linux", "Windows", "Darwin"):
-        raise ConfigError(f"--os {os_name!r} is not Linux, Windows or Darwin.")
+    if os_name is not None:
+        os_name = parse_os(os_name)
     info = detect_hardware()
     notes: list[str] = []
     if vram_gb is not None:

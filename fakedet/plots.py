@@ -15,6 +15,7 @@ import numpy as np
 
 from fakedet.io import atomic_write_bytes
 
+_DPI = 100
 PLOT_FILES = ("curves.png", "roc_pr.png", "confusion.png", "score_hist.png", "hardest.png")
 
 
@@ -29,8 +30,9 @@ def _pyplot() -> Any:
 
 def _save(figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
+    if figure.get_layout_engine() is None:  # a figure with its own engine (constrained) keeps it
+        figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=_DPI)
     _pyplot().close(figure)
     atomic_write_bytes(path, buffer.getvalue())
     return path
@@ -131,14 +133,13 @@ def plot_score_hist(scores: np.ndarray, labels: np.ndarray, path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_hardest(
+def hardest_figure(
     paths: Sequence[str],
     scores: np.ndarray,
     labels: np.ndarray,
-    path: Path,
     per_class: int = 8,
     caption: str = "",
-) -> Path:
+) -> Any:
     """The most confidently wrong images: fakes scored most real, reals scored most fake."""
     from fakedet.data.transforms import load_rgb
 
@@ -150,14 +151,24 @@ def plot_hardest(
         ("real scored most fake", real[np.argsort(scores[real])][:per_class]),
     ]
     columns = max(1, max(len(indices) for _, indices in rows))
-    figure, axes = plt.subplots(2, columns, figsize=(2 * columns, 4.6), squeeze=False)
-    for row, (title, indices) in enumerate(rows):
-        for column in range(columns):
-            axis = axes[row][column]
+    # Constrained layout, not tight_layout: it measures every caption (axes title), row label
+    # (subfigure supylabel) and the suptitle with the renderer at draw time and opens the gaps
+    # they need. tight_layout pads the grid as a whole, so when a row held fewer images than the
+    # columns, that row's captions ran into the images above. One subfigure per row.
+    figure = plt.figure(figsize=(2 * columns, 4.6), dpi=_DPI, layout="constrained")
+    heading = "hardest images (realness score)" + (f"\n{caption}" if caption else "")
+    title = figure.suptitle(heading)
+    # Nothing keeps a suptitle inside the figure's width: widen the figure to the measured text.
+    needed = title.get_window_extent(figure.canvas.get_renderer()).width / _DPI
+    figure.set_figwidth(max(figure.get_figwidth(), needed + 0.5))
+    for subfigure, (row_title, indices) in zip(figure.subfigures(2, 1), rows, strict=True):
+        subfigure.supylabel(row_title)
+        axes = subfigure.subplots(1, columns, squeeze=False)[0]
+        for axis in axes:
             axis.axis("off")
-            if column >= len(indices):
-                continue
-            index = int(indices[column])
+        if len(indices) == 0:
+            axes[0].text(0.5, 0.5, "none", ha="center", va="center", color="grey")
+        for axis, index in zip(axes, (int(index) for index in indices), strict=False):
             try:
                 image = load_rgb(paths[index])
                 image.thumbnail((128, 128))
@@ -165,11 +176,19 @@ def plot_hardest(
             except (OSError, ValueError):
                 axis.text(0.5, 0.5, "unreadable", ha="center", va="center")
             axis.set_title(f"{scores[index]:.3f}\n{Path(paths[index]).name[:18]}", fontsize=7)
-        axes[row][0].text(
-            -0.1, 0.5, title, transform=axes[row][0].transAxes, rotation=90, ha="right", va="center"
-        )
-    figure.suptitle(f"hardest images (realness score){f', {caption}' if caption else ''}")
-    return _save(figure, path)
+    return figure
+
+
+def plot_hardest(
+    paths: Sequence[str],
+    scores: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    per_class: int = 8,
+    caption: str = "",
+) -> Path:
+    """hardest.png: see `hardest_figure`."""
+    return _save(hardest_figure(paths, scores, labels, per_class, caption), path)
 
 
 def write_evaluation_plots(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
@@ -14,7 +16,7 @@ from fakedet.cli import app
 from fakedet.engine.checkpoint import load_checkpoint
 
 
-def test_two_processes_train_and_gather_validation_over_ranks(tmp_path: Path) -> None:
+def test_two_processes_train_gather_validation_and_resume_exactly(tmp_path: Path) -> None:
     data = make_folder_dataset(tmp_path / "data")
     # Two files whose headers read but whose pixels do not: found when a batch decodes them,
     # on whichever rank's share they fall.
@@ -22,7 +24,9 @@ def test_two_processes_train_and_gather_validation_over_ranks(tmp_path: Path) ->
         good = (data / "train" / "real" / f"{number}.png").read_bytes()
         (data / "train" / "fake" / f"cut{number}.png").write_bytes(good[: len(good) // 2])
     out = tmp_path / "run"
-    command = fakedet_command(*tiny_train_args(data, out, "--batch-size", "4", "--devices", "2"))
+    command = fakedet_command(
+        *tiny_train_args(data, out, "--batch-size", "4", "--save-every", "1", "--devices", "2")
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=280)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -56,3 +60,16 @@ def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
     assert code == 143, output
     assert "Stopped by SIGTERM" in output
     assert load_checkpoint(out / "latest_model.pt").state.global_step >= 2
+
+    # `fakedet resume --devices 2` from epoch 1 ends where the uninterrupted 2-process run did.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(out / "checkpoint_epoch_1.pt", resumed / "latest_model.pt")
+    command = fakedet_command("resume", str(resumed), "--devices", "2")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Starting 2 processes" in result.stdout
+    final, again = load_checkpoint(out / "latest_model.pt"), load_checkpoint(resumed)
+    assert again.state.epoch == 2
+    for name, tensor in final.model_state.items():
+        assert torch.equal(again.model_state[name], tensor), name

@@ -32,3 +32,63 @@ def test_python_dash_m_runs() -> None:
         [sys.executable, "-m", "fakedet", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("fakedet ")
+
+
+def _part_imports() -> dict[str, set[str]]:
+    """Which top-level parts of fakedet import which, counting imports inside functions too."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).parent.parent / "fakedet"
+    edges: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package).with_suffix("").parts
+        part = relative[0] if relative[0] not in ("__init__", "__main__") else "fakedet"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                pieces = name.split(".")
+                if pieces[0] == "fakedet" and len(pieces) > 1 and pieces[1] != part:
+                    target = pieces[1]
+                    if (package / target).is_dir() or (package / f"{target}.py").is_file():
+                        edges.setdefault(part, set()).add(target)
+    return edges
+
+
+def test_no_import_cycle_between_the_parts() -> None:
+    edges = _part_imports()
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(part: str) -> None:
+        assert part not in visiting, f"import cycle: {' -> '.join([*visiting, part])}"
+        if part in done:
+            return
+        visiting.append(part)
+        for target in sorted(edges.get(part, ())):
+            visit(target)
+        visiting.pop()
+        done.add(part)
+
+    for part in sorted(edges):
+        visit(part)
+    # The direction the README describes: nothing below the CLI imports it.
+    assert all("cli" not in targets for part, targets in edges.items() if part != "fakedet")
+    assert not edges.get("models", set()) - {"errors"}
+
+
+def test_tomli_is_declared_where_tomllib_is_missing() -> None:
+    """config.py reads TOML with tomli before Python 3.11; the package must depend on it there."""
+    from pathlib import Path
+
+    from fakedet.config import tomllib
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert any(
+        dependency.startswith("tomli") and "python_version < '3.11'" in dependency
+        for dependency in project["project"]["dependencies"]
+    )

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from conftest import make_folder_dataset, tiny_train_args
+from fakedet.cli import app
+from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.models import create_model, list_models
 
 MODELS = list_models()
+runner = CliRunner()
 
 
 def test_registry_lists_fast_and_full() -> None:
@@ -92,3 +100,43 @@ def test_fast_aux_branch_sees_npr_residual_of_full_resolution() -> None:
     upsampled = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     assert npr_residual(upsampled).abs().max() == 0
     assert npr_residual(torch.rand(1, 3, 64, 64)).abs().max() > 0
+
+
+class _TinyDetector(torch.nn.Module):
+    """A model registered by a user: two convolutions and the two heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)
+        )
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.head(self.features(images).flatten(1))  # (B, 3)
+        return {"score": torch.sigmoid(out[:, 0]), "logits": out[:, 1:]}
+
+
+def test_a_model_registered_later_trains_and_is_advised_without_other_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakedet.models import registry
+
+    def tiny(img_size: int = 256) -> torch.nn.Module:
+        return _TinyDetector()
+
+    monkeypatch.setitem(registry._REGISTRY, "tiny", tiny)
+    data = make_folder_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    result = runner.invoke(app, tiny_train_args(data, out, "--mode", "tiny", "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.model_name == "tiny" and checkpoint.state.epoch == 1
+    advice = runner.invoke(app, ["recommend", "--mode", "tiny", "--json"])
+    assert advice.exit_code == 0, advice.output
+    assert json.loads(advice.output)["recommendations"][0]["mode"] == "tiny"
+    refused = runner.invoke(app, tiny_train_args(data, out, "--mode", "huge"))
+    assert refused.exit_code == 2
+    assert "mode = 'huge' is invalid: is not a registered model (known: fast, full, tiny)" in (
+        " ".join(refused.output.split())
+    )

@@ -272,3 +272,29 @@ def test_no_plots_draws_nothing(folder_dataset: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "latest_model.pt").is_file()
     assert not [name for name in PLOT_FILES if (out / name).exists()]
+
+
+def test_every_config_field_is_a_train_option_of_its_type() -> None:
+    """train's parameters are declared one by one; none may go missing or drift in type."""
+    import typing
+
+    from fakedet.cli.train import train
+    from fakedet.config import TrainingConfig
+
+    hints = typing.get_type_hints(train, include_extras=True)
+    for name, field in TrainingConfig.model_fields.items():
+        assert name in hints, f"fakedet train has no option for {name}"
+        declared = typing.get_args(typing.get_args(hints[name])[0])[0]
+        expected = field.annotation if field.annotation in (bool, int, float, Path) else str
+        assert declared is expected, (name, declared, expected)
+
+
+def test_resume_takes_exactly_the_settings_a_resume_may_change() -> None:
+    import inspect
+
+    from fakedet.cli.train import resume
+    from fakedet.config import TrainingConfig
+    from fakedet.engine.resume import RESUME_OVERRIDES
+
+    parameters = set(inspect.signature(resume).parameters)
+    assert parameters & set(TrainingConfig.model_fields) == {*RESUME_OVERRIDES, "epochs", "lr"}

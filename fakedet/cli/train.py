@@ -177,9 +177,10 @@ def train(
             )
         config = build_config(settings)
         if _launch(devices):
+            from fakedet.data.layouts import check_data_root
+
             # Bad input is refused here, once, rather than by every rank under torchrun.
-            if not Path(config.data_root).is_dir():
-                raise UsageError(f"Dataset folder {config.data_root} does not exist.")
+            check_data_root(Path(config.data_root))
             _run_launcher(devices or 1)
         from fakedet.engine import run
 

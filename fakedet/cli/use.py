@@ -157,7 +157,13 @@ def validate(
     data_root: Annotated[
         Path, typer.Argument(help="Labelled dataset (any layout fakedet train reads).")
     ],
-    split: Annotated[str, typer.Option("--split", help="val, train or all.")] = "val",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="auto (val, or every image of a set without a train split), val, train or all.",
+        ),
+    ] = "auto",
     batch_size: Annotated[
         int | None,
         typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
@@ -181,11 +187,14 @@ def validate(
     """Score a labelled dataset with a checkpoint: loss terms, accuracy, AUC and AP.
 
     The val split, loss weights and batch size come from the checkpoint, so on the training data
-    it gives the run's own validation numbers.
+    it gives the run's own validation numbers. A set without a train split (only val/ or test/,
+    or plain real/ and fake/ folders) is a test set: every image in it is scored.
 
     Examples:
 
         fakedet validate runs/demo/best_model.pt demo
+
+        fakedet validate runs/demo/best_model.pt ./test_set      # real/ and fake/: every image
 
         fakedet validate runs/demo/best_model.pt ./other_dataset --split all --json
 
@@ -201,8 +210,9 @@ def validate(
             print_json(result)
             return
         console.print(
-            f"{result['checkpoint']} on {result['data_root']} ({result['layout']}), split "
-            f"{split}: {result['images']} images ({result['real']} real, {result['fake']} fake)",
+            f"{result['checkpoint']} on {result['data_root']} ({result['layout']}), "
+            f"{result['scored']}: {result['images']} images ({result['real']} real, "
+            f"{result['fake']} fake)",
             highlight=False,
         )
         console.print(metrics_table("metrics", result["metrics"]))

@@ -121,15 +121,21 @@ def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetInd
 
     val_name = next((name for name in VAL_FOLDERS if name in by_split), None)
     train = by_split.get("train", []) + by_split.get("unsplit", [])
+    has_train = "train" in by_split
     if val_name is not None:
-        return DatasetIndex(train, by_split[val_name], layout, f"folder '{val_name}'")
+        val_source = f"folder '{val_name}'"
+        return DatasetIndex(train, by_split[val_name], layout, val_source, [], has_train)
     train, val = stratified_split(train, val_split, seed)
-    return DatasetIndex(train, val, layout, f"{val_split:.0%} of train (seeded, stratified)")
+    val_source = f"{val_split:.0%} of train (seeded, stratified)"
+    return DatasetIndex(train, val, layout, val_source, [], has_train)
 
 
-def check_classes(index: DatasetIndex, data_root: Path) -> None:
-    """Raise DataError when a split has no images or lacks a class."""
-    for split_name, samples in (("train", index.train), ("val", index.val)):
+def check_classes(index: DatasetIndex, data_root: Path, test_set: bool = False) -> None:
+    """Raise DataError when a split has no images or lacks a class (a test set: all images)."""
+    splits = [("train", index.train), ("val", index.val)]
+    if test_set:
+        splits = [("labelled", index.train + index.val)]
+    for split_name, samples in splits:
         real = sum(1 for sample in samples if sample.label >= 0.5)
         fake = len(samples) - real
         if not samples:
@@ -151,8 +157,24 @@ def check_classes(index: DatasetIndex, data_root: Path) -> None:
             )
 
 
+def check_data_root(data_root: Path) -> None:
+    """Raise DataError unless `data_root` is an existing folder."""
+    if data_root.is_file():
+        raise DataError(
+            f"{data_root} is a file, not a dataset folder: give the folder that holds the images "
+            f"({LAYOUT_HELP})."
+        )
+    if not data_root.is_dir():
+        raise DataError(f"Dataset folder {data_root} does not exist: {LAYOUT_HELP}.")
+
+
 def build_index(
-    data_root: Path, use_csv: bool, val_split: float, seed: int, skip_missing: bool = False
+    data_root: Path,
+    use_csv: bool,
+    val_split: float,
+    seed: int,
+    skip_missing: bool = False,
+    allow_test_set: bool = False,
 ) -> DatasetIndex:
     """Find, label and header-check every image of a dataset.
 
@@ -162,6 +184,7 @@ def build_index(
         val_split: fraction of train held out when the dataset has no val split.
         seed: seed of that split.
         skip_missing: CSV only: drop rows whose file is missing instead of failing.
+        allow_test_set: accept a set without a train split (validation and evaluation).
 
     Returns:
         The index, with unreadable files moved to `skipped`.
@@ -169,8 +192,7 @@ def build_index(
     Raises:
         DataError: missing or empty root, no images, a class missing, bad CSV rows.
     """
-    if not data_root.is_dir():
-        raise DataError(f"Dataset folder {data_root} does not exist: {LAYOUT_HELP}.")
+    check_data_root(data_root)
     if use_csv:
         index = discover_csv(data_root, val_split, seed, skip_missing)
     else:
@@ -178,5 +200,5 @@ def build_index(
     index.train, bad_train = scan_images(index.train)
     index.val, bad_val = scan_images(index.val)
     index.skipped = [*index.skipped, *bad_train, *bad_val]
-    check_classes(index, data_root)
+    check_classes(index, data_root, test_set=allow_test_set and not index.has_train_split)
     return index

@@ -33,6 +33,9 @@ class DatasetIndex:
     layout: str
     val_source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # False for a set with no train folder (only val/ or test/, or plain class folders): a test
+    # set, which validation scores whole.
+    has_train_split: bool = True
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description for dataset_summary.json and the table shown before training."""

@@ -100,15 +100,20 @@ def build_loss(config: TrainingConfig) -> DetectorLoss:
 
 
 def index_dataset(
-    config: TrainingConfig, data_root: Path | None = None, use_csv: bool | None = None
+    config: TrainingConfig,
+    data_root: Path | None = None,
+    use_csv: bool | None = None,
+    allow_test_set: bool = False,
 ) -> DatasetIndex:
-    """The dataset's index with the config's split rule; `data_root`/`use_csv` override it."""
+    """The dataset's index with the config's split rule; `data_root`/`use_csv` override it, and
+    `allow_test_set` accepts a set without a train split (validation)."""
     return build_index(
         data_root or Path(config.data_root),
         config.use_csv if use_csv is None else use_csv,
         config.val_split,
         config.seed,
         config.skip_missing,
+        allow_test_set,
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -58,11 +57,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"(possibly code), and fakedet loads checkpoints with weights_only=True"
             f"{f' ({detail[:160]})' if detail else ''}; nothing in it was run."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = (
-            str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-        )
+    except Exception as exc:  # foreign bytes reach torch.load's parsers as many exception types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = message.split(" (Could this error message be improved?")[0]
+        reason = f"{exc.__class__.__name__}: {message}" if message else exc.__class__.__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or another format: {reason})."
+            f"{path} is not a readable checkpoint (truncated or another format: {reason[:160]})."
         ) from None
     return Checkpoint.from_dict(state, str(path))

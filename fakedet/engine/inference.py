@@ -142,7 +142,7 @@ def write_predictions_csv(path: Path, predictions: Sequence[Prediction]) -> None
 def validate_checkpoint(
     path: Path,
     data_root: Path,
-    split: str = "val",
+    split: str = "auto",
     device: str = "auto",
     batch_size: int | None = None,
     num_workers: int | None = None,
@@ -151,18 +151,27 @@ def validate_checkpoint(
 ) -> dict[str, Any]:
     """Score a labelled dataset with a checkpoint: the trainer's validation metrics, any split.
 
-    The split, the loss weights and (by default) the batch size come from the checkpoint's
-    config, so `validate` on the training data reproduces the run's own val numbers.
+    `split` "auto" is the val split of a set that has a train split, and every image of one that
+    has none (only val/ or test/, or plain class folders: a test set). The split rule, the loss
+    weights and (by default) the batch size come from the checkpoint's config, so `validate` on
+    the training data reproduces the run's own val numbers.
     `plots_dir` receives roc_pr.png, confusion.png, score_hist.png and hardest.png.
 
     Raises:
         UsageError: an unknown split; DataError / CheckpointError as the loaders raise them.
     """
-    if split not in ("val", "train", "all"):
-        raise UsageError(f"--split {split!r} is not one of val, train, all.")
+    if split not in ("auto", "val", "train", "all"):
+        raise UsageError(f"--split {split!r} is not one of auto, val, train, all.")
     model, checkpoint = load_detector(path, device)
     config = checkpoint.config
-    index = index_dataset(config, data_root, use_csv)
+    index = index_dataset(config, data_root, use_csv, allow_test_set=True)
+    scored = "the val split"
+    if split == "auto":
+        split = "val" if index.has_train_split else "all"
+        if split == "all":
+            scored = "every image (no train split: a test set)"
+    elif split != "val":
+        scored = "every image" if split == "all" else "the train split"
     samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
     if not samples:
         raise DataError(f"The {split} split of {data_root} has no images.")
@@ -199,6 +208,7 @@ def validate_checkpoint(
         "checkpoint": str(checkpoint_path(path)),
         "data_root": str(data_root),
         "split": split,
+        "scored": scored,
         "layout": index.layout,
         "images": len(scores.paths),
         "real": real,

@@ -111,10 +111,7 @@ class Trainer:
             if patience and state.epochs_without_improvement >= patience:
                 stop_reason = f"early stopping: no val_loss improvement in {patience} validations"
                 break
-        self._gather_skipped()
-        self.checkpointer.write_dataset_summary(
-            self.parts.index, config.data_root, self.skipped_files
-        )
+        self._write_skipped()
         return {
             "stop_reason": stop_reason,
             "epochs_run": state.epoch,
@@ -260,10 +257,14 @@ class Trainer:
                 self.skipped_files[path] = reason
                 self.reporter.warning(f"skipped unreadable image {path}: {reason}")
 
-    def _gather_skipped(self) -> None:
+    def _write_skipped(self) -> None:
+        """skipped_files.txt and the summary's count, with every rank's unreadable files."""
         if self.dist.enabled:  # each rank met the unreadable files of its own share
             for part in gather(self.dist, self.skipped_files):
                 self.skipped_files.update(part)
+        self.checkpointer.write_dataset_summary(
+            self.parts.index, self.config.data_root, self.skipped_files
+        )
 
     def _write_plots(self) -> list[Any]:
         """The run's figures; a failure to draw is a warning, never a failed run."""
@@ -293,10 +294,7 @@ class Trainer:
         )
 
     def _save_interrupted(self) -> None:
-        self._gather_skipped()
-        self.checkpointer.write_dataset_summary(
-            self.parts.index, self.config.data_root, self.skipped_files
-        )
+        self._write_skipped()
         latest = self.checkpointer.save_latest(self.checkpoint())
         barrier(self.dist)
         raise TrainingInterrupted(self.stop.received or signal.SIGTERM, latest)
