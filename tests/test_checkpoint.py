@@ -160,3 +160,41 @@ def test_a_0_1_0_checkpoint_is_inspected_validated_and_resumed(tmp_path: Path) -
     # Outputs go beside the checkpoint, never to the folder recorded inside it.
     history = json.loads((run / "training_history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+def _not_checkpoints(folder: Path) -> list[Path]:
+    """Files a user may pass by mistake, none of them a checkpoint."""
+    import zipfile
+
+    files = {
+        "notes.pt": b"some notes, not a model\n",
+        "random.pt": bytes(range(256)) * 12,
+        "empty.pt": b"",
+        "legacy.pt": pickle.dumps({"epoch": 1}, protocol=2),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    with zipfile.ZipFile(folder / "zip.pt", "w") as archive:
+        archive.writestr("archive/data.pkl", b"not what torch expects")
+    torch.save(torch.ones(2), folder / "tensor.pt")
+    return sorted(folder.glob("*.pt"))
+
+
+@pytest.mark.parametrize("command", ["inspect-checkpoint", "validate", "predict", "resume"])
+def test_any_file_that_is_not_a_checkpoint_is_one_sentence_and_exit_2(
+    tmp_path: Path, command: str
+) -> None:
+    data = make_folder_dataset(tmp_path / "data", per_class=1)
+    extra = {
+        "inspect-checkpoint": [],
+        "validate": [str(data)],
+        "predict": [str(data / "val" / "real" / "0.png")],
+        "resume": [],
+    }[command]
+    for path in _not_checkpoints(tmp_path):
+        result = runner.invoke(app, [command, str(path), *extra])
+        assert result.exit_code == 2, (path.name, result.output)
+        assert "Unexpected error" not in result.output and "Traceback" not in result.output
+        assert "not a readable checkpoint" in result.output or (
+            "not a fakedet checkpoint" in result.output
+        ), (path.name, result.output)

@@ -207,3 +207,38 @@ def test_batch_size_cannot_change_mid_epoch() -> None:
     # The batch it was trained with may be given again.
     config = resume_config(checkpoint, {"batch_size": "4", "data_root": Path(".")}, 1, None)
     assert config.batch_size == 4
+
+
+def test_resume_writes_beside_the_checkpoint_not_where_it_was_recorded(tmp_path: Path) -> None:
+    data = make_folder_dataset(tmp_path / "data", per_class=4)
+    original = tmp_path / "original"
+    assert runner.invoke(app, tiny_train_args(data, original, "--epochs", "1")).exit_code == 0
+
+    # A run folder moved (or copied to another machine): the old path must not come back.
+    moved = tmp_path / "moved"
+    shutil.move(original, moved)
+    result = runner.invoke(app, ["resume", str(moved), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert not original.exists()
+    assert load_checkpoint(moved).state.epoch == 2
+    assert [row["epoch"] for row in json.loads((moved / "training_history.json").read_text())] == [
+        1,
+        2,
+    ]
+
+    # A checkpoint received alone, whose recorded folder is elsewhere: resumed beside it.
+    received = tmp_path / "inbox" / "model.pt"
+    received.parent.mkdir()
+    shutil.copy(moved / "latest_model.pt", received)
+    result = runner.invoke(app, ["resume", str(received), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(received.parent / "latest_model.pt").state.epoch == 3
+    assert load_checkpoint(moved).state.epoch == 2  # the recorded folder was not written
+
+    # --output-dir still wins.
+    chosen = tmp_path / "chosen"
+    result = runner.invoke(
+        app, ["resume", str(received), "--epochs", "1", "--output-dir", str(chosen)]
+    )
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(chosen).state.epoch == 3

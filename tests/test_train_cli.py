@@ -298,3 +298,11 @@ def test_resume_takes_exactly_the_settings_a_resume_may_change() -> None:
 
     parameters = set(inspect.signature(resume).parameters)
     assert parameters & set(TrainingConfig.model_fields) == {*RESUME_OVERRIDES, "epochs", "lr"}
+
+
+def test_a_file_given_as_the_dataset_is_called_a_file(folder_dataset: Path, tmp_path: Path) -> None:
+    image = folder_dataset / "train" / "real" / "0.png"
+    for extra in ([], ["--devices", "2"]):
+        result = runner.invoke(app, tiny_train_args(image, tmp_path / "run", *extra))
+        assert result.exit_code == 2, result.output
+        assert "is a file, not a dataset folder" in " ".join(result.output.split())
