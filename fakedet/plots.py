@@ -15,8 +15,8 @@ import numpy as np
 
 from fakedet.io import atomic_write_bytes
 
-_DPI = 100
 PLOT_FILES = ("curves.png", "roc_pr.png", "confusion.png", "score_hist.png", "hardest.png")
+_DPI = 100  # figures are laid out and saved at the same resolution
 
 
 def _pyplot() -> Any:
@@ -155,14 +155,14 @@ def hardest_figure(
     # (subfigure supylabel) and the suptitle with the renderer at draw time and opens the gaps
     # they need. tight_layout pads the grid as a whole, so when a row held fewer images than the
     # columns, that row's captions ran into the images above. One subfigure per row.
-    figure = plt.figure(figsize=(2 * columns, 4.6), dpi=_DPI, layout="constrained")
+    figure = plt.figure(dpi=_DPI, layout="constrained")
     heading = "hardest images (realness score)" + (f"\n{caption}" if caption else "")
     title = figure.suptitle(heading)
-    # Nothing keeps a suptitle inside the figure's width: widen the figure to the measured text.
-    needed = title.get_window_extent(figure.canvas.get_renderer()).width / _DPI
-    figure.set_figwidth(max(figure.get_figwidth(), needed + 0.5))
+    # Nothing keeps a suptitle inside the figure's width: size the figure to the measured text.
+    extent = title.get_window_extent(figure.canvas.get_renderer())
+    figure.set_size_inches(max(2 * columns, extent.width / _DPI + 0.5), 4.4 + extent.height / _DPI)
     for subfigure, (row_title, indices) in zip(figure.subfigures(2, 1), rows, strict=True):
-        subfigure.supylabel(row_title)
+        subfigure.supylabel(row_title, fontsize="medium")
         axes = subfigure.subplots(1, columns, squeeze=False)[0]
         for axis in axes:
             axis.axis("off")
