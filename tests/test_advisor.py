@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 
 import pytest
@@ -70,12 +71,43 @@ def test_activation_memory_is_measured_per_image() -> None:
     assert small.parameter_count == pytest.approx(2.5e6, rel=0.1)
 
 
+def _check_recommendation(item: dict, img_size: int) -> None:
+    """The numbers are sane and the ready `fakedet train` line sets exactly those numbers."""
+    batch, accumulation = item["batch_size"], item["gradient_accumulation_steps"]
+    assert 1 <= batch <= advisor.MAX_BATCH and batch & (batch - 1) == 0, batch  # a power of two
+    assert accumulation >= 1 and item["lr"] > 0 and item["num_workers"] >= 0 and item["reason"]
+    if item["use_amp"]:
+        assert item["amp_dtype"] in ("bf16", "fp16")
+    words = shlex.split(item["command"])
+    assert words[:4] == ["fakedet", "train", "DATA_ROOT", f"--{item['mode']}"]
+    options = {
+        word: (following if not following.startswith("--") else None)
+        for word, following in zip(words[4:], [*words[5:], "--"], strict=True)
+        if word.startswith("--")
+    }
+    assert int(options["--batch-size"]) == batch
+    assert int(options.get("--gradient-accumulation-steps") or 1) == accumulation
+    assert float(options["--lr"]) == pytest.approx(item["lr"])
+    assert int(options["--num-workers"]) == item["num_workers"]
+    assert int(options["--img-size"]) == img_size
+    assert ("--use-amp" in options) == item["use_amp"]
+    if item["use_amp"]:
+        assert options["--amp-dtype"] == item["amp_dtype"]
+
+
 def test_recommend_command() -> None:
     result = runner.invoke(app, ["recommend", "--mode", "fast", "--img-size", "64", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
+    assert set(plan) >= {"hardware", "img_size", "recommendations", "notes"}
+    assert plan["img_size"] == 64
+    assert plan["hardware"]["device"] in ("cpu", "cuda", "mps")
+    assert plan["hardware"]["cpu_cores"] >= 1
     (item,) = plan["recommendations"]
     assert item["command"].startswith("fakedet train DATA_ROOT --fast --batch-size")
+    assert item["mode"] == "fast"
+    _check_recommendation(item, 64)
+    fast_here = item["command"]
     planned = runner.invoke(
         app,
         ["recommend", "--vram", "12", "--compute-capability", "7.5", "--os", "Windows",
@@ -84,11 +116,18 @@ def test_recommend_command() -> None:
     assert planned.exit_code == 0, planned.output
     plan = json.loads(planned.stdout)
     assert plan["hardware"]["vram_gb"] == 12 and plan["hardware"]["os"] == "Windows"
+    assert plan["hardware"]["device"] == "cuda" and plan["hardware"]["compute_capability"] == [7, 5]
+    assert [item["mode"] for item in plan["recommendations"]] == ["fast", "full"]
     for item in plan["recommendations"]:
+        _check_recommendation(item, 64)
+        assert item["use_amp"] and item["amp_dtype"] == "fp16"  # Turing: fp16, no bf16
+        assert item["estimated_peak_gb"] is not None and item["estimated_peak_gb"] <= 12 * 0.85
         assert "--use-amp --amp-dtype fp16" in item["command"] and item["num_workers"] == 0
         assert item["batch_size"] >= {"fast": 64, "full": 32}[item["mode"]]  # the table's floor
     table = runner.invoke(app, ["recommend", "--img-size", "64"])
     assert table.exit_code == 0 and "fakedet train DATA_ROOT --full" in table.output
+    assert "settings at 64 px" in table.output
+    assert fast_here in table.output  # the same machine, mode and size: the same line as --json
 
 
 @pytest.mark.parametrize(
@@ -96,10 +135,26 @@ def test_recommend_command() -> None:
     [
         (["--compute-capability", "eight"], "is not MAJOR.MINOR"),
         (["--img-size", "100"], "multiple of 32"),
-        (["--mode", "huge"], "is not fast or full"),
-        (["--os", "BeOS"], "is not Linux, Windows or Darwin"),
+        (["--mode", "huge"], "is not one of fast, full"),
+        (["--os", "BeOS"], "is not Linux, Windows or macOS (Darwin)"),
     ],
 )
 def test_recommend_bad_input_exits_2(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["recommend", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize(
+    ("typed", "system"),
+    [("linux", "Linux"), ("LINUX", "Linux"), ("windows", "Windows"), ("win", "Windows"),
+     ("darwin", "Darwin"), ("macos", "Darwin"), ("mac", "Darwin"), ("macOS", "Darwin")],
+)  # fmt: skip
+def test_recommend_accepts_the_os_as_people_type_it(typed: str, system: str) -> None:
+    result = runner.invoke(
+        app, ["recommend", "--vram", "8", "--compute-capability", "8.6", "--os", typed, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["hardware"]["os"] == system
+    workers = {item["num_workers"] for item in plan["recommendations"]}
+    assert workers == ({0} if system == "Windows" else workers - {0})

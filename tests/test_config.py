@@ -96,3 +96,12 @@ def test_example_configs_are_valid(name: str, tmp_path: Path) -> None:
     settings = load_config_file(Path(__file__).parent.parent / "examples" / name)
     config = build_config({**settings, "data_root": tmp_path})
     assert config.mode in ("fast", "full")
+    # Every setting in the file reaches the config as written; the rest keep the seed defaults.
+    assert settings and "mode" in settings and "epochs" in settings
+    for key, value in settings.items():
+        assert getattr(config, key) == value, key
+    defaults = build_config({"data_root": tmp_path})
+    for key in ("ranking_margin", "grad_clip", "seed", "val_split"):
+        if key not in settings:
+            assert getattr(config, key) == getattr(defaults, key), key
+    assert config.data_root == tmp_path

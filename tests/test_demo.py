@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
+from fakedet.cli import app
 from fakedet.data.demo import UPSAMPLERS, build_demo_dataset, simulate_generator
 from fakedet.errors import DataError
+
+
+def _fine_detail(path: Path) -> float:
+    """Mean absolute difference of neighbouring pixels: high where pixel-level detail is kept."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    return float(np.abs(np.diff(pixels, axis=0)).mean() + np.abs(np.diff(pixels, axis=1)).mean())
 
 
 def test_layout_counts_and_identical_format(demo_dataset: Path) -> None:
@@ -23,17 +33,38 @@ def test_layout_counts_and_identical_format(demo_dataset: Path) -> None:
             for path in files[:3]:
                 with Image.open(path) as image:
                     assert image.size == (64, 64) and image.mode == "RGB" and image.format == "PNG"
+    # Exactly the requested images, all of them counted in demo_info.json, and nothing else.
+    counted = sum(
+        info["images"][split][label]
+        for split in ("train", "val")
+        for label in info["images"][split]
+    )
+    assert counted == len(list(demo_dataset.rglob("*.png"))) == 64
+    assert (info["img_size"], info["seed"]) == (64, 0)
+    assert {p.relative_to(demo_dataset).parent.as_posix() for p in demo_dataset.rglob("*.png")} == {
+        "train/real",
+        "train/fake",
+        "val/real",
+        "val/fake",
+    }
 
 
 def test_train_and_val_come_from_different_photos(demo_dataset: Path) -> None:
     def photos(split: str) -> set[str]:
-        return {
-            p.name.rsplit("_", 2)[0] if "_0" in p.name else p.stem
-            for p in (demo_dataset / split).rglob("*.png")
-        }
+        """The source photo of each file: `<photo>_<5-digit number>[_<upsampler>].png`."""
+        names = set()
+        for path in (demo_dataset / split).rglob("*.png"):
+            match = re.fullmatch(r"(.+?)_\d{5}(_[a-z_]+)?", path.stem)
+            assert match, path.name
+            names.add(match.group(1))
+        return names
 
     info = json.loads((demo_dataset / "demo_info.json").read_text())
     assert not set(info["photos"]["train"]) & set(info["photos"]["val"])
+    # demo_info.json lists exactly the photos each split's files were cut from.
+    assert photos("train") == set(info["photos"]["train"])
+    assert photos("val") == set(info["photos"]["val"])
+    assert not photos("train") & photos("val")
     for split in ("train", "val"):
         for path in (demo_dataset / split).rglob("*.png"):
             assert any(path.name.startswith(name + "_") for name in info["photos"][split])
@@ -43,6 +74,39 @@ def test_fakes_use_at_least_four_upsampling_families(demo_dataset: Path) -> None
     names = [path.stem for path in (demo_dataset / "train" / "fake").glob("*.png")]
     used = {method for method in UPSAMPLERS for name in names if name.endswith(method)}
     assert len(used) >= 4
+
+
+def test_fakes_have_less_fine_detail_than_real_crops(demo_dataset: Path) -> None:
+    # Real crops keep camera-level detail; simulated generator up-sampling smooths it away.
+    for split in ("train", "val"):
+        real = [_fine_detail(p) for p in (demo_dataset / split / "real").glob("*.png")]
+        fake = [_fine_detail(p) for p in (demo_dataset / split / "fake").glob("*.png")]
+        assert np.mean(fake) < 0.85 * np.mean(real), (split, np.mean(fake), np.mean(real))
+
+
+def test_demo_data_command_reports_what_it_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app, ["demo-data", str(out), "--num-images", "8", "--img-size", "64", "--seed", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "demo_info.json").read_text())
+    counts = info["images"]
+    assert sum(counts[split][label] for split in counts for label in counts[split]) == 8
+    assert len(list(out.rglob("*.png"))) == 8 and info["seed"] == 1
+    for split in ("train", "val"):
+        for label in ("real", "fake"):
+            assert len(list((out / split / label).glob("*.png"))) == counts[split][label] > 0
+    train, val = counts["train"], counts["val"]
+    expected = [
+        f"Wrote 8 images (64 px) to {out}:",
+        f"train {train['real']} real / {train['fake']} fake",
+        f"val {val['real']} real / {val['fake']} fake",
+        f"fakedet train {out}",
+    ]
+    squashed = "".join(result.output.split())  # immune to the console's line wrapping
+    for text in expected:
+        assert "".join(text.split()) in squashed, (text, result.output)
 
 
 def test_same_seed_writes_the_same_files(tmp_path: Path) -> None:

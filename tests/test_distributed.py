@@ -49,18 +49,6 @@ def test_two_processes_train_gather_validation_and_resume_exactly(tmp_path: Path
     for name in ("regression", "classification", "accuracy", "real_acc", "fake_acc", "auc", "ap"):
         assert last[f"val_{name}"] == pytest.approx(single["metrics"][name], rel=1e-5), name
 
-
-def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
-    data = make_folder_dataset(tmp_path / "data")
-    out = tmp_path / "run"
-    command = fakedet_command(
-        *tiny_train_args(data, out, "--batch-size", "4", "--epochs", "500", "--devices", "2")
-    )
-    code, output = signal_when_written(command, out / "latest_model.pt")
-    assert code == 143, output
-    assert "Stopped by SIGTERM" in output
-    assert load_checkpoint(out / "latest_model.pt").state.global_step >= 2
-
     # `fakedet resume --devices 2` from epoch 1 ends where the uninterrupted 2-process run did.
     resumed = tmp_path / "resumed"
     resumed.mkdir()
@@ -73,3 +61,15 @@ def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
     assert again.state.epoch == 2
     for name, tensor in final.model_state.items():
         assert torch.equal(again.model_state[name], tensor), name
+
+
+def test_sigterm_reaches_every_rank_and_latest_is_saved(tmp_path: Path) -> None:
+    data = make_folder_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    command = fakedet_command(
+        *tiny_train_args(data, out, "--batch-size", "4", "--epochs", "500", "--devices", "2")
+    )
+    code, output = signal_when_written(command, out / "latest_model.pt")
+    assert code == 143, output
+    assert "Stopped by SIGTERM" in output
+    assert load_checkpoint(out / "latest_model.pt").state.global_step >= 2

@@ -45,10 +45,18 @@ def test_validate_other_splits_and_bad_split(trained: tuple[Path, Path]) -> None
     data, out = trained
     everything = _json(["validate", str(out), str(data), "--split", "all", "--json"])
     assert everything["images"] == 32
+    assert (everything["real"], everything["fake"]) == (16, 16)
+    metrics = everything["metrics"]
+    for name in ("accuracy", "real_acc", "fake_acc", "auc", "ap"):
+        assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
+    # Balanced classes: overall accuracy is the mean of the per-class accuracies over 32 images.
+    assert metrics["accuracy"] == pytest.approx((metrics["real_acc"] + metrics["fake_acc"]) / 2)
+    assert metrics["accuracy"] * 32 == pytest.approx(round(metrics["accuracy"] * 32), abs=1e-6)
     result = runner.invoke(app, ["validate", str(out), str(data), "--split", "test"])
-    assert result.exit_code == 2 and "not one of val, train, all" in result.output
+    assert result.exit_code == 2 and "not one of auto, val, train, all" in result.output
     table = runner.invoke(app, ["validate", str(out), str(data)])
     assert table.exit_code == 0 and "auc" in table.output and "16 images" in table.output
+    assert "16images(8real,8fake)" in "".join(table.output.split())
 
 
 def test_validate_writes_plots(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -58,6 +66,9 @@ def test_validate_writes_plots(trained: tuple[Path, Path], tmp_path: Path) -> No
     names = ["roc_pr.png", "confusion.png", "score_hist.png", "hardest.png"]
     assert [Path(path).name for path in result["plots"]] == names
     assert all((plots / name).stat().st_size > 1000 for name in names)
+    assert [Path(path).parent for path in result["plots"]] == [plots] * len(names)
+    for name in names:
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_inspect_checkpoint(trained: tuple[Path, Path]) -> None:
@@ -108,6 +119,22 @@ def test_predict_files_folders_and_unreadable(trained: tuple[Path, Path], tmp_pa
     table = pd.read_csv(csv_path)
     assert list(table.columns) == ["path", "realness", "verdict", "error"]
     assert len(table) == 5
+    # The CSV holds the same rows, in the same order, with the same scores as the JSON.
+    assert list(table["path"]) == [row["path"] for row in rows]
+    assert list(table["verdict"]) == [row["verdict"] for row in rows]
+    for (_, saved), row in zip(table.iterrows(), rows, strict=True):
+        if row["verdict"] == "unreadable":
+            assert pd.isna(saved["realness"]) and "broken.jpg" in saved["path"]
+            assert isinstance(saved["error"], str) and saved["error"]
+        else:
+            assert saved["realness"] == pytest.approx(row["realness"], abs=1e-6)
+            assert 0.0 <= saved["realness"] <= 1.0 and pd.isna(saved["error"])
+    # Without --json: a table and a summary line whose counts agree with the JSON verdicts.
+    plain = runner.invoke(app, ["predict", str(out / "best_model.pt"), str(single), str(folder)])
+    assert plain.exit_code == 0, plain.output
+    real = sum(row["verdict"] == "real" for row in rows)
+    summary = f"5 images: {real} real, {4 - real} fake, 1 unreadable"
+    assert "".join(summary.split()) in "".join(plain.output.split()), plain.output
 
 
 def test_predict_threshold_moves_the_verdict(trained: tuple[Path, Path]) -> None:
@@ -130,3 +157,22 @@ def test_predict_bad_input_exits_2(trained: tuple[Path, Path], tmp_path: Path) -
     junk.write_bytes(b"junk")
     unreadable = runner.invoke(app, ["predict", str(out), str(junk)])
     assert unreadable.exit_code == 2 and "None of the 1 files" in unreadable.output
+
+
+@pytest.mark.parametrize("layout", ["val_only", "test_only", "plain"])
+def test_validate_scores_every_image_of_a_set_without_a_train_split(
+    trained: tuple[Path, Path], tmp_path: Path, layout: str
+) -> None:
+    checkpoint, _ = trained
+    root = tmp_path / layout
+    folder = {"val_only": root / "val", "test_only": root / "test", "plain": root}[layout]
+    for number in range(5):
+        write_image(folder / "real" / f"r{number}.png", number)
+        write_image(folder / "fake" / f"f{number}.png", 50 + number, smooth=True)
+    result = runner.invoke(app, ["validate", str(checkpoint), str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["images"], report["real"], report["fake"]) == (10, 5, 5)
+    assert report["split"] == "all" and "no train split" in report["scored"]
+    table = runner.invoke(app, ["validate", str(checkpoint), str(root)])
+    assert "every image (no train split: a test set): 10 images" in " ".join(table.output.split())

@@ -75,7 +75,8 @@ def read_label_csv(
             missing_rows.append(number + 2)
             skipped.append((str(path), f"listed in {csv_path.name} line {number + 2} but missing"))
             continue
-        rows.append((Sample(str(path), float(label)), str(split).strip().lower()))
+        group = str(frame["generator"].iloc[number]).strip() if "generator" in frame else ""
+        rows.append((Sample(str(path), float(label), group), str(split).strip().lower()))
     if missing_rows and not skip_missing:
         raise DataError(
             f"{csv_path}: {_rows(missing_rows)} name files that do not exist under {data_root}; "

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
 
-from fakedet.data.csv_labels import discover_csv
+from fakedet.data.csv_labels import discover_csv, read_label_csv
 from fakedet.data.samples import (
     IMAGE_SUFFIXES,
     TRAIN_FOLDERS,
@@ -36,6 +37,12 @@ LAYOUT_HELP = (
     "expected DATA_ROOT/train/{real,fake}/ (optionally DATA_ROOT/val/{real,fake}/), "
     "ForenSynths 0_real/1_fake, GenImage nature/ai or CIFAKE REAL/FAKE folders, "
     "or --use-csv with train.csv/val.csv or labels.csv"
+)
+
+TEST_LAYOUT_HELP = (
+    "expected TEST_ROOT/<generator>/.../{0_real,1_fake}, TEST_ROOT/<generator>/[val/]{nature,ai}, "
+    "TEST_ROOT/<generator>/{real,fake} or TEST_ROOT/{real,fake}, or --use-csv with labels.csv or "
+    "test.csv (path, label[, generator])"
 )
 
 
@@ -202,3 +209,77 @@ def build_index(
     index.skipped = [*index.skipped, *bad_train, *bad_val]
     check_classes(index, data_root, test_set=allow_test_set and not index.has_train_split)
     return index
+
+
+@dataclass
+class TestSet:
+    """Every labelled image of a test set, each with its group (generator), and the files left
+    out with their reasons. A test set is never split."""
+
+    samples: list[Sample]
+    layout: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    group_of: dict[str, str] = field(default_factory=dict)  # every labelled path, read or not
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted({sample.group for sample in self.samples})
+
+
+def _group_of(parts: tuple[str, ...], root_name: str) -> str:
+    """The first folder under the root above the class folders; the root's name if none."""
+    if not parts or parts[0].lower() in CLASS_FOLDERS:
+        return root_name
+    return parts[0]
+
+
+def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
+    """Every labelled image under `test_root`, grouped by generator, header-checked.
+
+    Folder layouts: `<group>/**/{0_real,1_fake}`, `<group>/[val/]{nature,ai}`,
+    `<group>/{real,fake}` (any case), or plain `{real,fake}` (one group named after the root).
+    CSV: `labels.csv` or `test.csv` with `path,label` and an optional `generator` column.
+
+    Raises:
+        DataError: not a folder, no labelled image, or bad CSV rows.
+    """
+    check_data_root(test_root)
+    root_name = test_root.resolve().name or "test"
+    if use_csv:
+        csv_path = next(
+            (
+                test_root / name
+                for name in ("labels.csv", "test.csv")
+                if (test_root / name).is_file()
+            ),
+            None,
+        )
+        if csv_path is None:
+            raise DataError(
+                f"--use-csv was given but {test_root} has neither labels.csv nor test.csv "
+                "(columns: path, label[, generator])."
+            )
+        rows, skipped = read_label_csv(csv_path, test_root, skip_missing=True)
+        samples = [replace(sample, group=sample.group or root_name) for sample, _ in rows]
+        layout = f"CSV ({csv_path.name})"
+    else:
+        samples, skipped, families = [], [], Counter()
+        for path in _image_files(test_root):
+            parts = path.relative_to(test_root).parts[:-1]
+            found = _class_of(parts)
+            if found is None:
+                continue
+            label, family = found
+            families[family] += 1
+            samples.append(Sample(str(path), label, _group_of(parts, root_name)))
+        if not samples:
+            raise DataError(f"No labelled images found under {test_root}: {TEST_LAYOUT_HELP}.")
+        layout = families.most_common(1)[0][0]
+    good, bad = scan_images(samples)
+    if not good:
+        raise DataError(
+            f"None of the {len(samples)} labelled images under {test_root} could be read "
+            f"(e.g. {bad[0][0]}: {bad[0][1]})."
+        )
+    group_of = {sample.path: sample.group for sample in samples}
+    return TestSet(good, layout, [*skipped, *bad], group_of)

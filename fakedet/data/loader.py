@@ -61,7 +61,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(index, seeds[index]) for index in mine])
 
 
-def _worker_init(worker_id: int, nice: int = 0) -> None:
+def init_worker(worker_id: int, nice: int = 0) -> None:
+    """A loader worker's start: one intra-op thread, niceness, seeded Python and NumPy RNGs."""
     # One thread per worker: the main process's intra-op threads already own the cores.
     torch.set_num_threads(1)
     if nice and hasattr(os, "nice"):
@@ -110,6 +111,6 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=pin_memory,
-        worker_init_fn=functools.partial(_worker_init, nice=worker_nice),
+        worker_init_fn=functools.partial(init_worker, nice=worker_nice),
         **extra,
     )

@@ -18,10 +18,12 @@ VAL_FOLDERS = ("val", "valid", "validation", "test")
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: its path and its realness (1 = real, 0 = fake)."""
+    """One labelled image: its path, its realness (1 = real, 0 = fake) and, in a test set, the
+    group (generator) it belongs to."""
 
     path: str
     label: float
+    group: str = ""
 
 
 @dataclass

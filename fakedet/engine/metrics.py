@@ -44,3 +44,105 @@ def finite_or_none(value: object) -> object:
 def json_safe(values: dict[str, object]) -> dict[str, object]:
     """NaN and inf become None, so the history stays valid JSON."""
     return {key: finite_or_none(value) for key, value in values.items()}
+
+
+# Equal-width bins of the expected calibration error: 15 as in Guo et al. (2017), the usual
+# choice; fewer hides miscalibration, more leaves bins empty on test sets of a few hundred.
+ECE_BINS = 15
+TEST_METRICS = (
+    "n_real",
+    "n_fake",
+    "accuracy",
+    "real_acc",
+    "fake_acc",
+    "ap",
+    "auc",
+    "eer",
+    "tpr_at_fpr_1",
+    "tpr_at_fpr_5",
+    "ece",
+)
+
+
+def expected_calibration_error(realness: np.ndarray, is_real: np.ndarray) -> float:
+    """Bin-weighted |observed share of real - mean realness| over ECE_BINS equal-width bins.
+
+    scikit-learn's `calibration_curve` gives the per-bin means but not the bin sizes, which the
+    weighting needs, so the bins are counted here with the same edges.
+    """
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    bins = np.clip(np.digitize(realness, edges[1:-1]), 0, ECE_BINS - 1)
+    total = 0.0
+    for index in np.unique(bins):
+        members = bins == index
+        total += members.sum() * abs(is_real[members].mean() - realness[members].mean())
+    return float(total / len(realness))
+
+
+def group_metrics(
+    scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5
+) -> tuple[dict[str, float | int | None], list[str]]:
+    """The field's metrics of one group, fake as the positive class (ranked by 1 - realness).
+
+    Returns the metrics (TEST_METRICS; None where undefined) and notes saying why any is None.
+    Accuracy is at `threshold`: realness at or above it is "real".
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    is_real = labels >= 0.5
+    n_real, n_fake = int(is_real.sum()), int((~is_real).sum())
+    correct = (scores >= threshold) == is_real
+    metrics: dict[str, float | int | None] = dict.fromkeys(TEST_METRICS)
+    metrics.update(n_real=n_real, n_fake=n_fake)
+    notes: list[str] = []
+    if len(scores):
+        metrics["accuracy"] = float(correct.mean())
+        metrics["ece"] = expected_calibration_error(scores, is_real.astype(float))
+    if n_real:
+        metrics["real_acc"] = float(correct[is_real].mean())
+    if n_fake:
+        metrics["fake_acc"] = float(correct[~is_real].mean())
+    if not (n_real and n_fake):
+        notes.append(
+            f"one class only ({n_real} real, {n_fake} fake): ap, auc, eer and tpr_at_fpr_* "
+            "need both"
+        )
+        return metrics, notes
+    fake_target = (~is_real).astype(int)
+    fakeness = 1.0 - scores
+    false_positive, true_positive, _ = roc_curve(fake_target, fakeness)
+    # EER: where the false-positive rate meets the miss rate, linearly interpolated between the
+    # two ROC points that straddle it.
+    miss = 1.0 - true_positive
+    crossing = int(np.argmax(false_positive >= miss))
+    if crossing == 0:
+        eer = float(false_positive[0])
+    else:
+        before, after = crossing - 1, crossing
+        gap_before = miss[before] - false_positive[before]
+        gap_after = false_positive[after] - miss[after]
+        weight = gap_before / (gap_before + gap_after) if gap_before + gap_after else 0.0
+        eer = float(
+            false_positive[before] + weight * (false_positive[after] - false_positive[before])
+        )
+    metrics.update(
+        ap=float(average_precision_score(fake_target, fakeness)),
+        auc=float(roc_auc_score(fake_target, fakeness)),
+        eer=eer,
+        tpr_at_fpr_1=float(true_positive[false_positive <= 0.01].max()),
+        tpr_at_fpr_5=float(true_positive[false_positive <= 0.05].max()),
+    )
+    return metrics, notes
+
+
+def mean_over_groups(rows: list[dict[str, float | int | None]]) -> dict[str, float | int | None]:
+    """The "mean" group as papers report it: the unweighted mean of each metric over the groups
+    that have it (None left out); n_real and n_fake are totals."""
+    mean: dict[str, float | int | None] = {}
+    for name in TEST_METRICS:
+        values = [row[name] for row in rows if row[name] is not None]
+        if name in ("n_real", "n_fake"):
+            mean[name] = int(sum(values))
+        else:
+            mean[name] = float(np.mean(values)) if values else None
+    return mean

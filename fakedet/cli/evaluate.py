@@ -1,0 +1,215 @@
+"""`fakedet evaluate`: per-generator, per-perturbation metrics of one or more checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fakedet.cli.base import DeviceOption, JsonOption, WorkersOption, console, errors_to_exit_codes
+
+# What the terminal and Markdown tables show per checkpoint (all metrics are in JSON and CSV).
+SHOWN = (("auc", "AUC"), ("ap", "AP"), ("accuracy", "acc"))
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _short_names(checkpoints: list[str]) -> dict[str, str]:
+    """Column titles: the shortest path tails that tell the checkpoints apart (a run folder's
+    latest_model.pt goes by the folder's name, and ".pt" is dropped)."""
+
+    def parts_of(name: str) -> tuple[str, ...]:
+        path = Path(name)
+        path = path.parent if path.name == "latest_model.pt" else path.with_suffix("")
+        return path.parts or (name,)
+
+    parts = {name: parts_of(name) for name in checkpoints}
+    for depth in range(1, max(len(p) for p in parts.values()) + 1):
+        tails = {name: "/".join(p[-depth:]) for name, p in parts.items()}
+        if len(set(tails.values())) == len(tails):
+            return tails
+    return {name: name for name in checkpoints}
+
+
+def _rows_by(report: dict[str, Any], perturbation: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """group -> checkpoint -> result, for one perturbation, groups in report order."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for result in report["results"]:
+        if result["perturbation"] == perturbation:
+            table.setdefault(result["group"], {})[result["checkpoint"]] = result
+    return table
+
+
+def render_tables(report: dict[str, Any]) -> list[Table]:
+    """One rich table per perturbation: groups as rows, checkpoints as column blocks."""
+    names = _short_names(report["checkpoints"])
+    tables = []
+    for perturbation in report["perturbations"]:
+        table = Table(title=f"perturbation: {perturbation}", title_justify="left")
+        table.add_column("group")
+        table.add_column("real/fake", justify="right")
+        for checkpoint in report["checkpoints"]:
+            for _, label in SHOWN:
+                table.add_column(f"{names[checkpoint]}\n{label}", justify="right")
+        for group, by_checkpoint in _rows_by(report, perturbation).items():
+            first = next(iter(by_checkpoint.values()))
+            cells = [f"{first['n_real']}/{first['n_fake']}"]
+            for checkpoint in report["checkpoints"]:
+                result = by_checkpoint[checkpoint]
+                cells += [_cell(result[key]) for key, _ in SHOWN]
+            table.add_row(group, *cells, end_section=group == "mean" or None)
+        tables.append(table)
+    return tables
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Paper-ready tables: one per perturbation, AUC / AP / accuracy per checkpoint."""
+    names = _short_names(report["checkpoints"])
+    lines = [f"Test set: `{report['test_root']}` ({report['layout']})", ""]
+    for perturbation in report["perturbations"]:
+        header = ["group", "real/fake"]
+        for checkpoint in report["checkpoints"]:
+            header += [f"{names[checkpoint]} {label}" for _, label in SHOWN]
+        lines += [f"**{perturbation}**", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for group, by_checkpoint in _rows_by(report, perturbation).items():
+            first = next(iter(by_checkpoint.values()))
+            cells = [f"**{group}**" if group == "mean" else group]
+            cells.append(f"{first['n_real']}/{first['n_fake']}")
+            for checkpoint in report["checkpoints"]:
+                cells += [_cell(by_checkpoint[checkpoint][key]) for key, _ in SHOWN]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def results_csv(report: dict[str, Any]) -> str:
+    """One row per result, the JSON result keys as columns (notes joined by '; ')."""
+    from fakedet.engine.scoring import RESULT_KEYS
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(RESULT_KEYS))
+    writer.writeheader()
+    for result in report["results"]:
+        writer.writerow({**result, "notes": "; ".join(result["notes"])})
+    return buffer.getvalue()
+
+
+def evaluate(
+    test_root: Annotated[
+        Path, typer.Argument(help="Test set: <generator>/{real,fake}, 0_real/1_fake, ...")
+    ],
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="One or more checkpoint files or output folders.")
+    ],
+    perturb: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--perturb",
+            help="KIND:LEVEL[,LEVEL...], repeatable: jpeg:95,75 blur:1,2 resize:0.5 webp:75 "
+            "noise:5. The unperturbed column is always there.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Write one row per result to this CSV.")
+    ] = None,
+    markdown_file: Annotated[
+        Path | None, typer.Option("--markdown", help="Write paper-ready tables to this file.")
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option("--plots", help="Write per-group bars and metric-vs-level plots here."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
+    num_workers: WorkersOption = None,
+    device: DeviceOption = "auto",
+    use_csv: Annotated[
+        bool,
+        typer.Option(
+            "--use-csv", help="Labels from labels.csv or test.csv (path,label[,generator])."
+        ),
+    ] = False,
+) -> None:
+    """Score a test set per generator and perturbation: AUC, AP, accuracy, EER, TPR@FPR, ECE.
+
+    Every image is scored (a test set is never split); groups are the folders under TEST_ROOT.
+    Several checkpoints share each image's decoding and may have different image sizes.
+
+    Examples:
+
+        fakedet evaluate demo/test runs/fast runs/full
+
+        fakedet evaluate ./testset runs/demo --perturb jpeg:95,75,50 --perturb blur:1,2
+
+        fakedet evaluate ./testset runs/demo --json --csv results.csv --markdown results.md
+    """
+    with errors_to_exit_codes():
+        from fakedet.engine.scoring import evaluate_test_set
+        from fakedet.io import atomic_write_text
+
+        with Progress(
+            TextColumn("[bold]evaluate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=as_json or not console.is_terminal,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("images", total=None)
+            report = evaluate_test_set(
+                test_root,
+                checkpoints,
+                perturb or [],
+                batch_size,
+                num_workers,
+                device,
+                use_csv,
+                on_start=lambda total: progress.update(task, total=total),
+                on_images=lambda done: progress.advance(task, done),
+            )
+        written = []
+        if csv_file is not None:
+            atomic_write_text(csv_file, results_csv(report))
+            written.append(str(csv_file))
+        if markdown_file is not None:
+            atomic_write_text(markdown_file, markdown(report))
+            written.append(str(markdown_file))
+        if plots is not None:
+            from fakedet.plots import write_evaluate_plots
+
+            written += [str(path) for path in write_evaluate_plots(report, plots)]
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+            return
+        images = sum(
+            result["n_real"] + result["n_fake"]
+            for result in report["results"]
+            if result["group"] == "mean" and result["perturbation"] == "none"
+        ) // max(len(report["checkpoints"]), 1)
+        console.print(
+            f"{report['test_root']} ({report['layout']}): {images} images in "
+            f"{len(_rows_by(report, 'none')) - 1} group(s), {len(report['checkpoints'])} "
+            "checkpoint(s)",
+            highlight=False,
+        )
+        for table in render_tables(report):
+            console.print(table)
+        if report["skipped"]:
+            first = report["skipped"][0]
+            console.print(
+                f"{len(report['skipped'])} unreadable file(s) skipped, e.g. {first['path']}: "
+                f"{first['reason']}",
+                highlight=False,
+            )
+        if written:
+            console.print(f"Wrote {', '.join(written)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,241 @@
+"""`fakedet evaluate`: score a test set per group (generator) and perturbation with one or more
+checkpoints, as the field reports it.
+
+Each image is decoded once per perturbation level and cropped once per image size in use, and
+every checkpoint scores those same crops: K checkpoints cost K forward passes, not K decodes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from fakedet.data.layouts import TestSet, discover_test_set
+from fakedet.data.loader import init_worker
+from fakedet.data.perturb import Perturbation, parse_perturbations
+from fakedet.data.samples import Sample
+from fakedet.data.transforms import EvalTransform, load_rgb, pixels_to_float
+from fakedet.engine.build import loader_options
+from fakedet.engine.checkpoint import checkpoint_path
+from fakedet.engine.inference import load_detector
+from fakedet.engine.metrics import group_metrics, mean_over_groups
+from fakedet.engine.runtime import resolve_device
+from fakedet.hardware import default_num_workers
+
+RESULT_KEYS = (
+    "checkpoint",
+    "group",
+    "perturbation",
+    "n_real",
+    "n_fake",
+    "accuracy",
+    "real_acc",
+    "fake_acc",
+    "ap",
+    "auc",
+    "eer",
+    "tpr_at_fpr_1",
+    "tpr_at_fpr_5",
+    "ece",
+    "notes",
+)
+MEAN_GROUP = "mean"
+
+
+@dataclass
+class Detector:
+    """A loaded checkpoint ready to score: its name in the report, model, size and threshold."""
+
+    name: str
+    model: nn.Module
+    img_size: int
+    threshold: float
+
+
+class PerturbedCrops(Dataset):
+    """Item i: sample i decoded once, perturbed, and centre-cropped at every size in `sizes`."""
+
+    def __init__(
+        self, samples: Sequence[Sample], perturbation: Perturbation, sizes: Sequence[int]
+    ) -> None:
+        self.samples = list(samples)
+        self.perturbation = perturbation
+        self.crops = {size: EvalTransform(size) for size in sizes}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.samples[index].path
+        try:
+            image = self.perturbation.apply(load_rgb(path), key=path)
+            crops = {size: crop(image) for size, crop in self.crops.items()}
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return {"index": index, "crops": None, "error": (path, str(exc))}
+        return {"index": index, "crops": crops, "error": None}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [item for item in items if item["crops"] is not None]
+    sizes = good[0]["crops"].keys() if good else ()
+    return {
+        "indices": [item["index"] for item in good],
+        # size -> (B, 3, size, size) uint8
+        "crops": {size: torch.stack([item["crops"][size] for item in good]) for size in sizes},
+        "skipped": [item["error"] for item in items if item["crops"] is None],
+    }
+
+
+@torch.no_grad()
+def score_samples(
+    samples: Sequence[Sample],
+    detectors: Sequence[Detector],
+    perturbation: Perturbation,
+    device: torch.device,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Realness of every sample under `perturbation` by every detector: (detectors, samples),
+    NaN where the file could not be decoded; plus those files as (path, reason)."""
+    dataset = PerturbedCrops(samples, perturbation, sorted({d.img_size for d in detectors}))
+    options = loader_options(device, num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        collate_fn=_collate,
+        num_workers=num_workers,
+        pin_memory=options["pin_memory"],
+        prefetch_factor=options["prefetch_factor"] if num_workers else None,
+        worker_init_fn=functools.partial(init_worker, nice=options["worker_nice"]),
+    )
+    scores = np.full((len(detectors), len(samples)), np.nan)
+    skipped: list[tuple[str, str]] = []
+    for batch in loader:
+        skipped += batch["skipped"]
+        if batch["indices"]:
+            images = {
+                size: pixels_to_float(crops, device) for size, crops in batch["crops"].items()
+            }
+            for row, detector in enumerate(detectors):
+                realness = detector.model(images[detector.img_size])["score"].float().cpu()
+                scores[row, batch["indices"]] = realness.numpy()
+        if on_batch is not None:
+            on_batch(len(batch["indices"]) + len(batch["skipped"]))
+    return scores, skipped
+
+
+def load_detectors(paths: Sequence[Path], device: torch.device) -> list[Detector]:
+    """Every checkpoint (file or output folder) as a Detector; names are the paths as given."""
+    detectors = []
+    for path in paths:
+        model, checkpoint = load_detector(path, str(device))
+        name = str(checkpoint_path(path))
+        detectors.append(Detector(name, model, checkpoint.img_size, threshold=0.5))
+    return detectors
+
+
+def group_results(
+    test_set: TestSet,
+    detector: Detector,
+    perturbation: Perturbation,
+    realness: np.ndarray,
+    skipped_paths: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One result row per group, then the mean row, for one detector and one perturbation."""
+    labels = np.array([sample.label for sample in test_set.samples])
+    groups = np.array([sample.group for sample in test_set.samples])
+    unreadable_in = Counter(test_set.group_of[path] for path in skipped_paths)
+    rows = []
+    for group in test_set.groups:
+        members = (groups == group) & np.isfinite(realness)
+        metrics, notes = group_metrics(realness[members], labels[members], detector.threshold)
+        unreadable = unreadable_in[group]
+        if unreadable:
+            notes.append(f"{unreadable} unreadable file(s) skipped")
+        rows.append(
+            {
+                "checkpoint": detector.name,
+                "group": group,
+                "perturbation": perturbation.name,
+                **metrics,
+                "notes": notes,
+            }
+        )
+    mean = mean_over_groups(rows)
+    notes = [f"unweighted mean over {len(rows)} group(s)"]
+    rows.append(
+        {
+            "checkpoint": detector.name,
+            "group": MEAN_GROUP,
+            "perturbation": perturbation.name,
+            **mean,
+            "notes": notes,
+        }
+    )
+    return rows
+
+
+def evaluate_test_set(
+    test_root: Path,
+    checkpoints: Sequence[Path],
+    perturb: Sequence[str] = (),
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str = "auto",
+    use_csv: bool = False,
+    on_start: Callable[[int], None] | None = None,
+    on_images: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Score every image under `test_root` with every checkpoint, per group and perturbation.
+
+    Args:
+        test_root: the test set (see `discover_test_set` for its layouts).
+        checkpoints: checkpoint files or output folders; image sizes may differ.
+        perturb: "KIND:LEVEL[,LEVEL...]" specs; the unperturbed column is always there.
+        batch_size, num_workers, device: how to score.
+        use_csv: read labels (and generators) from labels.csv or test.csv.
+        on_start: called once with the number of images to score (all perturbations).
+        on_images: called with the number of images finished after each batch.
+
+    Returns:
+        The SPEC 11 report: test_root, checkpoints, perturbations, results, skipped.
+
+    Raises:
+        UsageError: bad perturbations, no labelled image, or a checkpoint that is not one.
+    """
+    perturbations = parse_perturbations(list(perturb))
+    test_set = discover_test_set(test_root, use_csv)
+    resolved = resolve_device(device)
+    detectors = load_detectors(checkpoints, resolved)
+    workers = default_num_workers() if num_workers is None else num_workers
+    workers = min(workers, max(0, len(test_set.samples) // batch_size))  # few images: no workers
+    if on_start is not None:
+        on_start(len(test_set.samples) * len(perturbations))
+    results: list[dict[str, Any]] = []
+    skipped = dict(test_set.skipped)
+    for perturbation in perturbations:
+        scores, unreadable = score_samples(
+            test_set.samples, detectors, perturbation, resolved, batch_size, workers, on_images
+        )
+        skipped.update(unreadable)
+        for row, detector in enumerate(detectors):
+            results += group_results(test_set, detector, perturbation, scores[row], list(skipped))
+    return {
+        "test_root": str(test_root),
+        "layout": test_set.layout,
+        "checkpoints": [str(checkpoint_path(path)) for path in checkpoints],
+        "perturbations": [perturbation.name for perturbation in perturbations],
+        "results": results,
+        "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())],
+    }
