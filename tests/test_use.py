@@ -163,7 +163,7 @@ def test_predict_bad_input_exits_2(trained: tuple[Path, Path], tmp_path: Path) -
 def test_validate_scores_every_image_of_a_set_without_a_train_split(
     trained: tuple[Path, Path], tmp_path: Path, layout: str
 ) -> None:
-    checkpoint, _ = trained
+    _, checkpoint = trained
     root = tmp_path / layout
     folder = {"val_only": root / "val", "test_only": root / "test", "plain": root}[layout]
     for number in range(5):

@@ -35,12 +35,23 @@ def demo_data(
     seed: Annotated[
         int, typer.Option("--seed", help="Seed: the same seed writes the same files.")
     ] = 0,
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout",
+            help="Up-sampling families kept out of train and val, written to OUT_DIR/test/<family> "
+            "from unseen photos (e.g. bicubic,pixel_shuffle; of nearest, bilinear, bicubic, "
+            "transposed_conv, pixel_shuffle).",
+        ),
+    ] = None,
 ) -> None:
     """Build the built-in demo dataset (real photo crops vs. simulated generator up-sampling).
 
-    Offline and in seconds, from photos that scikit-image and scikit-learn ship. Example:
+    Offline and in seconds, from photos that scikit-image and scikit-learn ship. Examples:
 
         fakedet demo-data demo && fakedet train demo --epochs 5 --lr 1e-3
+
+        fakedet demo-data demo --holdout bicubic,pixel_shuffle   # a cross-generator test set
     """
     with errors_to_exit_codes():
         from fakedet.data.demo import build_demo_dataset
@@ -54,12 +65,14 @@ def demo_data(
             disable=not console.is_terminal,
         ) as progress:
             task = progress.add_task("images", total=num_images)
+            families = [name.strip() for name in (holdout or "").split(",") if name.strip()]
             summary = build_demo_dataset(
                 out_dir,
                 num_images=num_images,
                 img_size=img_size,
                 seed=seed,
-                on_progress=lambda done, total: progress.update(task, completed=done),
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                holdout=families,
             )
         counts = summary["images"]
         console.print(
@@ -69,7 +82,19 @@ def demo_data(
             f"(val photos: {', '.join(summary['photos']['val'])}).",
             highlight=False,
         )
+        if families:
+            tests = ", ".join(f"{family} {counts[f'test/{family}']['fake']}" for family in families)
+            console.print(
+                f"Held out (fakes per family, each with as many reals, from the unseen photos "
+                f"{', '.join(summary['photos']['test'])}): {tests} in {out_dir / 'test'}.",
+                highlight=False,
+            )
         console.print(f"Next: fakedet train {out_dir} --epochs 5 --lr 1e-3", highlight=False)
+        if families:
+            console.print(
+                f"Then: fakedet evaluate {out_dir / 'test'} {Path('checkpoints')}",
+                highlight=False,
+            )
 
 
 def predict(

@@ -10,7 +10,7 @@ import importlib.util
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +122,13 @@ def build_demo_dataset(
     seed: int = 0,
     val_fraction: float = 0.2,
     on_progress: Callable[[int, int], None] | None = None,
+    holdout: Sequence[str] = (),
 ) -> dict[str, object]:
     """Write `out_dir/{train,val}/{real,fake}/*.png`, split by source photo.
+
+    With `holdout`, those up-sampling families are kept out of train and val and written under
+    `out_dir/test/<family>/{real,fake}/` instead, from photos that train and val do not use: a
+    cross-generator test set. Each family gets as many test images as val has.
 
     Args:
         out_dir: output folder (created; existing demo files are overwritten).
@@ -132,6 +137,7 @@ def build_demo_dataset(
         seed: seed of every random choice: the same seed writes the same files.
         val_fraction: share of the source photos that go to val only.
         on_progress: called with (done, total) after each image.
+        holdout: up-sampling families (see UPSAMPLERS) for the test set only.
 
     Returns:
         A summary (counts per split and class, photos per split, up-sampling methods).
@@ -143,6 +149,15 @@ def build_demo_dataset(
         raise DataError(f"--num-images {num_images} is too small; use at least 8.")
     if img_size < 32 or img_size > 512:
         raise DataError(f"--img-size {img_size} is out of range; use 32 to 512.")
+    unknown = [family for family in holdout if family not in UPSAMPLERS]
+    if unknown:
+        raise DataError(
+            f"--holdout {','.join(unknown)} is not an up-sampling family of the demo; use some "
+            f"of {', '.join(UPSAMPLERS)}."
+        )
+    kept = [family for family in UPSAMPLERS if family not in holdout]
+    if not kept:
+        raise DataError("--holdout names every family; keep at least one for train and val.")
     loaded = {}
     for name, path in sorted(available_photos().items()):
         with Image.open(path) as photo:
@@ -158,22 +173,34 @@ def build_demo_dataset(
     rng.shuffle(names)
     num_val_photos = max(1, round(len(names) * val_fraction))
     photo_split = {"val": sorted(names[:num_val_photos]), "train": sorted(names[num_val_photos:])}
+    if holdout:  # test photos unseen in train and val
+        photo_split = {
+            "val": sorted(names[:num_val_photos]),
+            "test": sorted(names[num_val_photos : 2 * num_val_photos]),
+            "train": sorted(names[2 * num_val_photos :]),
+        }
     torch_generator = torch.Generator().manual_seed(seed)
 
     num_val = max(4, round(num_images * val_fraction))
-    per_split = {"train": num_images - num_val, "val": num_val}
+    # (folder, photos, number of images, families its fakes come from)
+    jobs = [
+        ("train", photo_split["train"], num_images - num_val, kept),
+        ("val", photo_split["val"], num_val, kept),
+    ]
+    jobs += [(f"test/{family}", photo_split["test"], num_val, [family]) for family in holdout]
+    total_images = sum(count for _, _, count, _ in jobs)
     counts: dict[str, dict[str, int]] = {}
     done = 0
-    for split, total in per_split.items():
+    for split, photos, total, families in jobs:
         counts[split] = {"real": 0, "fake": 0}
         for label in ("real", "fake"):
             (out_dir / split / label).mkdir(parents=True, exist_ok=True)
         for number in range(total):
             label = "real" if number % 2 == 0 else "fake"
-            source = photo_split[split][(number // 2) % len(photo_split[split])]
+            source = photos[(number // 2) % len(photos)]
             crop = _random_crop(loaded[source], img_size, rng)
             if label == "fake":
-                method = UPSAMPLERS[(number // 2) % len(UPSAMPLERS)]
+                method = families[(number // 2) % len(families)]
                 crop = simulate_generator(crop, method, torch_generator)
                 name = f"{source}_{number:05d}_{method}.png"
             else:
@@ -182,13 +209,14 @@ def build_demo_dataset(
             counts[split][label] += 1
             done += 1
             if on_progress is not None:
-                on_progress(done, num_images)
+                on_progress(done, total_images)
     summary = {
         "images": counts,
         "img_size": img_size,
         "seed": seed,
         "photos": photo_split,
-        "upsamplers": list(UPSAMPLERS),
+        "upsamplers": kept,
+        "holdout": list(holdout),
     }
     (out_dir / "demo_info.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

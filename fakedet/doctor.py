@@ -1,0 +1,635 @@
+"""The doctor: advice from a run's own history, the seed's tuning table turned into rules.
+
+Each rule is a pure function of plain values (history rows as in training_history.json, a few
+config numbers) that returns a `Finding` or None; `diagnose` runs them all for one run. Torch-free,
+so the end of training, `inspect-checkpoint` and `fakedet doctor` can all call it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from pathlib import PurePath
+from typing import Any, Literal
+
+from fakedet.advisor import TARGET_EFFECTIVE_BATCH, HardwareInfo
+from fakedet.config import TrainingConfig
+from fakedet.hardware import cuda_amp_dtype, default_num_workers
+
+Severity = Literal["info", "warning"]
+Row = Mapping[str, Any]
+
+# The seed's LR table ("Выбор LR"). Like the advisor, the doctor scales it by effective batch /
+# TARGET_EFFECTIVE_BATCH, so the advisor's LR always lies inside the range the doctor checks.
+SEED_LR_RANGE_AMP = (1.25e-5, 1e-4)
+SEED_LR_RANGE_FP32 = (1e-4, 3e-4)
+SEED_LR_RANGE_FINE_TUNING = (1e-5, 5e-5)
+# The advisor's LR at the reference batch (advisor.recommend): a point inside each range.
+ADVISOR_BASE_LR_AMP = 1e-4
+ADVISOR_BASE_LR_FP32 = 2e-4
+
+# Where every run starts: a model that scores every image 0.5 with equal logits has an MSE of
+# 0.25 against 0/1 labels, a cross-entropy of ln 2 and a ranking hinge of exactly the margin. The
+# demo's first batch (0.507 at the defaults, where this gives 0.518) confirms it.
+CONSTANT_SCORE_REGRESSION = 0.25
+CONSTANT_SCORE_CLASSIFICATION = math.log(2.0)
+
+# Not learning. The first epochs: the issue's default-LR demo ran 3. By its 3rd epoch the
+# quickstart (lr 1e-3) had its train loss 60% below the constant-score loss and the default-LR
+# run 9%; a quarter lies well between them, and the rule also needs an LR below the range.
+NOT_LEARNING_EPOCHS = 3
+NOT_LEARNING_MIN_DROP = 0.25
+
+# Unstable. A val loss more than 1.5x the previous validation's: overfitting raises it a few per
+# cent per validation and the quickstart's last epochs moved it by 0.04, so a jump of half is
+# neither. Jumps inside the warmup are left out: the LR is still rising and BatchNorm's running
+# statistics lag the weights (the healthy quickstart jumps 0.51 -> 1.33 at epoch 2 of its 2.5
+# warmup epochs, then falls to 0.12).
+SPIKE_JUMP = 0.5
+# Accuracy that changes direction at least twice by 15 points or more after the warmup: one
+# 160-image val set flips single images by 0.6 points, so 15 points is many images at once.
+ACCURACY_SWING = 0.15
+ACCURACY_REVERSALS = 2
+# Halving a weight or the LR is a step one rerun can show, without switching the term off.
+UNSTABLE_FACTOR = 0.5
+
+# Poor separation. AUC is the chance that a random fake scores below a random real: one minus
+# the overlap of the two classes' realness histograms (the history keeps no histograms, so AUC
+# stands in for them). Below 0.8 one pair in five is ordered wrongly; the quickstart ends at 0.99.
+POOR_AUC = 0.8
+# The regression term a fifth below the constant score's 0.25: the scores have moved toward their
+# labels, so the model learns and what fails is the ordering (otherwise: not learning).
+LEARNING_REGRESSION = 0.8 * CONSTANT_SCORE_REGRESSION
+# Doubling a weight is a step one rerun can show; a weight of 0 restarts at the seed's default.
+RAISE_FACTOR = 2.0
+SEED_RANKING_WEIGHT = 0.2
+SEED_REGRESSION_WEIGHT = 1.0
+
+# Inaccurate scores. Classes that separate (AUC >= 0.9) but an MSE of 0.1 or more: a typical
+# image's realness sits a third of the scale (sqrt 0.1 = 0.32) from its label, so the scores are
+# ordered well but cannot be read as confidence. The quickstart ends at 0.047.
+SEPARATING_AUC = 0.9
+HIGH_REGRESSION = 0.1
+# Expected calibration error: 0.05 is usual for a good classifier; at 0.1 the stated realness
+# is 10 points from the observed share of real images on average (0.8 may mean real 70% of the
+# time), enough to mislead anyone who reads a score as a probability.
+HIGH_ECE = 0.1
+
+# Overfitting: val loss above its best for this many validations in a row while the train loss
+# went on falling, and by at least a tenth (less is within the noise of a small val set).
+OVERFIT_VALIDATIONS = 3
+OVERFIT_MIN_RISE = 0.1
+# Augmentation to try: the seed's blur and JPEG probabilities (0.1) doubled.
+AUGMENT_PROBABILITY = 0.2
+
+# Under-used hardware. Nothing here predicts images per second: `fakedet recommend` predicts a
+# batch size, AMP, workers and an LR, not a throughput, and no GPU was at hand to calibrate one.
+# So the rule compares the run's settings with the advisor's, and reports the measured img/s as
+# context only. AMP where it runs natively is the large gain: 1.5-2x in the seed, 2.4x measured
+# for bf16 on this project's CPU (SPEC 4).
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of advice: which rule, how serious, the numbers behind it, what to try."""
+
+    rule: str
+    severity: Severity
+    evidence: dict[str, float | int | bool | None]
+    advice: str
+    flags: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(value: float) -> str:
+    """A number as a flag value: 3 significant digits, no trailing zeros (1e-04 -> 0.0001)."""
+    return f"{value:.3g}"
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def _number(row: Row, key: str) -> float | None:
+    """A finite number under `key`, else None: rows lack val_ keys between validations, and the
+    history stores NaN as null."""
+    value = row.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _values(history: Sequence[Row], key: str) -> list[tuple[int, float]]:
+    """(epoch, value) of the rows where `key` holds a finite number."""
+    found = []
+    for row in history:
+        value = _number(row, key)
+        if value is not None:
+            found.append((int(row["epoch"]), value))
+    return found
+
+
+def _best_row(history: Sequence[Row]) -> Row | None:
+    """The validated row of lowest val_loss: what best_model.pt holds."""
+    validated = [row for row in history if _number(row, "val_loss") is not None]
+    return min(validated, key=lambda row: row["val_loss"], default=None)
+
+
+def _rounded(row: Row, key: str) -> float | None:
+    value = _number(row, key)
+    return _round(value) if value is not None else None
+
+
+def _new_run(run_dir: str, suffix: str, flags: str) -> str:
+    """The run again from its own config.yaml with `flags` changed, into a sibling folder."""
+    config = PurePath(run_dir) / "config.yaml"
+    return f"fakedet train --config {config} {flags} --output-dir {run_dir}-{suffix}"
+
+
+def effective_warmup(warmup_epochs: float, epochs: int) -> float:
+    """The warmup the run really had: the schedule cuts one as long as the run to half of it."""
+    return warmup_epochs if warmup_epochs < epochs else epochs / 2
+
+
+def seed_lr_range(amp_active: bool, effective_batch: int) -> tuple[float, float]:
+    """The seed's LR range for the precision that ran, scaled to the effective batch."""
+    low, high = SEED_LR_RANGE_AMP if amp_active else SEED_LR_RANGE_FP32
+    scale = effective_batch / TARGET_EFFECTIVE_BATCH
+    return low * scale, high * scale
+
+
+def advised_lr(amp_active: bool, effective_batch: int) -> float:
+    """The advisor's LR (advisor.recommend): 1e-4 with AMP, 2e-4 without, per 32 images."""
+    base = ADVISOR_BASE_LR_AMP if amp_active else ADVISOR_BASE_LR_FP32
+    return base * effective_batch / TARGET_EFFECTIVE_BATCH
+
+
+def constant_score_loss(
+    regression_weight: float, classification_weight: float, ranking_weight: float, margin: float
+) -> float:
+    """The loss of a model that scores every image 0.5: where training starts."""
+    return (
+        regression_weight * CONSTANT_SCORE_REGRESSION
+        + classification_weight * CONSTANT_SCORE_CLASSIFICATION
+        + ranking_weight * margin
+    )
+
+
+def amp_runs(use_amp: bool, amp_dtype: str, info: HardwareInfo | None) -> bool:
+    """Whether `--use-amp` really autocasts on `info` (the rules of engine/runtime.py).
+
+    Unknown hardware (None) takes the config's word.
+    """
+    if not use_amp:
+        return False
+    if info is None:
+        return True
+    if info.device == "cuda":
+        capability = info.compute_capability or (0, 0)
+        return cuda_amp_dtype(capability, amp_dtype) is not None
+    if info.device == "cpu":
+        return info.cpu_bf16 and amp_dtype != "fp16"
+    return False
+
+
+def not_learning(
+    history: Sequence[Row],
+    lr: float,
+    amp_active: bool,
+    effective_batch: int,
+    start_loss: float,
+    epochs: int,
+    run_dir: str = "RUN_DIR",
+) -> Finding | None:
+    """The train loss barely fell over the first epochs, at an LR below the seed's range.
+
+    Args:
+        history: the run's rows.
+        lr: the run's peak LR.
+        amp_active: whether autocast really ran (the range with AMP applies only then).
+        effective_batch: batch size x gradient accumulation.
+        start_loss: the loss of a constant 0.5 score (`constant_score_loss`).
+        epochs: the epochs the run was configured for.
+        run_dir: the run folder, for the resume line.
+    """
+    losses = _values(history, "train_loss")
+    window = losses[:NOT_LEARNING_EPOCHS]
+    low, high = seed_lr_range(amp_active, effective_batch)
+    if lr >= low or not window or len(window) < min(NOT_LEARNING_EPOCHS, epochs):
+        return None
+    epoch, loss = window[-1]
+    drop = (start_loss - loss) / start_loss
+    if drop >= NOT_LEARNING_MIN_DROP:
+        return None
+    new_lr = advised_lr(amp_active, effective_batch)
+    tuning_low, tuning_high = SEED_LR_RANGE_FINE_TUNING
+    precision = "with AMP" if amp_active else "without AMP"
+    last_epoch = int(history[-1]["epoch"])
+    # A run that used all its epochs needs more, and a fresh warmup: --reset-lr alone would keep
+    # the old curve, whose cosine is already near min_lr there.
+    more = f" --epochs {epochs}" if last_epoch >= epochs else ""
+    scheduler = " --reset-scheduler" if last_epoch >= epochs else ""
+    return Finding(
+        rule="not_learning",
+        severity="warning",
+        evidence={
+            "lr": lr,
+            "seed_lr_low": _round(low),
+            "seed_lr_high": _round(high),
+            "effective_batch": effective_batch,
+            "amp_active": amp_active,
+            "epoch": epoch,
+            "train_loss": _round(loss),
+            "constant_score_loss": _round(start_loss),
+            "loss_drop": _round(drop),
+        },
+        advice=(
+            f"After {epoch} epoch(s) the train loss is {drop:.0%} below that of a constant 0.5 "
+            f"score: the model barely learns. LR {_num(lr)} is below the seed's range {precision} "
+            f"({_num(low)} to {_num(high)} at effective batch {effective_batch}); the advisor's LR "
+            f"is {_num(new_lr)} (for fine-tuning a trained model the seed says {_num(tuning_low)} to "
+            f"{_num(tuning_high)}). Continue this run at that LR, or start again with "
+            f"`{_new_run(run_dir, 'lr', f'--lr {_num(new_lr)}')}`."
+        ),
+        flags=f"fakedet resume {run_dir}{more} --lr {_num(new_lr)} --reset-lr{scheduler}",
+    )
+
+
+def _reversals(points: list[tuple[int, float]], swing: float) -> int:
+    """How often a series changes direction, counting only moves of at least `swing`."""
+    moves = [b - a for (_, a), (_, b) in pairwise(points)]
+    big = [move for move in moves if abs(move) >= swing]
+    return sum(1 for a, b in pairwise(big) if (a > 0) != (b > 0))
+
+
+def unstable(
+    history: Sequence[Row],
+    lr: float,
+    amp_active: bool,
+    effective_batch: int,
+    classification_weight: float,
+    warmup_epochs: float,
+    nonfinite_steps: int = 0,
+    run_dir: str = "RUN_DIR",
+) -> Finding | None:
+    """Val loss spikes or swinging accuracy after the warmup, or non-finite steps.
+
+    Args:
+        warmup_epochs: the warmup the run really had (`effective_warmup`): only validations
+            after it count, both sides of a jump.
+        nonfinite_steps: optimizer steps skipped for a non-finite loss or gradient. A GradScaler's
+            own overflow skips are not counted there, so every one is real.
+    """
+    after_warmup = [(e, v) for e, v in _values(history, "val_loss") if e > warmup_epochs]
+    pairs = pairwise(after_warmup)
+    jumps = [(e, v / prev - 1.0) for (_, prev), (e, v) in pairs if prev > 0]
+    spikes = [(e, jump) for e, jump in jumps if jump > SPIKE_JUMP]
+    accuracy = [(e, v) for e, v in _values(history, "val_accuracy") if e > warmup_epochs]
+    reversals = _reversals(accuracy, ACCURACY_SWING)
+    if not spikes and reversals < ACCURACY_REVERSALS and nonfinite_steps == 0:
+        return None
+    evidence: dict[str, float | int | bool | None] = {
+        "val_loss_spikes": len(spikes),
+        "largest_val_loss_jump": _round(max((j for _, j in jumps), default=0.0)),
+        "accuracy_reversals": reversals,
+        "nonfinite_steps": nonfinite_steps,
+        "lr": lr,
+        "classification_weight": classification_weight,
+    }
+    signs = []
+    if spikes:
+        epoch, jump = max(spikes, key=lambda spike: spike[1])
+        evidence["spike_epoch"] = epoch
+        signs.append(f"val loss jumped {jump:+.0%} at epoch {epoch}")
+    if reversals >= ACCURACY_REVERSALS:
+        signs.append(
+            f"val accuracy changed direction {reversals} times by {ACCURACY_SWING:.0%} or more"
+        )
+    if nonfinite_steps:
+        signs.append(f"{nonfinite_steps} optimizer step(s) were skipped as non-finite")
+    new_weight = classification_weight * UNSTABLE_FACTOR
+    flags = [f"--classification-weight {_num(new_weight)}"]
+    high = seed_lr_range(amp_active, effective_batch)[1]
+    lower_lr = lr * UNSTABLE_FACTOR
+    if lr > high:  # above the seed's range, the LR is the likelier cause: lower both
+        flags.append(f"--lr {_num(lower_lr)}")
+        lr_text = f"and, as LR {_num(lr)} is above the seed's range (up to {_num(high)}), the LR"
+    else:
+        lr_text = f"then the LR ({_num(lr)} -> {_num(lower_lr)})"
+    amp_text = ""
+    if nonfinite_steps and amp_active:
+        flags.append("--no-use-amp")
+        amp_text = "; non-finite steps under AMP: try without it (the seed's advice)"
+    return Finding(
+        rule="unstable",
+        severity="warning",
+        evidence=evidence,
+        advice=(
+            f"Unstable training: {'; '.join(signs)}. Lower classification_weight "
+            f"({_num(classification_weight)} -> {_num(new_weight)}, the seed's rule for "
+            f"unstable training) {lr_text}{amp_text}."
+        ),
+        flags=_new_run(run_dir, "stable", " ".join(flags)),
+    )
+
+
+def poor_separation(
+    history: Sequence[Row], ranking_weight: float, run_dir: str = "RUN_DIR"
+) -> Finding | None:
+    """AUC low at the best epoch although the regression term shows the model learns."""
+    best = _best_row(history)
+    if best is None:
+        return None
+    auc, regression = _number(best, "val_auc"), _number(best, "val_regression")
+    if auc is None or regression is None:
+        return None
+    if auc >= POOR_AUC or regression >= LEARNING_REGRESSION:
+        return None
+    new_weight = ranking_weight * RAISE_FACTOR if ranking_weight > 0 else SEED_RANKING_WEIGHT
+    return Finding(
+        rule="poor_separation",
+        severity="warning",
+        evidence={
+            "best_epoch": int(best["epoch"]),
+            "val_auc": _round(auc),
+            "val_ap": _rounded(best, "val_ap"),
+            "val_regression": _round(regression),
+            "val_ranking": _rounded(best, "val_ranking"),
+            "ranking_weight": ranking_weight,
+        },
+        advice=(
+            f"Poor separation of the classes: val AUC {auc:.3f} at the best epoch (epoch "
+            f"{best['epoch']}) while the regression term ({regression:.3f}, a constant score "
+            f"gives {CONSTANT_SCORE_REGRESSION}) shows the scores moved toward their labels: "
+            f"real and fake realness still overlap. Raise ranking_weight "
+            f"({_num(ranking_weight)} -> {_num(new_weight)}, the seed's rule)."
+        ),
+        flags=_new_run(run_dir, "ranking", f"--ranking-weight {_num(new_weight)}"),
+    )
+
+
+def inaccurate_scores(
+    history: Sequence[Row],
+    regression_weight: float,
+    calibration: Mapping[str, Any] | None = None,
+    run_dir: str = "RUN_DIR",
+) -> Finding | None:
+    """Classes that separate but scores far from their labels, or a high calibration error.
+
+    Args:
+        calibration: the checkpoint's calibration (method, ece_before, ece_after, threshold,
+            rule), or None when the run was not calibrated.
+    """
+    best = _best_row(history)
+    auc = _number(best, "val_auc") if best is not None else None
+    regression = _number(best, "val_regression") if best is not None else None
+    ece_before = _number(calibration, "ece_before") if calibration is not None else None
+    ece_after = _number(calibration, "ece_after") if calibration is not None else None
+    scores_off = (
+        auc is not None
+        and regression is not None
+        and auc >= SEPARATING_AUC
+        and regression >= HIGH_REGRESSION
+    )
+    raw_off = ece_before is not None and ece_before >= HIGH_ECE
+    calibrated_off = ece_after is not None and ece_after >= HIGH_ECE
+    if not (scores_off or raw_off or calibrated_off):
+        return None
+    new_weight = (
+        regression_weight * RAISE_FACTOR if regression_weight > 0 else SEED_REGRESSION_WEIGHT
+    )
+    signs = []
+    if scores_off:
+        signs.append(
+            f"val AUC {auc:.3f} separates the classes but the regression term is "
+            f"{regression:.3f} (scores {math.sqrt(regression):.2f} from their labels, RMS)"
+        )
+    if raw_off or calibrated_off:
+        method = calibration.get("method") if calibration is not None else None
+        text = f"calibration error {ece_before:.3f}" if ece_before is not None else "calibration"
+        if ece_after is not None:
+            text += f" -> {ece_after:.3f} after {method or 'calibration'}"
+        signs.append(text)
+    # Calibration that brings the error down leaves only the raw scores off: a mild finding.
+    fixed_by_calibration = raw_off and not scores_off and ece_after is not None
+    severity: Severity = "info" if fixed_by_calibration and not calibrated_off else "warning"
+    effect = (
+        " Calibration corrects the scores that predict reports; the raw scores stay off."
+        if severity == "info"
+        else ""
+    )
+    return Finding(
+        rule="inaccurate_scores",
+        severity=severity,
+        evidence={
+            "best_epoch": int(best["epoch"]) if best is not None else None,
+            "val_auc": _round(auc) if auc is not None else None,
+            "val_regression": _round(regression) if regression is not None else None,
+            "ece_before": ece_before,
+            "ece_after": ece_after,
+            "regression_weight": regression_weight,
+        },
+        advice=(
+            f"Inaccurate scores: {'; '.join(signs)}. Raise regression_weight "
+            f"({_num(regression_weight)} -> {_num(new_weight)}, the seed's rule).{effect}"
+        ),
+        flags=_new_run(run_dir, "regression", f"--regression-weight {_num(new_weight)}"),
+    )
+
+
+def overfitting(
+    history: Sequence[Row],
+    early_stopping_patience: int,
+    hflip: bool,
+    blur_prob: float,
+    jpeg_prob: float,
+    run_dir: str = "RUN_DIR",
+) -> Finding | None:
+    """Val loss above its best for several validations while the train loss kept falling."""
+    best = _best_row(history)
+    if best is None:
+        return None
+    best_epoch, best_loss = int(best["epoch"]), float(best["val_loss"])
+    after = [(e, v) for e, v in _values(history, "val_loss") if e > best_epoch]
+    train = dict(_values(history, "train_loss"))
+    if len(after) < OVERFIT_VALIDATIONS or best_epoch not in train:
+        return None
+    last_epoch, last_loss = after[-1]
+    rise = last_loss / best_loss - 1.0 if best_loss > 0 else 0.0
+    train_fell = train.get(last_epoch, math.inf) < train[best_epoch]
+    if rise < OVERFIT_MIN_RISE or not train_fell:
+        return None
+    flags = [f"--epochs {best_epoch}"]
+    if not hflip:
+        flags.append("--hflip")
+    if blur_prob < AUGMENT_PROBABILITY:
+        flags.append(f"--blur-prob {_num(AUGMENT_PROBABILITY)}")
+    if jpeg_prob < AUGMENT_PROBABILITY:
+        flags.append(f"--jpeg-prob {_num(AUGMENT_PROBABILITY)}")
+    if early_stopping_patience == 0 or early_stopping_patience > OVERFIT_VALIDATIONS:
+        flags.append(f"--early-stopping-patience {OVERFIT_VALIDATIONS}")
+    return Finding(
+        rule="overfitting",
+        severity="warning",
+        evidence={
+            "best_epoch": best_epoch,
+            "best_val_loss": _round(best_loss),
+            "last_epoch": last_epoch,
+            "last_val_loss": _round(last_loss),
+            "val_loss_rise": _round(rise),
+            "train_loss_at_best": _round(train[best_epoch]),
+            "train_loss_last": _round(train[last_epoch]),
+            "early_stopping_patience": early_stopping_patience,
+        },
+        advice=(
+            f"Overfitting: val loss rose {rise:.0%} over the {len(after)} validations after its "
+            f"best (epoch {best_epoch}, {best_loss:.4f}) while the train loss kept falling "
+            f"({train[best_epoch]:.4f} -> {train[last_epoch]:.4f}). Use "
+            f"{PurePath(run_dir) / 'best_model.pt'} (epoch {best_epoch}); to train again, stop "
+            "sooner and augment more."
+        ),
+        flags=_new_run(run_dir, "regularized", " ".join(flags)),
+    )
+
+
+def underused_hardware(
+    images_per_sec: Sequence[float],
+    num_workers: int,
+    use_amp: bool,
+    device: str,
+    os_name: str,
+    cpu_cores: int,
+    cpu_bf16: bool,
+    compute_capability: tuple[int, int] | None,
+    run_dir: str = "RUN_DIR",
+) -> Finding | None:
+    """Settings below what the advisor recommends on the hardware the run used.
+
+    Judged on settings, not on img/s: nothing predicts a throughput to compare with (see the
+    comment above `Finding`); the measured median img/s is reported as context.
+
+    Args:
+        device: where the run trained ("cpu", "cuda", "mps").
+    """
+    workers = default_num_workers(os_name, cpu_cores)
+    if device == "cuda":
+        amp_available = cuda_amp_dtype(compute_capability or (0, 0)) is not None
+    else:
+        amp_available = device == "cpu" and cpu_bf16
+    few_workers = num_workers < workers
+    amp_unused = amp_available and not use_amp
+    if not (few_workers or amp_unused):
+        return None
+    flags, signs = [], []
+    if amp_unused:
+        flags.append("--use-amp")
+        where = "native bf16 on this CPU" if device == "cpu" else "this GPU's tensor cores"
+        signs.append(f"AMP is off although it would run on {where} (1.5-2x in the seed's notes)")
+    if few_workers:
+        flags.append(f"--num-workers {workers}")
+        signs.append(f"{num_workers} loader worker(s) where the advisor uses {workers}")
+    speed = statistics.median(images_per_sec) if images_per_sec else None
+    measured = f" The run measured {speed:.1f} img/s." if speed is not None else ""
+    return Finding(
+        rule="underused_hardware",
+        # Info: these settings cost time, never the model's quality (a healthy quickstart run
+        # on a CPU with native bf16 has AMP off).
+        severity="info",
+        evidence={
+            "images_per_sec": _round(speed) if speed is not None else None,
+            "num_workers": num_workers,
+            "advised_workers": workers,
+            "use_amp": use_amp,
+            "amp_available": amp_available,
+        },
+        advice=f"Hardware left unused: {'; '.join(signs)}.{measured}",
+        flags=_new_run(run_dir, "fast", " ".join(flags)),
+    )
+
+
+def diagnose(
+    history: Sequence[Row],
+    config: TrainingConfig,
+    nonfinite_steps: int = 0,
+    calibration: Mapping[str, Any] | None = None,
+    hardware: HardwareInfo | None = None,
+    run_dir: str | PurePath | None = None,
+    *,
+    amp_active: bool | None = None,
+    batch_size: int | None = None,
+) -> list[Finding]:
+    """Every rule over one run; warnings first.
+
+    Args:
+        history: the run's rows (training_history.json, or a checkpoint's state.history).
+        config: the run's config.
+        nonfinite_steps: optimizer steps skipped for non-finite values.
+        calibration: the checkpoint's calibration dict, if any.
+        hardware: the machine the run trained on (device set to the run's); None skips the
+            hardware rule.
+        run_dir: the run folder, for the commands; "RUN_DIR" when None.
+        amp_active: whether autocast really ran; None derives it from `hardware` (`amp_runs`).
+        batch_size: the batch the run used, when the config says "auto" (default: the seed's 16).
+
+    Returns:
+        The findings that apply; empty for a healthy run.
+    """
+    run = str(run_dir) if run_dir is not None else "RUN_DIR"
+    if amp_active is None:
+        amp_active = amp_runs(config.use_amp, config.amp_dtype, hardware)
+    if batch_size is None:
+        batch_size = config.batch_size if isinstance(config.batch_size, int) else 16
+    effective_batch = batch_size * config.gradient_accumulation_steps
+    start_loss = constant_score_loss(
+        config.regression_weight,
+        config.classification_weight,
+        config.ranking_weight,
+        config.ranking_margin,
+    )
+    warmup = effective_warmup(config.warmup_epochs, config.epochs)
+    findings = [
+        not_learning(
+            history, config.lr, amp_active, effective_batch, start_loss, config.epochs, run
+        ),
+        unstable(
+            history,
+            config.lr,
+            amp_active,
+            effective_batch,
+            config.classification_weight,
+            warmup,
+            nonfinite_steps,
+            run,
+        ),
+        poor_separation(history, config.ranking_weight, run),
+        inaccurate_scores(history, config.regression_weight, calibration, run),
+        overfitting(
+            history,
+            config.early_stopping_patience,
+            config.hflip,
+            config.blur_prob,
+            config.jpeg_prob,
+            run,
+        ),
+    ]
+    if hardware is not None:
+        findings.append(
+            underused_hardware(
+                [speed for _, speed in _values(history, "images_per_sec")],
+                config.num_workers,
+                config.use_amp,
+                hardware.device,
+                hardware.os,
+                hardware.cpu_cores,
+                hardware.cpu_bf16,
+                hardware.compute_capability,
+                run,
+            )
+        )
+    found = [finding for finding in findings if finding is not None]
+    return sorted(found, key=lambda finding: finding.severity != "warning")
