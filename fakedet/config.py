@@ -86,6 +86,13 @@ class TrainingConfig(BaseModel):
     plots: bool = Field(
         True, description="Draw curves, ROC/PR, confusion and score plots at the end."
     )
+    calibration_method: Literal["temperature", "platt", "isotonic"] = Field(
+        "temperature", description="How the end of training calibrates realness on val."
+    )
+    threshold_rule: str = Field(
+        "fixed:0.5",
+        description="Operating threshold on calibrated realness: fixed:X, eer or fpr:R.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     seed: int = Field(42, ge=0, description="Seed of every random choice in the run.")
 
@@ -120,6 +127,20 @@ class TrainingConfig(BaseModel):
         if number < 1:
             raise ValueError("must be a positive integer or 'auto'")
         return number
+
+    @field_validator("threshold_rule")
+    @classmethod
+    def _known_threshold_rule(cls, value: str) -> str:
+        kind, _, number = value.strip().lower().partition(":")
+        try:
+            valid = (kind == "eer" and not number) or (
+                kind in ("fixed", "fpr") and 0.0 <= float(number) <= 1.0
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError("must be fixed:X, eer or fpr:R with X and R in [0, 1]")
+        return value.strip().lower()
 
     @field_validator("device")
     @classmethod

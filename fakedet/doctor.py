@@ -145,6 +145,14 @@ def _rounded(row: Row, key: str) -> float | None:
     return _round(value) if value is not None else None
 
 
+def _stopped_early(history: Sequence[Row], patience: int) -> bool:
+    """Whether early stopping ended the run: `patience` validations after the best one."""
+    best = _best_row(history)
+    if not patience or best is None:
+        return False
+    return sum(1 for epoch, _ in _values(history, "val_loss") if epoch > best["epoch"]) >= patience
+
+
 def _new_run(run_dir: str, suffix: str, flags: str) -> str:
     """The run again from its own config.yaml with `flags` changed, into a sibling folder."""
     config = PurePath(run_dir) / "config.yaml"
@@ -204,6 +212,7 @@ def not_learning(
     effective_batch: int,
     start_loss: float,
     epochs: int,
+    early_stopping_patience: int = 0,
     run_dir: str = "RUN_DIR",
 ) -> Finding | None:
     """The train loss barely fell over the first epochs, at an LR below the seed's range.
@@ -215,6 +224,7 @@ def not_learning(
         effective_batch: batch size x gradient accumulation.
         start_loss: the loss of a constant 0.5 score (`constant_score_loss`).
         epochs: the epochs the run was configured for.
+        early_stopping_patience: the run's patience (0: off), to tell whether it has stopped.
         run_dir: the run folder, for the resume line.
     """
     losses = _values(history, "train_loss")
@@ -230,10 +240,12 @@ def not_learning(
     tuning_low, tuning_high = SEED_LR_RANGE_FINE_TUNING
     precision = "with AMP" if amp_active else "without AMP"
     last_epoch = int(history[-1]["epoch"])
-    # A run that used all its epochs needs more, and a fresh warmup: --reset-lr alone would keep
-    # the old curve, whose cosine is already near min_lr there.
-    more = f" --epochs {epochs}" if last_epoch >= epochs else ""
-    scheduler = " --reset-scheduler" if last_epoch >= epochs else ""
+    # A run that has stopped (all epochs done, or early stopping) needs more epochs, as many
+    # again, and a fresh warmup: --reset-lr alone would keep the old curve, whose cosine is near
+    # min_lr by then. A run still under way just goes on at the new LR.
+    stopped = last_epoch >= epochs or _stopped_early(history, early_stopping_patience)
+    more = f" --epochs {last_epoch}" if stopped else ""
+    scheduler = " --reset-scheduler" if stopped else ""
     return Finding(
         rule="not_learning",
         severity="warning",
@@ -594,7 +606,14 @@ def diagnose(
     warmup = effective_warmup(config.warmup_epochs, config.epochs)
     findings = [
         not_learning(
-            history, config.lr, amp_active, effective_batch, start_loss, config.epochs, run
+            history,
+            config.lr,
+            amp_active,
+            effective_batch,
+            start_loss,
+            config.epochs,
+            config.early_stopping_patience,
+            run,
         ),
         unstable(
             history,

@@ -4,7 +4,7 @@ real quickstart and default-LR histories; `fakedet doctor` on a real tiny checkp
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from conftest import make_folder_dataset, tiny_train_args
 from fakedet import doctor
 from fakedet.advisor import HardwareInfo, recommend
 from fakedet.cli import app
-from fakedet.cli.doctor import HEALTHY, render_findings
+from fakedet.cli.doctor import HEALTHY, calibration_as_dict, render_findings
 from fakedet.cli.doctor import doctor as doctor_command
 from fakedet.config import TrainingConfig
 
@@ -109,7 +109,7 @@ def flat_history(epochs: int = 3) -> list[dict]:
 
 
 def test_not_learning_fires_at_a_low_lr_with_a_flat_loss() -> None:
-    finding = doctor.not_learning(flat_history(), 1.25e-5, False, 16, START, 3, "runs/demo")
+    finding = doctor.not_learning(flat_history(), 1.25e-5, False, 16, START, 3, 15, "runs/demo")
     assert finding is not None and finding.severity == "warning"
     assert finding.evidence["seed_lr_low"] == pytest.approx(5e-5)  # 1e-4 x 16 / 32
     # The run used its 3 epochs: 3 more, at the advisor's LR, with a fresh warmup.
@@ -122,6 +122,15 @@ def test_not_learning_mid_run_finishes_the_run_at_the_new_lr() -> None:
     finding = doctor.not_learning(flat_history(), 1.25e-5, False, 16, START, 50)
     assert finding is not None
     assert finding.flags == "fakedet resume RUN_DIR --lr 0.0001 --reset-lr"
+
+
+def test_not_learning_after_early_stopping_trains_as_many_epochs_again() -> None:
+    history = [row(e, START * 0.97, START if e > 1 else START * 0.9) for e in range(1, 6)]
+    finding = doctor.not_learning(history, 1.25e-5, False, 16, START, 50, 4)
+    assert finding is not None
+    assert finding.flags == (
+        "fakedet resume RUN_DIR --epochs 5 --lr 0.0001 --reset-lr --reset-scheduler"
+    )
 
 
 def test_not_learning_quiet_when_the_loss_falls() -> None:
@@ -386,6 +395,19 @@ def test_render_findings_keeps_commands_on_one_line() -> None:
     assert "warning overfitting: Overfitting [x]." in text
     assert "rise 0.25" in text
     assert f"try: {'a ' * 40}".strip() in text
+
+
+def test_checkpoint_calibration_is_read_as_a_dict() -> None:
+    @dataclass
+    class Stored:  # the shape of engine/calibration.py's Calibration
+        method: str = "temperature"
+        ece_before: float | None = 0.2
+        ece_after: float | None = 0.15
+
+    as_dict = calibration_as_dict(Stored())
+    assert as_dict == {"method": "temperature", "ece_before": 0.2, "ece_after": 0.15}
+    assert calibration_as_dict({"method": "platt", "ece_after": 0.1})["method"] == "platt"
+    assert calibration_as_dict(None) is None
 
 
 @pytest.fixture(scope="module")

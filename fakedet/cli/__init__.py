@@ -9,12 +9,20 @@ from __future__ import annotations
 from fakedet.cli.base import app
 from fakedet.cli.evaluate import evaluate
 from fakedet.cli.train import resume, train
-from fakedet.cli.use import demo_data, inspect_checkpoint, predict, recommend, validate
+from fakedet.cli.use import (
+    calibrate,
+    demo_data,
+    inspect_checkpoint,
+    predict,
+    recommend,
+    validate,
+)
 
 app.command("train", context_settings={"max_content_width": 120})(train)
 app.command("resume", context_settings={"max_content_width": 120})(resume)
 app.command("validate")(validate)
 app.command("evaluate")(evaluate)
+app.command("calibrate")(calibrate)
 app.command("inspect-checkpoint")(inspect_checkpoint)
 app.command("recommend")(recommend)
 app.command("predict")(predict)

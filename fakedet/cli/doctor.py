@@ -60,7 +60,7 @@ def render_findings(console: Console, findings: Sequence[Finding | Mapping[str, 
         console.print(f"  try: {escape(finding.flags)}", highlight=False, soft_wrap=True)
 
 
-def _calibration_dict(calibration: object) -> dict[str, Any] | None:
+def calibration_as_dict(calibration: object) -> dict[str, Any] | None:
     """The checkpoint's calibration (SPEC 12) as a dict, whether it is stored as one or not."""
     if calibration is None:
         return None
@@ -97,7 +97,7 @@ def checkpoint_findings(checkpoint: Checkpoint, run_dir: Path) -> list[Finding]:
         checkpoint.state.history,
         config,
         nonfinite_steps=checkpoint.state.nonfinite_steps,
-        calibration=_calibration_dict(getattr(checkpoint, "calibration", None)),
+        calibration=calibration_as_dict(getattr(checkpoint, "calibration", None)),
         hardware=machine,
         run_dir=run_dir,
         batch_size=checkpoint.batch_size,

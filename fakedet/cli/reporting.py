@@ -33,7 +33,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # Order of the validation metrics in every table (training summary, validate, inspect).
 METRIC_ORDER = (
     "loss", "regression", "classification", "ranking", "accuracy", "real_acc", "fake_acc",
-    "auc", "ap",
+    "auc", "ap", "ece", "ece_raw",
 )  # fmt: skip
 
 
@@ -178,9 +178,11 @@ class ConsoleReporter(Reporter):
         best = result["best_metrics"]
         table = metrics_table(
             f"Best epoch {result['best_epoch']} ({result['stop_reason']})",
-            {f"val_{name}": best.get(f"val_{name}") for name in METRIC_ORDER},
+            {f"val_{name}": best.get(f"val_{name}") for name in METRIC_ORDER if name[:3] != "ece"},
         )
         self.console.print(table)
+        if result.get("calibration"):
+            self.console.print(f"Calibration: {result['calibration']}", highlight=False)
         if result["nonfinite_steps"]:
             self.warning(
                 f"{result['nonfinite_steps']} optimizer step(s) skipped for non-finite values"

@@ -109,6 +109,8 @@ def train(
     max_nonfinite_steps: Annotated[int | None, config_option("max_nonfinite_steps")] = None,
     use_tensorboard: Annotated[bool | None, config_option("use_tensorboard")] = None,
     plots: Annotated[bool | None, config_option("plots")] = None,
+    calibration_method: Annotated[str | None, config_option("calibration_method")] = None,
+    threshold_rule: Annotated[str | None, config_option("threshold_rule")] = None,
     device: Annotated[str | None, config_option("device")] = None,
     seed: Annotated[int | None, config_option("seed")] = None,
     devices: DevicesOption = None,

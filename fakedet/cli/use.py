@@ -16,6 +16,7 @@ from fakedet.cli.base import (
     JsonOption,
     WorkersOption,
     console,
+    error_console,
     errors_to_exit_codes,
     fields_table,
     print_json,
@@ -97,6 +98,16 @@ def demo_data(
             )
 
 
+def note_uncalibrated(checkpoint: Path) -> None:
+    """The one line an uncalibrated (0.1.0 or interrupted) checkpoint gets."""
+    error_console.print(
+        f"note: {checkpoint} stores no calibration (written by fakedet 0.1.0, or before its run "
+        "ended): raw scores, threshold 0.5. `fakedet calibrate` adds one.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def predict(
     checkpoint: CheckpointArgument,
     paths: Annotated[
@@ -107,17 +118,26 @@ def predict(
         typer.Option("--output", "-o", help="Write path, realness, verdict, error to this CSV."),
     ] = None,
     threshold: Annotated[
-        float,
-        typer.Option("--threshold", min=0.0, max=1.0, help="Realness at or above this is 'real'."),
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Calibrated realness at or above this is 'real' \\[default: the checkpoint's].",
+        ),
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Show (and write) the uncalibrated score too.")
+    ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
     device: DeviceOption = "auto",
     num_workers: WorkersOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score images: realness in [0, 1] (1 = real photo) and a real/fake verdict per image.
+    """Score images: calibrated realness in [0, 1] (1 = real photo) and a real/fake verdict.
 
-    Each image is scored on its centre crop at the checkpoint's img_size, as in validation.
+    Each image is scored on its centre crop at the checkpoint's img_size, as in validation; the
+    score is calibrated and the verdict taken at the threshold the checkpoint stores.
 
     Examples:
 
@@ -127,6 +147,7 @@ def predict(
     """
     with errors_to_exit_codes():
         from fakedet.engine.inference import (
+            calibration_of,
             collect_images,
             load_detector,
             predict_images,
@@ -135,12 +156,16 @@ def predict(
 
         images = collect_images(paths)
         model, loaded = load_detector(checkpoint, device)
+        calibration = calibration_of(loaded)
+        if loaded.calibration is None:
+            note_uncalibrated(checkpoint)
         predictions = predict_images(
-            model, images, loaded.img_size, threshold, batch_size, num_workers
+            model, images, loaded.img_size, calibration, threshold, batch_size, num_workers
         )
-        rows = [prediction.as_row() for prediction in predictions]
+        cut = calibration.threshold if threshold is None else threshold
+        rows = [prediction.as_row(raw) for prediction in predictions]
         if output is not None:
-            write_predictions_csv(output, predictions)
+            write_predictions_csv(output, predictions, raw)
         unreadable = sum(1 for p in predictions if p.realness is None)
         if unreadable == len(predictions):
             raise UsageError(
@@ -152,16 +177,19 @@ def predict(
             return
         shown = rows[:50]
         table = Table(
-            title=f"{loaded.model_name} model, epoch {loaded.state.epoch}, threshold {threshold:g}",
+            title=f"{loaded.model_name} model, epoch {loaded.state.epoch}, threshold {cut:.4g}",
             title_justify="left",
         )
         table.add_column("image", overflow="fold")
         table.add_column("realness", justify="right")
+        if raw:
+            table.add_column("raw", justify="right")
         table.add_column("verdict")
         for row in shown:
             style = {"real": "green", "fake": "red"}.get(row["verdict"], "yellow")
-            score = "-" if row["realness"] is None else f"{row['realness']:.4f}"
-            table.add_row(row["path"], score, f"[{style}]{row['verdict']}[/]")
+            scores = [row["realness"], row["raw"]] if raw else [row["realness"]]
+            cells = ["-" if score is None else f"{score:.4f}" for score in scores]
+            table.add_row(row["path"], *cells, f"[{style}]{row['verdict']}[/]")
         console.print(table)
         if len(rows) > len(shown):
             console.print(
@@ -234,13 +262,19 @@ def validate(
         if as_json:
             print_json(result)
             return
+        if result["calibration"] is None:
+            note_uncalibrated(checkpoint)
         console.print(
             f"{result['checkpoint']} on {result['data_root']} ({result['layout']}), "
             f"{result['scored']}: {result['images']} images ({result['real']} real, "
             f"{result['fake']} fake)",
             highlight=False,
         )
-        console.print(metrics_table("metrics", result["metrics"]))
+        console.print(
+            metrics_table(
+                f"metrics (accuracy at threshold {result['threshold']:.4g})", result["metrics"]
+            )
+        )
         if result["plots"]:
             console.print(f"Plots: {', '.join(result['plots'])}", highlight=False, soft_wrap=True)
         if result["skipped"]:
@@ -285,7 +319,8 @@ def inspect_checkpoint(
             "non-finite steps skipped": info["nonfinite_steps"],
             "fakedet / torch": f"{info['fakedet_version']} / {info['torch_version']}",
             "size": f"{info['size_mb']} MB",
-            "data root": info["config"].get("data_root"),
+            "data root": info["config"]["data_root"],
+            "calibration": info["calibration_text"],
         }
         console.print(fields_table(info["path"], fields))
         last = {k: v for k, v in info["last_metrics"].items() if k.startswith("val_")}
@@ -371,3 +406,66 @@ def recommend(
             console.print(item["command"], highlight=False, soft_wrap=True)
         for note in plan["notes"]:
             console.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+def calibrate(
+    checkpoint: CheckpointArgument,
+    data_root: Annotated[Path, typer.Argument(help="Labelled held-out images to fit on.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The new checkpoint to write (never the input).")
+    ],
+    split: Annotated[
+        str, typer.Option("--split", help="auto (val, or all of a set without train), val, all.")
+    ] = "auto",
+    method: Annotated[
+        str, typer.Option("--method", help="temperature, platt or isotonic.")
+    ] = "temperature",
+    threshold_rule: Annotated[
+        str, typer.Option("--threshold-rule", help="fixed:X, eer or fpr:R (e.g. fpr:0.01).")
+    ] = "fixed:0.5",
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
+    ] = None,
+    device: DeviceOption = "auto",
+    num_workers: WorkersOption = None,
+    use_csv: Annotated[
+        bool | None,
+        typer.Option(
+            "--use-csv/--no-use-csv", help="Labels from CSV \\[default: the checkpoint's]."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Refit how a checkpoint's score is read: calibration and operating threshold.
+
+    The model is unchanged; the new checkpoint stores the fitted map (temperature or Platt on
+    the score's logit, or isotonic) and the threshold its rule picks on these images. predict,
+    validate and evaluate then report calibrated realness and decide at that threshold.
+
+    Examples:
+
+        fakedet calibrate runs/demo/best_model.pt ./my_heldout --output runs/demo/calibrated.pt
+
+        fakedet calibrate runs/demo demo --threshold-rule fpr:0.01 -o runs/demo/fpr1.pt
+    """
+    with errors_to_exit_codes():
+        from fakedet.engine.inference import calibrate_checkpoint
+
+        calibration = calibrate_checkpoint(
+            checkpoint,
+            data_root,
+            output,
+            split,
+            method,
+            threshold_rule,
+            device,
+            batch_size,
+            num_workers,
+            use_csv,
+        )
+        if as_json:
+            print_json({"output": str(output), "calibration": calibration.to_dict()})
+            return
+        console.print(f"Calibration: {calibration.describe()}", highlight=False, soft_wrap=True)
+        console.print(f"Wrote {output}", highlight=False)

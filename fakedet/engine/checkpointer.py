@@ -12,7 +12,8 @@ from typing import Any
 
 from fakedet.config import TrainingConfig, dump_config_yaml
 from fakedet.data.samples import DatasetIndex
-from fakedet.engine.checkpoint import save_checkpoint
+from fakedet.engine.calibration import Calibration
+from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
 from fakedet.engine.evaluate import Scores
 from fakedet.engine.state import Checkpoint
 from fakedet.io import atomic_write_text
@@ -78,6 +79,14 @@ class Checkpointer:
         if self.is_main:
             save_checkpoint(self.latest, checkpoint)
         return self.latest
+
+    def store_calibration(self, path: Path, calibration: Calibration) -> None:
+        """Add a fitted calibration to a checkpoint this run wrote (rewritten atomically)."""
+        if not self.is_main:
+            return
+        checkpoint = load_checkpoint(path)
+        checkpoint.calibration = calibration
+        save_checkpoint(path, checkpoint)
 
     def write_plots(
         self, history: list[dict[str, Any]], scores: Scores | None, caption: str

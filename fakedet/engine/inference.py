@@ -10,17 +10,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fakedet.config import config_to_dict
 from fakedet.data.loader import make_loader
-from fakedet.data.samples import IMAGE_SUFFIXES, Sample
+from fakedet.data.samples import IMAGE_SUFFIXES, DatasetIndex, Sample
 from fakedet.data.transforms import EvalTransform, pixels_to_float
 from fakedet.engine.build import build_loss, build_model, index_dataset, loader_options
-from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
-from fakedet.engine.evaluate import evaluate, make_eval_loader
-from fakedet.engine.metrics import finite_or_none, json_safe
+from fakedet.engine.calibration import (
+    IDENTITY,
+    Calibration,
+    check_method,
+    fit_calibration,
+    parse_rule,
+)
+from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from fakedet.engine.evaluate import Scores, evaluate, make_eval_loader
+from fakedet.engine.metrics import (
+    detection_metrics,
+    expected_calibration_error,
+    finite_or_none,
+    json_safe,
+)
 from fakedet.engine.runtime import FP32, resolve_device
 from fakedet.engine.state import Checkpoint
 from fakedet.errors import DataError, UsageError
@@ -73,14 +86,26 @@ class Prediction:
     """One image's verdict; `realness` is None when the file could not be read (see `error`)."""
 
     path: str
-    realness: float | None
+    realness: float | None  # calibrated
     verdict: str  # "real", "fake" or "unreadable"
     error: str | None = None
+    raw: float | None = None  # the model's own score, before calibration
 
-    def as_row(self) -> dict[str, Any]:
-        """What predict prints as JSON and writes as CSV (realness to 6 decimals)."""
-        realness = None if self.realness is None else round(self.realness, 6)
-        return {**asdict(self), "realness": realness}
+    def as_row(self, with_raw: bool = False) -> dict[str, Any]:
+        """What predict prints as JSON and writes as CSV (scores to 6 decimals)."""
+        row = {**asdict(self), "realness": _rounded(self.realness), "raw": _rounded(self.raw)}
+        if not with_raw:
+            del row["raw"]
+        return row
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def calibration_of(checkpoint: Checkpoint) -> Calibration:
+    """The checkpoint's calibration, or identity with threshold 0.5 for one that has none."""
+    return checkpoint.calibration or IDENTITY
 
 
 @torch.no_grad()
@@ -88,11 +113,13 @@ def predict_images(
     model: nn.Module,
     paths: Sequence[Path],
     img_size: int,
-    threshold: float = 0.5,
+    calibration: Calibration = IDENTITY,
+    threshold: float | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
 ) -> list[Prediction]:
-    """Realness of each image (a centre crop of `img_size`, as in validation), in input order."""
+    """Calibrated realness of each image (a centre crop of `img_size`, as in validation) and its
+    verdict at `threshold` (default: the calibration's), in input order."""
     device = next(model.parameters()).device
     samples = [Sample(str(path), 0.0) for path in paths]
     workers = default_num_workers() if num_workers is None else num_workers
@@ -115,31 +142,49 @@ def predict_images(
             continue
         scores = model(pixels_to_float(batch["images"], device))["score"].float().cpu()
         realness.update(zip(batch["indices"].tolist(), scores.tolist(), strict=True))
+    cut = calibration.threshold if threshold is None else threshold
     predictions = []
     for index, sample in enumerate(samples):
         if index in realness:
-            verdict = "real" if realness[index] >= threshold else "fake"
-            predictions.append(Prediction(sample.path, realness[index], verdict))
+            calibrated = float(calibration.apply(np.array(realness[index])))
+            verdict = "real" if calibrated >= cut else "fake"
+            predictions.append(Prediction(sample.path, calibrated, verdict, raw=realness[index]))
         else:
             reason = errors.get(sample.path, "could not be read")
             predictions.append(Prediction(sample.path, None, "unreadable", reason))
     return predictions
 
 
-def write_predictions_csv(path: Path, predictions: Sequence[Prediction]) -> None:
-    """path, realness, verdict, error per image, written atomically.
+def write_predictions_csv(
+    path: Path, predictions: Sequence[Prediction], with_raw: bool = False
+) -> None:
+    """path, realness, verdict, error (and raw) per image, written atomically.
 
     Raises:
         WriteError: the file cannot be written.
     """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["path", "realness", "verdict", "error"])
+    columns = ["path", "realness", "verdict", "error"] + (["raw"] if with_raw else [])
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(prediction.as_row() for prediction in predictions)
+    writer.writerows(prediction.as_row(with_raw) for prediction in predictions)
     atomic_write_text(path, buffer.getvalue())
 
 
-def validate_checkpoint(
+@dataclass
+class ScoredSet:
+    """A labelled set scored by a checkpoint's model: raw scores and the trainer's metrics."""
+
+    checkpoint: Checkpoint
+    index: DatasetIndex
+    split: str  # val, train or all
+    scored: str  # which images, in words
+    metrics: dict[str, float]  # loss terms and detection metrics of the raw scores at 0.5
+    scores: Scores
+    skipped: dict[str, str]
+
+
+def score_labelled_set(
     path: Path,
     data_root: Path,
     split: str = "auto",
@@ -147,15 +192,12 @@ def validate_checkpoint(
     batch_size: int | None = None,
     num_workers: int | None = None,
     use_csv: bool | None = None,
-    plots_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Score a labelled dataset with a checkpoint: the trainer's validation metrics, any split.
+) -> ScoredSet:
+    """Score one split of a labelled dataset with a checkpoint, as the trainer validates.
 
     `split` "auto" is the val split of a set that has a train split, and every image of one that
     has none (only val/ or test/, or plain class folders: a test set). The split rule, the loss
-    weights and (by default) the batch size come from the checkpoint's config, so `validate` on
-    the training data reproduces the run's own val numbers.
-    `plots_dir` receives roc_pr.png, confusion.png, score_hist.png and hardest.png.
+    weights and (by default) the batch size come from the checkpoint's config.
 
     Raises:
         UsageError: an unknown split; DataError / CheckpointError as the loaders raise them.
@@ -193,30 +235,103 @@ def validate_checkpoint(
         build_loss(config),
         on_skipped=lambda bad: skipped.update(dict(bad)),
     )
-    real = int((scores.labels >= 0.5).sum())
+    return ScoredSet(checkpoint, index, split, scored, metrics, scores, skipped)
+
+
+def validate_checkpoint(
+    path: Path,
+    data_root: Path,
+    split: str = "auto",
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    use_csv: bool | None = None,
+    plots_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Score a labelled dataset with a checkpoint: the trainer's validation metrics, any split
+    (see `score_labelled_set`), so on the training data it reproduces the run's own val numbers.
+
+    Accuracy is at the checkpoint's stored threshold on calibrated realness; `ece` is of the
+    calibrated scores and `ece_raw` of the model's own. `plots_dir` receives roc_pr.png,
+    confusion.png, score_hist.png and hardest.png.
+
+    Raises:
+        UsageError: an unknown split; DataError / CheckpointError as the loaders raise them.
+    """
+    result = score_labelled_set(path, data_root, split, device, batch_size, num_workers, use_csv)
+    checkpoint, scores = result.checkpoint, result.scores
+    calibration = calibration_of(checkpoint)
+    calibrated = calibration.apply(scores.scores)
+    is_real = (scores.labels >= 0.5).astype(float)
+    at_threshold = detection_metrics(calibrated, scores.labels, calibration.threshold)
+    metrics = {
+        **result.metrics,  # loss terms, and AUC / AP of the raw ranking
+        **{name: at_threshold[name] for name in ("accuracy", "real_acc", "fake_acc")},
+        "ece": expected_calibration_error(calibrated, is_real),
+        "ece_raw": expected_calibration_error(scores.scores, is_real),
+    }
     plots: list[str] = []
     if plots_dir is not None:
         from fakedet.plots import write_evaluation_plots
 
         plots_dir.mkdir(parents=True, exist_ok=True)
-        caption = f"{split} split, epoch {checkpoint.state.epoch}"
+        caption = f"{result.split} split, epoch {checkpoint.state.epoch}"
         written = write_evaluation_plots(
-            plots_dir, scores.paths, scores.scores, scores.labels, caption
+            plots_dir, scores.paths, calibrated, scores.labels, caption
         )
         plots = [str(path) for path in written]
+    real = int(is_real.sum())
     return {
         "checkpoint": str(checkpoint_path(path)),
         "data_root": str(data_root),
-        "split": split,
-        "scored": scored,
-        "layout": index.layout,
+        "split": result.split,
+        "scored": result.scored,
+        "layout": result.index.layout,
         "images": len(scores.paths),
         "real": real,
         "fake": len(scores.paths) - real,
-        "skipped": sorted(skipped.items()),
+        "calibration": calibration.to_dict() if checkpoint.calibration else None,
+        "threshold": calibration.threshold,
+        "skipped": sorted(result.skipped.items()),
         "metrics": json_safe(metrics),
         "plots": plots,
     }
+
+
+def calibrate_checkpoint(
+    path: Path,
+    data_root: Path,
+    output: Path,
+    split: str = "auto",
+    method: str = "temperature",
+    rule: str = "fixed:0.5",
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    use_csv: bool | None = None,
+) -> Calibration:
+    """Refit a checkpoint's calibration and threshold on a labelled split; write it to `output`.
+
+    Raises:
+        UsageError: `output` is the input checkpoint (it is never overwritten), a bad method or
+            rule, or a split without both classes.
+    """
+    source = checkpoint_path(path)
+    if output.resolve() == source.resolve() or (output.is_dir()):
+        raise UsageError(
+            f"--output {output} must be a new file, not the checkpoint being calibrated "
+            f"({source}) or a folder: calibrate never overwrites its input."
+        )
+    check_method(method)
+    parse_rule(rule)
+    result = score_labelled_set(path, data_root, split, device, batch_size, num_workers, use_csv)
+    fitted_on = f"{data_root} ({result.scored})"
+    calibration = fit_calibration(
+        result.scores.scores, result.scores.labels, method, rule, fitted_on
+    )
+    result.checkpoint.calibration = calibration
+    save_checkpoint(output, result.checkpoint)
+    return calibration
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
@@ -243,4 +358,6 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "last_metrics": state.history[-1] if state.history else {},
         "config": config_to_dict(checkpoint.config),
         "history": state.history,
+        "calibration": checkpoint.calibration.to_dict() if checkpoint.calibration else None,
+        "calibration_text": calibration_of(checkpoint).describe(),
     }

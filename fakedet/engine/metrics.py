@@ -7,8 +7,10 @@ import math
 import numpy as np
 
 
-def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy (score >= 0.5 = real), per-class accuracy, AUC and AP.
+def detection_metrics(
+    scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """Accuracy (score >= threshold = real), per-class accuracy, AUC and AP.
 
     AUC and AP treat fake as the positive class and rank by 1 - realness, as the field reports
     them; they are NaN when the labels hold one class only.
@@ -17,7 +19,7 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     is_real = labels >= 0.5
-    predicted_real = scores >= 0.5
+    predicted_real = scores >= threshold
     correct = predicted_real == is_real
     metrics = {
         "accuracy": float(correct.mean()) if len(correct) else math.nan,
@@ -61,6 +63,7 @@ TEST_METRICS = (
     "tpr_at_fpr_1",
     "tpr_at_fpr_5",
     "ece",
+    "ece_raw",
 )
 
 
@@ -80,12 +83,17 @@ def expected_calibration_error(realness: np.ndarray, is_real: np.ndarray) -> flo
 
 
 def group_metrics(
-    scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5
+    scores: np.ndarray,
+    labels: np.ndarray,
+    threshold: float = 0.5,
+    raw_scores: np.ndarray | None = None,
 ) -> tuple[dict[str, float | int | None], list[str]]:
     """The field's metrics of one group, fake as the positive class (ranked by 1 - realness).
 
     Returns the metrics (TEST_METRICS; None where undefined) and notes saying why any is None.
-    Accuracy is at `threshold`: realness at or above it is "real".
+    Accuracy is at `threshold`: realness at or above it is "real". `ece` is of `scores`
+    (calibrated) and `ece_raw` of `raw_scores` (the model's own; `scores` when not given), and
+    the ranking metrics (AP, AUC, EER, TPR at FPR) are of `raw_scores`.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -98,6 +106,8 @@ def group_metrics(
     if len(scores):
         metrics["accuracy"] = float(correct.mean())
         metrics["ece"] = expected_calibration_error(scores, is_real.astype(float))
+        raw = scores if raw_scores is None else raw_scores
+        metrics["ece_raw"] = expected_calibration_error(raw, is_real.astype(float))
     if n_real:
         metrics["real_acc"] = float(correct[is_real].mean())
     if n_fake:
@@ -109,7 +119,9 @@ def group_metrics(
         )
         return metrics, notes
     fake_target = (~is_real).astype(int)
-    fakeness = 1.0 - scores
+    # The ranking metrics use the model's own scores: a calibration map is monotone but may tie
+    # scores (isotonic steps, a degenerate fit), which would blur a ranking it cannot improve.
+    fakeness = 1.0 - (scores if raw_scores is None else raw_scores)
     false_positive, true_positive, _ = roc_curve(fake_target, fakeness)
     # EER: where the false-positive rate meets the miss rate, linearly interpolated between the
     # two ROC points that straddle it.

@@ -17,6 +17,7 @@ from fakedet.engine.build import (
     index_dataset,
     seed_everything,
 )
+from fakedet.engine.calibration import fit_calibration
 from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
 from fakedet.engine.checkpointer import Checkpointer
 from fakedet.engine.distributed import shutdown
@@ -26,7 +27,7 @@ from fakedet.engine.runtime import is_out_of_memory
 from fakedet.engine.signals import StopSignals
 from fakedet.engine.state import Checkpoint
 from fakedet.engine.trainer import Trainer
-from fakedet.errors import TrainingError, UsageError
+from fakedet.errors import FakedetError, TrainingError, UsageError
 
 
 def train(
@@ -79,6 +80,7 @@ def train(
             if not is_out_of_memory(error):
                 raise
             raise out_of_memory_error(config, parts, state.epoch, checkpointer) from None
+        result["calibration"] = _calibrate_outputs(config, trainer, checkpointer, reporter)
         reporter.run_end(result)
         return result
     finally:
@@ -113,6 +115,35 @@ def resume(
     overrides = {"output_dir": checkpoint_path(path).parent, **overrides}
     config = resume_config(checkpoint, overrides, extra_epochs, new_lr)
     return train(config, reporter, checkpoint, new_lr, reset_scheduler)
+
+
+def _calibrate_outputs(
+    config: TrainingConfig, trainer: Trainer, checkpointer: Checkpointer, reporter: Reporter
+) -> str | None:
+    """Fit the calibration and threshold on the val scores of the models in latest_model.pt and
+    best_model.pt, and store them there; the latest's description, or None when nothing was fit.
+    A failed fit (one class in val) is a warning: the run itself succeeded."""
+    fits = []
+    if trainer.last_scores is not None:
+        fits.append((checkpointer.latest, trainer.last_scores[1]))
+    if trainer.best_scores is not None:
+        fits.append((checkpointer.output_dir / "best_model.pt", trainer.best_scores))
+    described = None
+    for path, scores in fits:
+        try:
+            calibration = fit_calibration(
+                scores.scores,
+                scores.labels,
+                config.calibration_method,
+                config.threshold_rule,
+                fitted_on=f"the val split ({config.data_root})",
+            )
+        except FakedetError as error:
+            reporter.warning(f"no calibration stored in {path.name}: {error}")
+            continue
+        checkpointer.store_calibration(path, calibration)
+        described = described or calibration.describe()
+    return described
 
 
 def _run_info(

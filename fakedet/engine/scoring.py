@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, load_rgb, pixels_to_float
 from fakedet.engine.build import loader_options
+from fakedet.engine.calibration import Calibration
 from fakedet.engine.checkpoint import checkpoint_path
-from fakedet.engine.inference import load_detector
+from fakedet.engine.inference import calibration_of, load_detector
 from fakedet.engine.metrics import group_metrics, mean_over_groups
 from fakedet.engine.runtime import resolve_device
 from fakedet.hardware import default_num_workers
@@ -47,6 +48,7 @@ RESULT_KEYS = (
     "tpr_at_fpr_1",
     "tpr_at_fpr_5",
     "ece",
+    "ece_raw",
     "notes",
 )
 MEAN_GROUP = "mean"
@@ -59,7 +61,11 @@ class Detector:
     name: str
     model: nn.Module
     img_size: int
-    threshold: float
+    calibration: Calibration = field(default_factory=Calibration)  # identity: raw scores
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
 
 
 class PerturbedCrops(Dataset):
@@ -141,7 +147,7 @@ def load_detectors(paths: Sequence[Path], device: torch.device) -> list[Detector
     for path in paths:
         model, checkpoint = load_detector(path, str(device))
         name = str(checkpoint_path(path))
-        detectors.append(Detector(name, model, checkpoint.img_size, threshold=0.5))
+        detectors.append(Detector(name, model, checkpoint.img_size, calibration_of(checkpoint)))
     return detectors
 
 
@@ -157,9 +163,12 @@ def group_results(
     groups = np.array([sample.group for sample in test_set.samples])
     unreadable_in = Counter(test_set.group_of[path] for path in skipped_paths)
     rows = []
+    calibrated = detector.calibration.apply(realness)
     for group in test_set.groups:
         members = (groups == group) & np.isfinite(realness)
-        metrics, notes = group_metrics(realness[members], labels[members], detector.threshold)
+        metrics, notes = group_metrics(
+            calibrated[members], labels[members], detector.threshold, realness[members]
+        )
         unreadable = unreadable_in[group]
         if unreadable:
             notes.append(f"{unreadable} unreadable file(s) skipped")
@@ -235,6 +244,7 @@ def evaluate_test_set(
         "test_root": str(test_root),
         "layout": test_set.layout,
         "checkpoints": [str(checkpoint_path(path)) for path in checkpoints],
+        "calibrated": {d.name: not d.calibration.is_identity for d in detectors},
         "perturbations": [perturbation.name for perturbation in perturbations],
         "results": results,
         "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())],

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from fakedet import __version__
 from fakedet.config import TrainingConfig, config_to_dict, describe_validation_error
+from fakedet.engine.calibration import Calibration
 from fakedet.errors import CheckpointError
 
 # What every fakedet checkpoint holds (the seed's keys plus ours).
@@ -115,6 +116,8 @@ class Checkpoint:
     steps_per_epoch: int | None  # None in checkpoints that predate it
     fakedet_version: str = __version__
     torch_version: str = str(torch.__version__)
+    # How to read the score; None: fitted at the end of training, or a checkpoint from 0.1.0.
+    calibration: Calibration | None = None
 
     @property
     def img_size(self) -> int:
@@ -151,6 +154,7 @@ class Checkpoint:
             "fakedet_version": self.fakedet_version,
             "torch_version": self.torch_version,
             "rng_state": state.rng_state,
+            **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
         }
 
     @classmethod
@@ -186,6 +190,9 @@ class Checkpoint:
                 epoch_sums={**zero_epoch_sums(), **raw.get("epoch_sums", {})},
                 rng_state=dict(raw.get("rng_state", {})),
             )
+            calibration = (
+                Calibration.from_dict(raw["calibration"]) if "calibration" in raw else None
+            )
         except (ValidationError, TypeError, ValueError, KeyError) as exc:
             if isinstance(exc, ValidationError):
                 first = describe_validation_error(exc)[:300]
@@ -208,4 +215,5 @@ class Checkpoint:
             steps_per_epoch=raw.get("steps_per_epoch"),
             fakedet_version=version,
             torch_version=str(raw.get("torch_version", "unknown")),
+            calibration=calibration,
         )
