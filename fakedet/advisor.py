@@ -57,6 +57,19 @@ class Recommendation:
         return asdict(self)
 
 
+# The seed's LR ranges ("Выбор LR"), at TARGET_EFFECTIVE_BATCH; a larger batch scales them.
+SEED_LR_RANGE_AMP = (1.25e-5, 1e-4)
+SEED_LR_RANGE_FP32 = (1e-4, 3e-4)
+# The advisor's LR at the reference batch: a point inside each range.
+BASE_LR_AMP = 1e-4
+BASE_LR_FP32 = 2e-4
+
+
+def advised_lr(amp: bool, effective_batch: int) -> float:
+    """The LR to train with: 1e-4 with AMP, 2e-4 without, per TARGET_EFFECTIVE_BATCH images."""
+    return (BASE_LR_AMP if amp else BASE_LR_FP32) * effective_batch / TARGET_EFFECTIVE_BATCH
+
+
 def smaller_batch(batch_size: int, accumulation: int) -> tuple[int, int] | None:
     """After running out of memory: half the batch and twice the accumulation, which keeps the
     effective batch (so the LR still fits); None when the batch is already 1."""
@@ -213,9 +226,7 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
         amp_dtype = "bf16"
     accumulation = max(1, TARGET_EFFECTIVE_BATCH // batch)
     workers = hardware.default_num_workers(info.os, info.cpu_cores)
-    # The seed's ranges: 1.25e-5..1e-4 with AMP, 1e-4..3e-4 without, scaled with the batch.
-    base_lr = 1e-4 if use_amp else 2e-4
-    lr = base_lr * (batch * accumulation) / TARGET_EFFECTIVE_BATCH
+    lr = advised_lr(use_amp, batch * accumulation)
     return Recommendation(
         mode=mode,
         batch_size=batch,

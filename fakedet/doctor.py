@@ -15,21 +15,22 @@ from itertools import pairwise
 from pathlib import PurePath
 from typing import Any, Literal
 
-from fakedet.advisor import TARGET_EFFECTIVE_BATCH, HardwareInfo
+from fakedet.advisor import (
+    SEED_LR_RANGE_AMP,
+    SEED_LR_RANGE_FP32,
+    TARGET_EFFECTIVE_BATCH,
+    HardwareInfo,
+    advised_lr,
+)
 from fakedet.config import TrainingConfig
 from fakedet.hardware import cuda_amp_dtype, default_num_workers
 
 Severity = Literal["info", "warning"]
 Row = Mapping[str, Any]
 
-# The seed's LR table ("Выбор LR"). Like the advisor, the doctor scales it by effective batch /
-# TARGET_EFFECTIVE_BATCH, so the advisor's LR always lies inside the range the doctor checks.
-SEED_LR_RANGE_AMP = (1.25e-5, 1e-4)
-SEED_LR_RANGE_FP32 = (1e-4, 3e-4)
+# The seed's LR table lives in the advisor; like it, the doctor scales the ranges by effective
+# batch / TARGET_EFFECTIVE_BATCH, so the advisor's LR always lies inside the range checked here.
 SEED_LR_RANGE_FINE_TUNING = (1e-5, 5e-5)
-# The advisor's LR at the reference batch (advisor.recommend): a point inside each range.
-ADVISOR_BASE_LR_AMP = 1e-4
-ADVISOR_BASE_LR_FP32 = 2e-4
 
 # Where every run starts: a model that scores every image 0.5 with equal logits has an MSE of
 # 0.25 against 0/1 labels, a cross-entropy of ln 2 and a ranking hinge of exactly the margin. The
@@ -169,12 +170,6 @@ def seed_lr_range(amp_active: bool, effective_batch: int) -> tuple[float, float]
     low, high = SEED_LR_RANGE_AMP if amp_active else SEED_LR_RANGE_FP32
     scale = effective_batch / TARGET_EFFECTIVE_BATCH
     return low * scale, high * scale
-
-
-def advised_lr(amp_active: bool, effective_batch: int) -> float:
-    """The advisor's LR (advisor.recommend): 1e-4 with AMP, 2e-4 without, per 32 images."""
-    base = ADVISOR_BASE_LR_AMP if amp_active else ADVISOR_BASE_LR_FP32
-    return base * effective_batch / TARGET_EFFECTIVE_BATCH
 
 
 def constant_score_loss(

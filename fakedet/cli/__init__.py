@@ -7,6 +7,7 @@ one way: base <- train, use <- this module, which registers the commands in a us
 from __future__ import annotations
 
 from fakedet.cli.base import app
+from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
 from fakedet.cli.train import resume, train
 from fakedet.cli.use import (
@@ -23,6 +24,7 @@ app.command("resume", context_settings={"max_content_width": 120})(resume)
 app.command("validate")(validate)
 app.command("evaluate")(evaluate)
 app.command("calibrate")(calibrate)
+app.command("doctor")(doctor)
 app.command("inspect-checkpoint")(inspect_checkpoint)
 app.command("recommend")(recommend)
 app.command("predict")(predict)

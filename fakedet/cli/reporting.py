@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fakedet.cli.doctor import render_findings
 from fakedet.engine.logging import Reporter
 
 
@@ -193,3 +194,4 @@ class ConsoleReporter(Reporter):
             highlight=False,
             soft_wrap=True,
         )
+        render_findings(self.console, result.get("findings", []))

@@ -299,11 +299,13 @@ def inspect_checkpoint(
         fakedet inspect-checkpoint runs/demo --json
     """
     with errors_to_exit_codes():
+        from fakedet.cli.doctor import path_findings, render_findings
         from fakedet.engine.inference import describe_checkpoint
 
         info = describe_checkpoint(checkpoint)
+        findings = path_findings(checkpoint)
         if as_json:
-            print_json(info)
+            print_json({**info, "findings": [finding.as_dict() for finding in findings]})
             return
         progress = f"{info['epoch']} of {info['epochs_configured']}"
         if info["interrupted_at_batch"]:
@@ -328,6 +330,7 @@ def inspect_checkpoint(
             console.print(metrics_table(f"epoch {info['last_metrics']['epoch']} validation", last))
         settings = ", ".join(f"{k}={v}" for k, v in info["config"].items())
         console.print(f"config: {settings}", highlight=False, soft_wrap=True)
+        render_findings(console, findings)
 
 
 def recommend(

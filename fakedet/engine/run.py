@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fakedet import advisor
+from fakedet import advisor, doctor
 from fakedet.config import TrainingConfig
 from fakedet.engine.build import (
     TrainingParts,
@@ -17,7 +18,7 @@ from fakedet.engine.build import (
     index_dataset,
     seed_everything,
 )
-from fakedet.engine.calibration import fit_calibration
+from fakedet.engine.calibration import Calibration, fit_calibration
 from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
 from fakedet.engine.checkpointer import Checkpointer
 from fakedet.engine.distributed import shutdown
@@ -80,7 +81,19 @@ def train(
             if not is_out_of_memory(error):
                 raise
             raise out_of_memory_error(config, parts, state.epoch, checkpointer) from None
-        result["calibration"] = _calibrate_outputs(config, trainer, checkpointer, reporter)
+        calibration = _calibrate_outputs(config, trainer, checkpointer, reporter)
+        result["calibration"] = calibration.describe() if calibration else None
+        findings = doctor.diagnose(
+            state.history,
+            config,
+            state.nonfinite_steps,
+            calibration=calibration.to_dict() if calibration else None,
+            hardware=replace(advisor.detect_hardware(), device=parts.runtime.device.type),
+            run_dir=checkpointer.output_dir,
+            amp_active=parts.runtime.precision.enabled,  # whether autocast really ran
+            batch_size=parts.batch_size,
+        )
+        result["findings"] = [finding.as_dict() for finding in findings]
         reporter.run_end(result)
         return result
     finally:
@@ -119,9 +132,9 @@ def resume(
 
 def _calibrate_outputs(
     config: TrainingConfig, trainer: Trainer, checkpointer: Checkpointer, reporter: Reporter
-) -> str | None:
+) -> Calibration | None:
     """Fit the calibration and threshold on the val scores of the models in latest_model.pt and
-    best_model.pt, and store them there; the latest's description, or None when nothing was fit.
+    best_model.pt, and store them there; the latest's, or None when nothing was fit.
     A failed fit (one class in val) is a warning: the run itself succeeded."""
     fits = []
     if trainer.last_scores is not None:
@@ -142,7 +155,7 @@ def _calibrate_outputs(
             reporter.warning(f"no calibration stored in {path.name}: {error}")
             continue
         checkpointer.store_calibration(path, calibration)
-        described = described or calibration.describe()
+        described = described or calibration
     return described
 
 
