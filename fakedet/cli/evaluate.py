@@ -191,15 +191,9 @@ def evaluate(
         if as_json:
             typer.echo(json.dumps(report, indent=2))
             return
-        images = sum(
-            result["n_real"] + result["n_fake"]
-            for result in report["results"]
-            if result["group"] == "mean" and result["perturbation"] == "none"
-        ) // max(len(report["checkpoints"]), 1)
         console.print(
-            f"{report['test_root']} ({report['layout']}): {images} images in "
-            f"{len(_rows_by(report, 'none')) - 1} group(s), {len(report['checkpoints'])} "
-            "checkpoint(s)",
+            f"{report['test_root']} ({report['layout']}): {report['images']} images in "
+            f"{len(report['groups'])} group(s), {len(report['checkpoints'])} checkpoint(s)",
             highlight=False,
         )
         for table in render_tables(report):

@@ -317,7 +317,7 @@ def calibrate_checkpoint(
             rule, or a split without both classes.
     """
     source = checkpoint_path(path)
-    if output.resolve() == source.resolve() or (output.is_dir()):
+    if output.resolve() == source.resolve() or output.is_dir():
         raise UsageError(
             f"--output {output} must be a new file, not the checkpoint being calibrated "
             f"({source}) or a folder: calibrate never overwrites its input."

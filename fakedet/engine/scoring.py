@@ -243,6 +243,8 @@ def evaluate_test_set(
     return {
         "test_root": str(test_root),
         "layout": test_set.layout,
+        "images": len(test_set.samples),
+        "groups": test_set.groups,
         "checkpoints": [str(checkpoint_path(path)) for path in checkpoints],
         "calibrated": {d.name: not d.calibration.is_identity for d in detectors},
         "perturbations": [perturbation.name for perturbation in perturbations],
