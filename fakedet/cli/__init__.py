@@ -9,15 +9,9 @@ from __future__ import annotations
 from fakedet.cli.base import app
 from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
+from fakedet.cli.prepare import demo_data, recommend
 from fakedet.cli.train import resume, train
-from fakedet.cli.use import (
-    calibrate,
-    demo_data,
-    inspect_checkpoint,
-    predict,
-    recommend,
-    validate,
-)
+from fakedet.cli.use import calibrate, inspect_checkpoint, predict, validate
 
 app.command("train", context_settings={"max_content_width": 120})(train)
 app.command("resume", context_settings={"max_content_width": 120})(resume)

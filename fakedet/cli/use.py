@@ -1,5 +1,5 @@
-"""Commands that use or describe a model, or prepare data: validate, inspect-checkpoint,
-recommend, predict and demo-data."""
+"""Commands that use or describe a trained model: predict, validate, calibrate and
+inspect-checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fakedet.cli.base import (
@@ -23,79 +22,6 @@ from fakedet.cli.base import (
 )
 from fakedet.cli.reporting import metrics_table
 from fakedet.errors import UsageError
-
-
-def demo_data(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset to.")],
-    num_images: Annotated[
-        int, typer.Option("--num-images", help="Total images (half real, half fake).")
-    ] = 800,
-    img_size: Annotated[
-        int, typer.Option("--img-size", help="Side of every image in pixels.")
-    ] = 256,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed: the same seed writes the same files.")
-    ] = 0,
-    holdout: Annotated[
-        str | None,
-        typer.Option(
-            "--holdout",
-            help="Up-sampling families kept out of train and val, written to OUT_DIR/test/<family> "
-            "from unseen photos (e.g. bicubic,pixel_shuffle; of nearest, bilinear, bicubic, "
-            "transposed_conv, pixel_shuffle).",
-        ),
-    ] = None,
-) -> None:
-    """Build the built-in demo dataset (real photo crops vs. simulated generator up-sampling).
-
-    Offline and in seconds, from photos that scikit-image and scikit-learn ship. Examples:
-
-        fakedet demo-data demo && fakedet train demo --epochs 5 --lr 1e-3
-
-        fakedet demo-data demo --holdout bicubic,pixel_shuffle   # a cross-generator test set
-    """
-    with errors_to_exit_codes():
-        from fakedet.data.demo import build_demo_dataset
-
-        with Progress(
-            TextColumn("[bold]demo-data"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("images", total=num_images)
-            families = [name.strip() for name in (holdout or "").split(",") if name.strip()]
-            summary = build_demo_dataset(
-                out_dir,
-                num_images=num_images,
-                img_size=img_size,
-                seed=seed,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-                holdout=families,
-            )
-        counts = summary["images"]
-        console.print(
-            f"Wrote {num_images} images ({img_size} px) to {out_dir}: "
-            f"train {counts['train']['real']} real / {counts['train']['fake']} fake, "
-            f"val {counts['val']['real']} real / {counts['val']['fake']} fake "
-            f"(val photos: {', '.join(summary['photos']['val'])}).",
-            highlight=False,
-        )
-        if families:
-            tests = ", ".join(f"{family} {counts[f'test/{family}']['fake']}" for family in families)
-            console.print(
-                f"Held out (fakes per family, each with as many reals, from the unseen photos "
-                f"{', '.join(summary['photos']['test'])}): {tests} in {out_dir / 'test'}.",
-                highlight=False,
-            )
-        console.print(f"Next: fakedet train {out_dir} --epochs 5 --lr 1e-3", highlight=False)
-        if families:
-            console.print(
-                f"Then: fakedet evaluate {out_dir / 'test'} {Path('checkpoints')}",
-                highlight=False,
-            )
 
 
 def note_uncalibrated(checkpoint: Path) -> None:
@@ -331,84 +257,6 @@ def inspect_checkpoint(
         settings = ", ".join(f"{k}={v}" for k, v in info["config"].items())
         console.print(f"config: {settings}", highlight=False, soft_wrap=True)
         render_findings(console, findings)
-
-
-def recommend(
-    mode: Annotated[
-        str | None,
-        typer.Option("--mode", help="fast or full \\[default: both]."),
-    ] = None,
-    img_size: Annotated[int, typer.Option("--img-size", help="Training image size.")] = 256,
-    vram: Annotated[
-        float | None,
-        typer.Option("--vram", help="Plan for a GPU with this many GB instead of this machine's."),
-    ] = None,
-    os_name: Annotated[
-        str | None,
-        typer.Option("--os", help="Plan for Linux, Windows or Darwin."),
-    ] = None,
-    compute_capability: Annotated[
-        str | None,
-        typer.Option("--compute-capability", help="Plan for this GPU generation, e.g. 7.5 or 8.6."),
-    ] = None,
-    cpu_cores: Annotated[
-        int | None,
-        typer.Option("--cpu-cores", min=1, help="Plan for this many CPU cores."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
-    """Detected hardware and the settings to train with: batch, accumulation, AMP, workers, LR.
-
-    On a GPU the batch is the largest power of two whose estimated memory fits (the seed's VRAM
-    table is the floor); each mode comes with a ready `fakedet train` line.
-
-    Examples:
-
-        fakedet recommend
-
-        fakedet recommend --mode full --vram 12 --compute-capability 8.6
-
-        fakedet recommend --vram 8 --os Windows --json
-    """
-    with errors_to_exit_codes():
-        from fakedet.advisor import advise
-
-        modes = (mode,) if mode else ("fast", "full")
-        plan = advise(modes, img_size, vram, os_name, compute_capability, cpu_cores)
-        if as_json:
-            print_json(plan)
-            return
-        hardware = plan["hardware"]
-        capability = hardware["compute_capability"]
-        rows = {
-            "device": f"{hardware['device']} ({hardware['device_name']})",
-            "VRAM": f"{hardware['vram_gb']} GB" if hardware["vram_gb"] else "-",
-            "compute capability": ".".join(map(str, capability)) if capability else "-",
-            "OS / CPU cores": f"{hardware['os']} / {hardware['cpu_cores']}",
-            "CPU native bf16": "yes" if hardware["cpu_bf16"] else "no",
-            "torch / CUDA": f"{hardware['torch_version']} / {hardware['cuda_version'] or '-'}",
-        }
-        console.print(fields_table("hardware", rows))
-        table = Table(title=f"settings at {plan['img_size']} px", title_justify="left")
-        for column in ("mode", "batch", "accum.", "AMP", "workers", "LR", "est. peak", "why"):
-            table.add_column(column)
-        for item in plan["recommendations"]:
-            peak = item["estimated_peak_gb"]
-            table.add_row(
-                item["mode"],
-                str(item["batch_size"]),
-                str(item["gradient_accumulation_steps"]),
-                item["amp_dtype"] if item["use_amp"] else "off",
-                str(item["num_workers"]),
-                f"{item['lr']:.3g}",
-                f"{peak} GB" if peak is not None else "-",
-                item["reason"],
-            )
-        console.print(table)
-        for item in plan["recommendations"]:
-            console.print(item["command"], highlight=False, soft_wrap=True)
-        for note in plan["notes"]:
-            console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def calibrate(

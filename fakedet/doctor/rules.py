@@ -1,42 +1,35 @@
-"""The doctor: advice from a run's own history, the seed's tuning table turned into rules.
-
-Each rule is a pure function of plain values (history rows as in training_history.json, a few
-config numbers) that returns a `Finding` or None; `diagnose` runs them all for one run. Torch-free,
-so the end of training, `inspect-checkpoint` and `fakedet doctor` can all call it.
-"""
+"""The doctor's rules: each a pure function of a run's history and a few config numbers, with
+its thresholds as named constants that say why."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Any
 
 from fakedet.advisor import (
-    SEED_LR_RANGE_AMP,
-    SEED_LR_RANGE_FP32,
-    TARGET_EFFECTIVE_BATCH,
-    HardwareInfo,
     advised_lr,
 )
-from fakedet.config import TrainingConfig
+from fakedet.doctor.findings import (
+    CONSTANT_SCORE_REGRESSION,
+    SEED_LR_RANGE_FINE_TUNING,
+    Finding,
+    Row,
+    Severity,
+    best_row,
+    finite_number,
+    flag_value,
+    four_digits,
+    new_run_command,
+    rounded_value,
+    seed_lr_range,
+    series,
+    stopped_early,
+)
 from fakedet.hardware import cuda_amp_dtype, default_num_workers
-
-Severity = Literal["info", "warning"]
-Row = Mapping[str, Any]
-
-# The seed's LR table lives in the advisor; like it, the doctor scales the ranges by effective
-# batch / TARGET_EFFECTIVE_BATCH, so the advisor's LR always lies inside the range checked here.
-SEED_LR_RANGE_FINE_TUNING = (1e-5, 5e-5)
-
-# Where every run starts: a model that scores every image 0.5 with equal logits has an MSE of
-# 0.25 against 0/1 labels, a cross-entropy of ln 2 and a ranking hinge of exactly the margin. The
-# demo's first batch (0.507 at the defaults, where this gives 0.518) confirms it.
-CONSTANT_SCORE_REGRESSION = 0.25
-CONSTANT_SCORE_CLASSIFICATION = math.log(2.0)
 
 # Not learning. The first epochs: the issue's default-LR demo ran 3. By its 3rd epoch the
 # quickstart (lr 1e-3) had its train loss 60% below the constant-score loss and the default-LR
@@ -93,113 +86,6 @@ AUGMENT_PROBABILITY = 0.2
 # for bf16 on this project's CPU (SPEC 4).
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One piece of advice: which rule, how serious, the numbers behind it, what to try."""
-
-    rule: str
-    severity: Severity
-    evidence: dict[str, float | int | bool | None]
-    advice: str
-    flags: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _num(value: float) -> str:
-    """A number as a flag value: 3 significant digits, no trailing zeros (1e-04 -> 0.0001)."""
-    return f"{value:.3g}"
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.4g}")
-
-
-def _number(row: Row, key: str) -> float | None:
-    """A finite number under `key`, else None: rows lack val_ keys between validations, and the
-    history stores NaN as null."""
-    value = row.get(key)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _values(history: Sequence[Row], key: str) -> list[tuple[int, float]]:
-    """(epoch, value) of the rows where `key` holds a finite number."""
-    found = []
-    for row in history:
-        value = _number(row, key)
-        if value is not None:
-            found.append((int(row["epoch"]), value))
-    return found
-
-
-def _best_row(history: Sequence[Row]) -> Row | None:
-    """The validated row of lowest val_loss: what best_model.pt holds."""
-    validated = [row for row in history if _number(row, "val_loss") is not None]
-    return min(validated, key=lambda row: row["val_loss"], default=None)
-
-
-def _rounded(row: Row, key: str) -> float | None:
-    value = _number(row, key)
-    return _round(value) if value is not None else None
-
-
-def _stopped_early(history: Sequence[Row], patience: int) -> bool:
-    """Whether early stopping ended the run: `patience` validations after the best one."""
-    best = _best_row(history)
-    if not patience or best is None:
-        return False
-    return sum(1 for epoch, _ in _values(history, "val_loss") if epoch > best["epoch"]) >= patience
-
-
-def _new_run(run_dir: str, suffix: str, flags: str) -> str:
-    """The run again from its own config.yaml with `flags` changed, into a sibling folder."""
-    config = PurePath(run_dir) / "config.yaml"
-    return f"fakedet train --config {config} {flags} --output-dir {run_dir}-{suffix}"
-
-
-def effective_warmup(warmup_epochs: float, epochs: int) -> float:
-    """The warmup the run really had: the schedule cuts one as long as the run to half of it."""
-    return warmup_epochs if warmup_epochs < epochs else epochs / 2
-
-
-def seed_lr_range(amp_active: bool, effective_batch: int) -> tuple[float, float]:
-    """The seed's LR range for the precision that ran, scaled to the effective batch."""
-    low, high = SEED_LR_RANGE_AMP if amp_active else SEED_LR_RANGE_FP32
-    scale = effective_batch / TARGET_EFFECTIVE_BATCH
-    return low * scale, high * scale
-
-
-def constant_score_loss(
-    regression_weight: float, classification_weight: float, ranking_weight: float, margin: float
-) -> float:
-    """The loss of a model that scores every image 0.5: where training starts."""
-    return (
-        regression_weight * CONSTANT_SCORE_REGRESSION
-        + classification_weight * CONSTANT_SCORE_CLASSIFICATION
-        + ranking_weight * margin
-    )
-
-
-def amp_runs(use_amp: bool, amp_dtype: str, info: HardwareInfo | None) -> bool:
-    """Whether `--use-amp` really autocasts on `info` (the rules of engine/runtime.py).
-
-    Unknown hardware (None) takes the config's word.
-    """
-    if not use_amp:
-        return False
-    if info is None:
-        return True
-    if info.device == "cuda":
-        capability = info.compute_capability or (0, 0)
-        return cuda_amp_dtype(capability, amp_dtype) is not None
-    if info.device == "cpu":
-        return info.cpu_bf16 and amp_dtype != "fp16"
-    return False
-
-
 def not_learning(
     history: Sequence[Row],
     lr: float,
@@ -222,7 +108,7 @@ def not_learning(
         early_stopping_patience: the run's patience (0: off), to tell whether it has stopped.
         run_dir: the run folder, for the resume line.
     """
-    losses = _values(history, "train_loss")
+    losses = series(history, "train_loss")
     window = losses[:NOT_LEARNING_EPOCHS]
     low, high = seed_lr_range(amp_active, effective_batch)
     if lr >= low or not window or len(window) < min(NOT_LEARNING_EPOCHS, epochs):
@@ -238,7 +124,7 @@ def not_learning(
     # A run that has stopped (all epochs done, or early stopping) needs more epochs, as many
     # again, and a fresh warmup: --reset-lr alone would keep the old curve, whose cosine is near
     # min_lr by then. A run still under way just goes on at the new LR.
-    stopped = last_epoch >= epochs or _stopped_early(history, early_stopping_patience)
+    stopped = last_epoch >= epochs or stopped_early(history, early_stopping_patience)
     more = f" --epochs {last_epoch}" if stopped else ""
     scheduler = " --reset-scheduler" if stopped else ""
     return Finding(
@@ -246,24 +132,24 @@ def not_learning(
         severity="warning",
         evidence={
             "lr": lr,
-            "seed_lr_low": _round(low),
-            "seed_lr_high": _round(high),
+            "seed_lr_low": four_digits(low),
+            "seed_lr_high": four_digits(high),
             "effective_batch": effective_batch,
             "amp_active": amp_active,
             "epoch": epoch,
-            "train_loss": _round(loss),
-            "constant_score_loss": _round(start_loss),
-            "loss_drop": _round(drop),
+            "train_loss": four_digits(loss),
+            "constant_score_loss": four_digits(start_loss),
+            "loss_drop": four_digits(drop),
         },
         advice=(
             f"After {epoch} epoch(s) the train loss is {drop:.0%} below that of a constant 0.5 "
-            f"score: the model barely learns. LR {_num(lr)} is below the seed's range {precision} "
-            f"({_num(low)} to {_num(high)} at effective batch {effective_batch}); the advisor's LR "
-            f"is {_num(new_lr)} (for fine-tuning a trained model the seed says {_num(tuning_low)} to "
-            f"{_num(tuning_high)}). Continue this run at that LR, or start again with "
-            f"`{_new_run(run_dir, 'lr', f'--lr {_num(new_lr)}')}`."
+            f"score: the model barely learns. LR {flag_value(lr)} is below the seed's range {precision} "
+            f"({flag_value(low)} to {flag_value(high)} at effective batch {effective_batch}); the advisor's LR "
+            f"is {flag_value(new_lr)} (for fine-tuning a trained model the seed says {flag_value(tuning_low)} to "
+            f"{flag_value(tuning_high)}). Continue this run at that LR, or start again with "
+            f"`{new_run_command(run_dir, 'lr', f'--lr {flag_value(new_lr)}')}`."
         ),
-        flags=f"fakedet resume {run_dir}{more} --lr {_num(new_lr)} --reset-lr{scheduler}",
+        flags=f"fakedet resume {run_dir}{more} --lr {flag_value(new_lr)} --reset-lr{scheduler}",
     )
 
 
@@ -292,17 +178,17 @@ def unstable(
         nonfinite_steps: optimizer steps skipped for a non-finite loss or gradient. A GradScaler's
             own overflow skips are not counted there, so every one is real.
     """
-    after_warmup = [(e, v) for e, v in _values(history, "val_loss") if e > warmup_epochs]
+    after_warmup = [(e, v) for e, v in series(history, "val_loss") if e > warmup_epochs]
     pairs = pairwise(after_warmup)
     jumps = [(e, v / prev - 1.0) for (_, prev), (e, v) in pairs if prev > 0]
     spikes = [(e, jump) for e, jump in jumps if jump > SPIKE_JUMP]
-    accuracy = [(e, v) for e, v in _values(history, "val_accuracy") if e > warmup_epochs]
+    accuracy = [(e, v) for e, v in series(history, "val_accuracy") if e > warmup_epochs]
     reversals = _reversals(accuracy, ACCURACY_SWING)
     if not spikes and reversals < ACCURACY_REVERSALS and nonfinite_steps == 0:
         return None
     evidence: dict[str, float | int | bool | None] = {
         "val_loss_spikes": len(spikes),
-        "largest_val_loss_jump": _round(max((j for _, j in jumps), default=0.0)),
+        "largest_val_loss_jump": four_digits(max((j for _, j in jumps), default=0.0)),
         "accuracy_reversals": reversals,
         "nonfinite_steps": nonfinite_steps,
         "lr": lr,
@@ -320,14 +206,14 @@ def unstable(
     if nonfinite_steps:
         signs.append(f"{nonfinite_steps} optimizer step(s) were skipped as non-finite")
     new_weight = classification_weight * UNSTABLE_FACTOR
-    flags = [f"--classification-weight {_num(new_weight)}"]
+    flags = [f"--classification-weight {flag_value(new_weight)}"]
     high = seed_lr_range(amp_active, effective_batch)[1]
     lower_lr = lr * UNSTABLE_FACTOR
     if lr > high:  # above the seed's range, the LR is the likelier cause: lower both
-        flags.append(f"--lr {_num(lower_lr)}")
-        lr_text = f"and, as LR {_num(lr)} is above the seed's range (up to {_num(high)}), the LR"
+        flags.append(f"--lr {flag_value(lower_lr)}")
+        lr_text = f"and, as LR {flag_value(lr)} is above the seed's range (up to {flag_value(high)}), the LR"
     else:
-        lr_text = f"then the LR ({_num(lr)} -> {_num(lower_lr)})"
+        lr_text = f"then the LR ({flag_value(lr)} -> {flag_value(lower_lr)})"
     amp_text = ""
     if nonfinite_steps and amp_active:
         flags.append("--no-use-amp")
@@ -338,10 +224,10 @@ def unstable(
         evidence=evidence,
         advice=(
             f"Unstable training: {'; '.join(signs)}. Lower classification_weight "
-            f"({_num(classification_weight)} -> {_num(new_weight)}, the seed's rule for "
+            f"({flag_value(classification_weight)} -> {flag_value(new_weight)}, the seed's rule for "
             f"unstable training) {lr_text}{amp_text}."
         ),
-        flags=_new_run(run_dir, "stable", " ".join(flags)),
+        flags=new_run_command(run_dir, "stable", " ".join(flags)),
     )
 
 
@@ -349,10 +235,10 @@ def poor_separation(
     history: Sequence[Row], ranking_weight: float, run_dir: str = "RUN_DIR"
 ) -> Finding | None:
     """AUC low at the best epoch although the regression term shows the model learns."""
-    best = _best_row(history)
+    best = best_row(history)
     if best is None:
         return None
-    auc, regression = _number(best, "val_auc"), _number(best, "val_regression")
+    auc, regression = finite_number(best, "val_auc"), finite_number(best, "val_regression")
     if auc is None or regression is None:
         return None
     if auc >= POOR_AUC or regression >= LEARNING_REGRESSION:
@@ -363,10 +249,10 @@ def poor_separation(
         severity="warning",
         evidence={
             "best_epoch": int(best["epoch"]),
-            "val_auc": _round(auc),
-            "val_ap": _rounded(best, "val_ap"),
-            "val_regression": _round(regression),
-            "val_ranking": _rounded(best, "val_ranking"),
+            "val_auc": four_digits(auc),
+            "val_ap": rounded_value(best, "val_ap"),
+            "val_regression": four_digits(regression),
+            "val_ranking": rounded_value(best, "val_ranking"),
             "ranking_weight": ranking_weight,
         },
         advice=(
@@ -374,9 +260,9 @@ def poor_separation(
             f"{best['epoch']}) while the regression term ({regression:.3f}, a constant score "
             f"gives {CONSTANT_SCORE_REGRESSION}) shows the scores moved toward their labels: "
             f"real and fake realness still overlap. Raise ranking_weight "
-            f"({_num(ranking_weight)} -> {_num(new_weight)}, the seed's rule)."
+            f"({flag_value(ranking_weight)} -> {flag_value(new_weight)}, the seed's rule)."
         ),
-        flags=_new_run(run_dir, "ranking", f"--ranking-weight {_num(new_weight)}"),
+        flags=new_run_command(run_dir, "ranking", f"--ranking-weight {flag_value(new_weight)}"),
     )
 
 
@@ -392,11 +278,11 @@ def inaccurate_scores(
         calibration: the checkpoint's calibration (method, ece_before, ece_after, threshold,
             rule), or None when the run was not calibrated.
     """
-    best = _best_row(history)
-    auc = _number(best, "val_auc") if best is not None else None
-    regression = _number(best, "val_regression") if best is not None else None
-    ece_before = _number(calibration, "ece_before") if calibration is not None else None
-    ece_after = _number(calibration, "ece_after") if calibration is not None else None
+    best = best_row(history)
+    auc = finite_number(best, "val_auc") if best is not None else None
+    regression = finite_number(best, "val_regression") if best is not None else None
+    ece_before = finite_number(calibration, "ece_before") if calibration is not None else None
+    ece_after = finite_number(calibration, "ece_after") if calibration is not None else None
     scores_off = (
         auc is not None
         and regression is not None
@@ -435,17 +321,19 @@ def inaccurate_scores(
         severity=severity,
         evidence={
             "best_epoch": int(best["epoch"]) if best is not None else None,
-            "val_auc": _round(auc) if auc is not None else None,
-            "val_regression": _round(regression) if regression is not None else None,
+            "val_auc": four_digits(auc) if auc is not None else None,
+            "val_regression": four_digits(regression) if regression is not None else None,
             "ece_before": ece_before,
             "ece_after": ece_after,
             "regression_weight": regression_weight,
         },
         advice=(
             f"Inaccurate scores: {'; '.join(signs)}. Raise regression_weight "
-            f"({_num(regression_weight)} -> {_num(new_weight)}, the seed's rule).{effect}"
+            f"({flag_value(regression_weight)} -> {flag_value(new_weight)}, the seed's rule).{effect}"
         ),
-        flags=_new_run(run_dir, "regression", f"--regression-weight {_num(new_weight)}"),
+        flags=new_run_command(
+            run_dir, "regression", f"--regression-weight {flag_value(new_weight)}"
+        ),
     )
 
 
@@ -458,12 +346,12 @@ def overfitting(
     run_dir: str = "RUN_DIR",
 ) -> Finding | None:
     """Val loss above its best for several validations while the train loss kept falling."""
-    best = _best_row(history)
+    best = best_row(history)
     if best is None:
         return None
     best_epoch, best_loss = int(best["epoch"]), float(best["val_loss"])
-    after = [(e, v) for e, v in _values(history, "val_loss") if e > best_epoch]
-    train = dict(_values(history, "train_loss"))
+    after = [(e, v) for e, v in series(history, "val_loss") if e > best_epoch]
+    train = dict(series(history, "train_loss"))
     if len(after) < OVERFIT_VALIDATIONS or best_epoch not in train:
         return None
     last_epoch, last_loss = after[-1]
@@ -475,9 +363,9 @@ def overfitting(
     if not hflip:
         flags.append("--hflip")
     if blur_prob < AUGMENT_PROBABILITY:
-        flags.append(f"--blur-prob {_num(AUGMENT_PROBABILITY)}")
+        flags.append(f"--blur-prob {flag_value(AUGMENT_PROBABILITY)}")
     if jpeg_prob < AUGMENT_PROBABILITY:
-        flags.append(f"--jpeg-prob {_num(AUGMENT_PROBABILITY)}")
+        flags.append(f"--jpeg-prob {flag_value(AUGMENT_PROBABILITY)}")
     if early_stopping_patience == 0 or early_stopping_patience > OVERFIT_VALIDATIONS:
         flags.append(f"--early-stopping-patience {OVERFIT_VALIDATIONS}")
     return Finding(
@@ -485,12 +373,12 @@ def overfitting(
         severity="warning",
         evidence={
             "best_epoch": best_epoch,
-            "best_val_loss": _round(best_loss),
+            "best_val_loss": four_digits(best_loss),
             "last_epoch": last_epoch,
-            "last_val_loss": _round(last_loss),
-            "val_loss_rise": _round(rise),
-            "train_loss_at_best": _round(train[best_epoch]),
-            "train_loss_last": _round(train[last_epoch]),
+            "last_val_loss": four_digits(last_loss),
+            "val_loss_rise": four_digits(rise),
+            "train_loss_at_best": four_digits(train[best_epoch]),
+            "train_loss_last": four_digits(train[last_epoch]),
             "early_stopping_patience": early_stopping_patience,
         },
         advice=(
@@ -500,7 +388,7 @@ def overfitting(
             f"{PurePath(run_dir) / 'best_model.pt'} (epoch {best_epoch}); to train again, stop "
             "sooner and augment more."
         ),
-        flags=_new_run(run_dir, "regularized", " ".join(flags)),
+        flags=new_run_command(run_dir, "regularized", " ".join(flags)),
     )
 
 
@@ -548,102 +436,12 @@ def underused_hardware(
         # on a CPU with native bf16 has AMP off).
         severity="info",
         evidence={
-            "images_per_sec": _round(speed) if speed is not None else None,
+            "images_per_sec": four_digits(speed) if speed is not None else None,
             "num_workers": num_workers,
             "advised_workers": workers,
             "use_amp": use_amp,
             "amp_available": amp_available,
         },
         advice=f"Hardware left unused: {'; '.join(signs)}.{measured}",
-        flags=_new_run(run_dir, "fast", " ".join(flags)),
+        flags=new_run_command(run_dir, "fast", " ".join(flags)),
     )
-
-
-def diagnose(
-    history: Sequence[Row],
-    config: TrainingConfig,
-    nonfinite_steps: int = 0,
-    calibration: Mapping[str, Any] | None = None,
-    hardware: HardwareInfo | None = None,
-    run_dir: str | PurePath | None = None,
-    *,
-    amp_active: bool | None = None,
-    batch_size: int | None = None,
-) -> list[Finding]:
-    """Every rule over one run; warnings first.
-
-    Args:
-        history: the run's rows (training_history.json, or a checkpoint's state.history).
-        config: the run's config.
-        nonfinite_steps: optimizer steps skipped for non-finite values.
-        calibration: the checkpoint's calibration dict, if any.
-        hardware: the machine the run trained on (device set to the run's); None skips the
-            hardware rule.
-        run_dir: the run folder, for the commands; "RUN_DIR" when None.
-        amp_active: whether autocast really ran; None derives it from `hardware` (`amp_runs`).
-        batch_size: the batch the run used, when the config says "auto" (default: the seed's 16).
-
-    Returns:
-        The findings that apply; empty for a healthy run.
-    """
-    run = str(run_dir) if run_dir is not None else "RUN_DIR"
-    if amp_active is None:
-        amp_active = amp_runs(config.use_amp, config.amp_dtype, hardware)
-    if batch_size is None:
-        batch_size = config.batch_size if isinstance(config.batch_size, int) else 16
-    effective_batch = batch_size * config.gradient_accumulation_steps
-    start_loss = constant_score_loss(
-        config.regression_weight,
-        config.classification_weight,
-        config.ranking_weight,
-        config.ranking_margin,
-    )
-    warmup = effective_warmup(config.warmup_epochs, config.epochs)
-    findings = [
-        not_learning(
-            history,
-            config.lr,
-            amp_active,
-            effective_batch,
-            start_loss,
-            config.epochs,
-            config.early_stopping_patience,
-            run,
-        ),
-        unstable(
-            history,
-            config.lr,
-            amp_active,
-            effective_batch,
-            config.classification_weight,
-            warmup,
-            nonfinite_steps,
-            run,
-        ),
-        poor_separation(history, config.ranking_weight, run),
-        inaccurate_scores(history, config.regression_weight, calibration, run),
-        overfitting(
-            history,
-            config.early_stopping_patience,
-            config.hflip,
-            config.blur_prob,
-            config.jpeg_prob,
-            run,
-        ),
-    ]
-    if hardware is not None:
-        findings.append(
-            underused_hardware(
-                [speed for _, speed in _values(history, "images_per_sec")],
-                config.num_workers,
-                config.use_amp,
-                hardware.device,
-                hardware.os,
-                hardware.cpu_cores,
-                hardware.cpu_bf16,
-                hardware.compute_capability,
-                run,
-            )
-        )
-    found = [finding for finding in findings if finding is not None]
-    return sorted(found, key=lambda finding: finding.severity != "warning")
