@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -130,12 +130,20 @@ def config_option(name: str, default_text: str | None = None) -> Any:
 CheckpointArgument = Annotated[Path, typer.Argument(help="Checkpoint file or output folder.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")]
 WorkersOption = Annotated[
-    Optional[int],  # noqa: UP045 - typer needs Optional at runtime
+    int | None,
     typer.Option("--num-workers", min=0, help="Loader workers \\[default: min(4, cores)]."),
+]
+CheckpointBatchOption = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
+]
+CheckpointCsvOption = Annotated[
+    bool | None,
+    typer.Option("--use-csv/--no-use-csv", help="Labels from CSV \\[default: the checkpoint's]."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DevicesOption = Annotated[
-    Optional[int],  # noqa: UP045
+    int | None,
     typer.Option(
         "--devices",
         min=1,

@@ -11,6 +11,8 @@ from rich.table import Table
 
 from fakedet.cli.base import (
     CheckpointArgument,
+    CheckpointBatchOption,
+    CheckpointCsvOption,
     DeviceOption,
     JsonOption,
     WorkersOption,
@@ -143,18 +145,10 @@ def validate(
             help="auto (val, or every image of a set without a train split), val, train or all.",
         ),
     ] = "auto",
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
-    ] = None,
+    batch_size: CheckpointBatchOption = None,
     device: DeviceOption = "auto",
     num_workers: WorkersOption = None,
-    use_csv: Annotated[
-        bool | None,
-        typer.Option(
-            "--use-csv/--no-use-csv", help="Labels from CSV \\[default: the checkpoint's]."
-        ),
-    ] = None,
+    use_csv: CheckpointCsvOption = None,
     plots: Annotated[
         Path | None,
         typer.Option(
@@ -274,18 +268,10 @@ def calibrate(
     threshold_rule: Annotated[
         str, typer.Option("--threshold-rule", help="fixed:X, eer or fpr:R (e.g. fpr:0.01).")
     ] = "fixed:0.5",
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),
-    ] = None,
+    batch_size: CheckpointBatchOption = None,
     device: DeviceOption = "auto",
     num_workers: WorkersOption = None,
-    use_csv: Annotated[
-        bool | None,
-        typer.Option(
-            "--use-csv/--no-use-csv", help="Labels from CSV \\[default: the checkpoint's]."
-        ),
-    ] = None,
+    use_csv: CheckpointCsvOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Refit how a checkpoint's score is read: calibration and operating threshold.

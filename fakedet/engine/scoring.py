@@ -29,28 +29,11 @@ from fakedet.engine.build import loader_options
 from fakedet.engine.calibration import Calibration
 from fakedet.engine.checkpoint import checkpoint_path
 from fakedet.engine.inference import calibration_of, load_detector
-from fakedet.engine.metrics import group_metrics, mean_over_groups
+from fakedet.engine.metrics import TEST_METRICS, group_metrics, mean_over_groups
 from fakedet.engine.runtime import resolve_device
 from fakedet.hardware import default_num_workers
 
-RESULT_KEYS = (
-    "checkpoint",
-    "group",
-    "perturbation",
-    "n_real",
-    "n_fake",
-    "accuracy",
-    "real_acc",
-    "fake_acc",
-    "ap",
-    "auc",
-    "eer",
-    "tpr_at_fpr_1",
-    "tpr_at_fpr_5",
-    "ece",
-    "ece_raw",
-    "notes",
-)
+RESULT_KEYS = ("checkpoint", "group", "perturbation", *TEST_METRICS, "notes")
 MEAN_GROUP = "mean"
 
 
