@@ -6,6 +6,7 @@ one way: base <- train, use <- this module, which registers the commands in a us
 
 from __future__ import annotations
 
+from fakedet.cli.audit import audit
 from fakedet.cli.base import app
 from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
@@ -19,6 +20,7 @@ app.command("validate")(validate)
 app.command("evaluate")(evaluate)
 app.command("calibrate")(calibrate)
 app.command("doctor")(doctor)
+app.command("audit")(audit)
 app.command("inspect-checkpoint")(inspect_checkpoint)
 app.command("recommend")(recommend)
 app.command("predict")(predict)

@@ -7,6 +7,7 @@ the mapping below is by folder name, never by the order folders sort in.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,8 +15,8 @@ from pathlib import Path
 from PIL import Image
 
 from fakedet.data.csv_labels import discover_csv, read_label_csv
+from fakedet.data.index_cache import list_image_files, scan_with_cache_ranked, split_readable
 from fakedet.data.samples import (
-    IMAGE_SUFFIXES,
     TRAIN_FOLDERS,
     VAL_FOLDERS,
     DatasetIndex,
@@ -47,9 +48,7 @@ TEST_LAYOUT_HELP = (
 
 
 def _image_files(root: Path) -> list[Path]:
-    return sorted(
-        path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+    return [Path(path) for path in list_image_files(root)]
 
 
 def check_image_header(path: str) -> str | None:
@@ -182,6 +181,9 @@ def build_index(
     seed: int,
     skip_missing: bool = False,
     allow_test_set: bool = False,
+    on_note: Callable[[str], None] | None = None,
+    is_builder: bool = True,
+    barrier: Callable[[], None] = lambda: None,
 ) -> DatasetIndex:
     """Find, label and header-check every image of a dataset.
 
@@ -192,6 +194,9 @@ def build_index(
         seed: seed of that split.
         skip_missing: CSV only: drop rows whose file is missing instead of failing.
         allow_test_set: accept a set without a train split (validation and evaluation).
+        on_note: receives one-line notes (a cache rebuilt, where it lives).
+        is_builder, barrier: under DDP, the process that builds the cache and the wait the
+            others do before reading it (see `scan_with_cache_ranked`).
 
     Returns:
         The index, with unreadable files moved to `skipped`.
@@ -204,8 +209,14 @@ def build_index(
         index = discover_csv(data_root, val_split, seed, skip_missing)
     else:
         index = discover_folders(data_root, val_split, seed)
-    index.train, bad_train = scan_images(index.train)
-    index.val, bad_val = scan_images(index.val)
+    # Header facts come from the dataset's cached index: only files added or changed since the
+    # last start are opened (data/index_cache.py).
+    train, val = index.train, index.val
+    records = scan_with_cache_ranked(
+        data_root, [*train, *val], is_builder, barrier, on_note, None, with_hash=False
+    )
+    index.train, bad_train = split_readable(train, records)
+    index.val, bad_val = split_readable(val, records, first_row=len(train))
     index.skipped = [*index.skipped, *bad_train, *bad_val]
     check_classes(index, data_root, test_set=allow_test_set and not index.has_train_split)
     return index

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from fakedet.data.layouts import build_index
 from fakedet.data.loader import make_loader
 from fakedet.data.samples import DatasetIndex
 from fakedet.data.transforms import TrainTransform
-from fakedet.engine.distributed import DistContext, init_distributed
+from fakedet.engine.distributed import DistContext, barrier, init_distributed
 from fakedet.engine.evaluate import LossFunction, make_eval_loader
 from fakedet.engine.logging import Reporter
 from fakedet.engine.losses import DetectorLoss
@@ -104,9 +105,13 @@ def index_dataset(
     data_root: Path | None = None,
     use_csv: bool | None = None,
     allow_test_set: bool = False,
+    dist: DistContext | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> DatasetIndex:
     """The dataset's index with the config's split rule; `data_root`/`use_csv` override it, and
-    `allow_test_set` accepts a set without a train split (validation)."""
+    `allow_test_set` accepts a set without a train split (validation). Under DDP (`dist`) each
+    node's local rank 0 builds the cached index while the others wait, then read it."""
+    dist = dist or DistContext()
     return build_index(
         data_root or Path(config.data_root),
         config.use_csv if use_csv is None else use_csv,
@@ -114,6 +119,9 @@ def index_dataset(
         config.seed,
         config.skip_missing,
         allow_test_set,
+        on_note,
+        is_builder=dist.local_rank == 0,
+        barrier=lambda: barrier(dist),
     )
 
 

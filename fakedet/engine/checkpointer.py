@@ -27,6 +27,7 @@ class Checkpointer:
         self.is_main = is_main
         self.save_every = save_every
         self.saved_epoch: int | None = None  # the last epoch latest_model.pt holds, this run
+        self.audit: dict[str, Any] | None = None  # the dataset audit, kept in every summary
         if is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -54,6 +55,8 @@ class Checkpointer:
                 lines = [f"{path}\t{reason}" for path, reason in sorted(skipped.items())]
                 atomic_write_text(self.output_dir / "skipped_files.txt", "\n".join(lines) + "\n")
         summary["data_root"] = str(data_root)
+        if self.audit is not None:
+            summary["audit"] = self.audit
         atomic_write_text(
             self.output_dir / "dataset_summary.json", json.dumps(summary, indent=2) + "\n"
         )
