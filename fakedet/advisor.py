@@ -6,6 +6,7 @@ so a plan for another machine is the same call with other numbers.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, replace
@@ -326,7 +327,7 @@ def advise(
     info = detect_hardware()
     notes: list[str] = []
     if vram_gb is not None:
-        if vram_gb <= 0:
+        if not math.isfinite(vram_gb) or vram_gb <= 0:
             raise ConfigError(f"--vram {vram_gb:g} must be a positive number of GB.")
         planned = info.device != "cuda"
         info = replace(

@@ -18,13 +18,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class TrainingConfig(BaseModel):
     """Every setting of a training run; validated once, then passed around as plain values."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf or nan: an infinite LR or loss weight only fails epochs later, in the metrics.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     data_root: Path = Field(description="Dataset folder (folder layout, or CSV with --use-csv).")
     epochs: int = Field(50, ge=1, description="Number of epochs to train.")
@@ -145,7 +146,7 @@ class TrainingConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not _DEVICE_PATTERN.match(value):
+        if not DEVICE_PATTERN.match(value):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return value
 
@@ -206,9 +207,18 @@ def load_config_file(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: the file is missing, unparsable, or not a mapping.
     """
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"Config file {path} is a folder; pass a YAML or TOML file.")
+    if not path.exists():
         raise ConfigError(f"Config file {path} does not exist; pass a YAML or TOML file.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"Config file {path} could not be parsed: it is not UTF-8 text."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} could not be read: {exc.strerror}.") from None
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)

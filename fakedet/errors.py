@@ -31,3 +31,7 @@ class TrainingError(FakedetError):
 
 class WriteError(FakedetError):
     """A file could not be written (disk full, size limit, permissions): exit code 1."""
+
+
+class OutputPathError(UsageError):
+    """An output path that cannot be written: a file where a folder is due, no permission: exit 2."""

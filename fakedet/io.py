@@ -7,7 +7,26 @@ import os
 import tempfile
 from pathlib import Path
 
-from fakedet.errors import WriteError
+from fakedet.errors import OutputPathError, WriteError
+
+# Errors that say the path itself is wrong (the user's to fix), not that writing failed midway.
+_PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def ensure_folder(path: Path) -> Path:
+    """Create `path` (and parents) as a folder to write into.
+
+    Raises:
+        OutputPathError: a file stands where the folder is due, or no permission to create it.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except _PATH_ERRORS as exc:
+        what = "a file, not a folder" if path.exists() and not path.is_dir() else exc.strerror
+        raise OutputPathError(
+            f"Cannot write into {path}: {what}; choose another output folder."
+        ) from None
+    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -18,10 +37,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     Raises:
         WriteError: the disk is full or the file cannot be written; `path` is left untouched.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
+    if path.is_dir():
+        raise OutputPathError(f"Cannot write {path}: it is a folder; give a file name.")
+    ensure_folder(path.parent)
+    try:
+        descriptor, temp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+    except _PATH_ERRORS as exc:
+        raise OutputPathError(
+            f"Cannot write {path}: {exc.strerror} in {path.parent}; choose another place."
+        ) from None
+    # mkstemp makes the file 0600; give it the mode any new file gets here (the umask's).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp_name, 0o666 & ~umask)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
@@ -44,4 +74,5 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes.
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))

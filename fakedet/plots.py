@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fakedet.io import atomic_write_bytes
+from fakedet.io import atomic_write_bytes, ensure_folder
 
 PLOT_FILES = ("curves.png", "roc_pr.png", "confusion.png", "score_hist.png", "hardest.png")
 _DPI = 100  # figures are laid out and saved at the same resolution
@@ -272,7 +272,7 @@ def plot_robustness(report: dict[str, Any], kind: str, path: Path) -> Path:
 
 def write_evaluate_plots(report: dict[str, Any], folder: Path) -> list[Path]:
     """`fakedet evaluate --plots DIR`: groups.png and robustness_<kind>.png per kind used."""
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_folder(folder)
     written = [plot_group_bars(report, folder / "groups.png")]
     kinds = dict.fromkeys(p.split(":")[0] for p in report["perturbations"] if p != "none")
     for kind in kinds:

@@ -152,6 +152,12 @@ DevicesOption = Annotated[
 ]
 
 
+def printable(text: str) -> str:
+    """`text` as a terminal can show it: a file name that is not valid UTF-8 (its stray bytes
+    are surrogates in Python) gets replacement characters instead of failing the print."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def print_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 

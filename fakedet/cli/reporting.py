@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fakedet.cli.base import printable
 from fakedet.cli.doctor import render_findings
 from fakedet.engine.logging import Reporter
 
@@ -64,7 +66,9 @@ class ConsoleReporter(Reporter):
         self._last_plain = 0.0
 
     def warning(self, text: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+        self.console.print(
+            f"[yellow]warning:[/] {escape(printable(text))}", highlight=False, soft_wrap=True
+        )
 
     def info(self, text: str) -> None:
         self.console.print(text, highlight=False, soft_wrap=True)

@@ -162,6 +162,12 @@ def train(
         if resume is not None:
             from fakedet.engine import run
 
+            if config_file is not None:
+                raise UsageError(
+                    "--config does not apply with --resume: a resume takes its settings from the "
+                    "checkpoint; give the few that may change as flags (see fakedet resume --help)."
+                )
+
             if _launch(devices):
                 _run_launcher(devices or 1)
             extra_epochs, new_lr = given.pop("epochs", None), given.pop("lr", None)

@@ -21,6 +21,7 @@ from fakedet.cli.base import (
     errors_to_exit_codes,
     fields_table,
     print_json,
+    printable,
 )
 from fakedet.cli.reporting import metrics_table
 from fakedet.errors import UsageError
@@ -97,8 +98,8 @@ def predict(
         unreadable = sum(1 for p in predictions if p.realness is None)
         if unreadable == len(predictions):
             raise UsageError(
-                f"None of the {len(predictions)} files could be read as an image "
-                f"(e.g. {predictions[0].path}: {predictions[0].error})."
+                f"None of the {len(predictions)} files could be scored "
+                f"(e.g. {printable(predictions[0].path)}: {predictions[0].error})."
             )
         if as_json:
             print_json(rows)
@@ -117,7 +118,7 @@ def predict(
             style = {"real": "green", "fake": "red"}.get(row["verdict"], "yellow")
             scores = [row["realness"], row["raw"]] if raw else [row["realness"]]
             cells = ["-" if score is None else f"{score:.4f}" for score in scores]
-            table.add_row(row["path"], *cells, f"[{style}]{row['verdict']}[/]")
+            table.add_row(printable(row["path"]), *cells, f"[{style}]{row['verdict']}[/]")
         console.print(table)
         if len(rows) > len(shown):
             console.print(

@@ -106,6 +106,14 @@ def discover_csv(data_root: Path, val_split: float, seed: int, skip_missing: boo
         return DatasetIndex(train, val, "CSV (train.csv)", f"{val_split:.0%} of train.csv", skipped)
     if labels_csv.is_file():
         rows, skipped = read_label_csv(labels_csv, data_root, skip_missing, need_split=True)
+        known = (*TRAIN_FOLDERS, *VAL_FOLDERS)
+        unknown = sorted({split for _, split in rows if split not in known})
+        if unknown:
+            raise DataError(
+                f"{labels_csv}: split value(s) {', '.join(repr(v) for v in unknown)} are neither "
+                f"train ({', '.join(TRAIN_FOLDERS)}) nor val ({', '.join(VAL_FOLDERS)}); fix those "
+                "rows or leave the split column out of labels.csv."
+            )
         train = [sample for sample, split in rows if split in TRAIN_FOLDERS]
         val = [sample for sample, split in rows if split in VAL_FOLDERS]
         if not val:

@@ -19,6 +19,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from fakedet.errors import DataError
+from fakedet.io import ensure_folder
 
 # (package, folder inside it, file) of real photographs shipped inside installed wheels.
 PHOTO_SOURCES: tuple[tuple[str, str, str], ...] = (
@@ -194,7 +195,7 @@ def build_demo_dataset(
     for split, photos, total, families in jobs:
         counts[split] = {"real": 0, "fake": 0}
         for label in ("real", "fake"):
-            (out_dir / split / label).mkdir(parents=True, exist_ok=True)
+            ensure_folder(out_dir / split / label)
         for number in range(total):
             label = "real" if number % 2 == 0 else "fake"
             source = photos[(number // 2) % len(photos)]

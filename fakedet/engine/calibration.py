@@ -191,6 +191,11 @@ def fit_calibration(
     parse_rule(rule)
     is_real = (np.asarray(labels) >= 0.5).astype(int)
     realness = np.asarray(realness, dtype=np.float64)
+    if not np.isfinite(realness).all():
+        raise UsageError(
+            f"Calibration needs finite scores; the model gives NaN or inf on the {fitted_on} "
+            "(its weights diverged: train again with a lower --lr)."
+        )
     if is_real.min() == is_real.max():
         raise UsageError(
             f"Calibration needs real and fake images; the {fitted_on} has "

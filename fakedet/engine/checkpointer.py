@@ -16,7 +16,7 @@ from fakedet.engine.calibration import Calibration
 from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
 from fakedet.engine.evaluate import Scores
 from fakedet.engine.state import Checkpoint
-from fakedet.io import atomic_write_text
+from fakedet.io import atomic_write_text, ensure_folder
 
 
 class Checkpointer:
@@ -29,7 +29,7 @@ class Checkpointer:
         self.saved_epoch: int | None = None  # the last epoch latest_model.pt holds, this run
         self.audit: dict[str, Any] | None = None  # the dataset audit, kept in every summary
         if is_main:
-            output_dir.mkdir(parents=True, exist_ok=True)
+            ensure_folder(output_dir)
 
     @property
     def latest(self) -> Path:

@@ -38,7 +38,7 @@ from fakedet.engine.runtime import FP32, resolve_device
 from fakedet.engine.state import Checkpoint
 from fakedet.errors import DataError, UsageError
 from fakedet.hardware import default_num_workers
-from fakedet.io import atomic_write_text
+from fakedet.io import atomic_write_text, ensure_folder
 
 
 def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, Checkpoint]:
@@ -87,7 +87,7 @@ class Prediction:
 
     path: str
     realness: float | None  # calibrated
-    verdict: str  # "real", "fake" or "unreadable"
+    verdict: str  # "real", "fake", "unreadable", or "error" (a non-finite score)
     error: str | None = None
     raw: float | None = None  # the model's own score, before calibration
 
@@ -145,7 +145,10 @@ def predict_images(
     cut = calibration.threshold if threshold is None else threshold
     predictions = []
     for index, sample in enumerate(samples):
-        if index in realness:
+        if index in realness and not np.isfinite(realness[index]):
+            reason = "the model gave a non-finite score (its weights diverged)"
+            predictions.append(Prediction(sample.path, None, "error", reason))
+        elif index in realness:
             calibrated = float(calibration.apply(np.array(realness[index])))
             verdict = "real" if calibrated >= cut else "fake"
             predictions.append(Prediction(sample.path, calibrated, verdict, raw=realness[index]))
@@ -274,7 +277,7 @@ def validate_checkpoint(
     if plots_dir is not None:
         from fakedet.plots import write_evaluation_plots
 
-        plots_dir.mkdir(parents=True, exist_ok=True)
+        ensure_folder(plots_dir)
         caption = f"{result.split} split, epoch {checkpoint.state.epoch}"
         written = write_evaluation_plots(
             plots_dir, scores.paths, calibrated, scores.labels, caption

@@ -26,7 +26,8 @@ def detection_metrics(
         "real_acc": float(correct[is_real].mean()) if is_real.any() else math.nan,
         "fake_acc": float(correct[~is_real].mean()) if (~is_real).any() else math.nan,
     }
-    if is_real.all() or (~is_real).all():
+    if is_real.all() or (~is_real).all() or not np.isfinite(scores).all():
+        # One class, or a diverged model's NaN scores: no ranking to measure (never a crash).
         metrics.update(auc=math.nan, ap=math.nan)
     else:
         fake_target = (~is_real).astype(int)
@@ -112,6 +113,11 @@ def group_metrics(
         metrics["real_acc"] = float(correct[is_real].mean())
     if n_fake:
         metrics["fake_acc"] = float(correct[~is_real].mean())
+    if not np.isfinite(scores).all() or (
+        raw_scores is not None and not np.isfinite(raw_scores).all()
+    ):
+        notes.append("the model gives NaN or inf scores (diverged weights): nothing to rank")
+        return metrics, notes
     if not (n_real and n_fake):
         notes.append(
             f"one class only ({n_real} real, {n_fake} fake): ap, auc, eer and tpr_at_fpr_* "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from fakedet import hardware
+from fakedet.config import DEVICE_PATTERN
 from fakedet.errors import ConfigError
 
 
@@ -16,6 +17,10 @@ def resolve_device(requested: str) -> torch.device:
     Raises:
         ConfigError: the requested device is not available on this machine.
     """
+    if not DEVICE_PATTERN.match(requested):
+        raise ConfigError(
+            f"device = '{requested}' is invalid: must be auto, cpu, cuda, cuda:N or mps."
+        )
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -94,7 +94,8 @@ class FullDetector(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         normed = self.normalize(images)
         perceptual = self.perceptual_branch(normed)  # (B, D, H/32, W/32)
-        side = min(perceptual.shape[-1], self.max_tokens_side)
+        # int(): a Python number under tracing too (TorchScript export), fixed by img_size.
+        side = min(int(perceptual.shape[-1]), self.max_tokens_side)
         perceptual = (
             F.adaptive_avg_pool2d(perceptual, side).flatten(2).transpose(1, 2)
         )  # (B, Np, D)
