@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -94,20 +95,25 @@ def records_bytes(records) -> int:
 def measure(phase: str, root: Path) -> dict[str, float]:
     """One phase in this process: seconds to list, seconds to scan, memory."""
     from fakedet.data.index_cache import list_image_files, scan_with_cache
-    from fakedet.data.layouts import _image_files, scan_images
-    from fakedet.data.samples import Sample
+    from fakedet.data.layouts import check_image_header
+    from fakedet.data.samples import IMAGE_SUFFIXES
 
     baseline = _rss_kib("VmRSS")
     started = time.perf_counter()
-    if phase == "today":
-        files = [str(path) for path in _image_files(root)]
+    if phase == "today":  # fakedet 0.1's listing: rglob, then a suffix and is_file test each
+        files = sorted(
+            str(path)
+            for path in root.rglob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        )
     else:
         files = list_image_files(root)
     listed = time.perf_counter()
     retained = 0
-    if phase == "today":
-        good, _ = scan_images([Sample(path, 1.0) for path in files])
-        assert len(good) == len(files)
+    if phase == "today":  # and its scan: every header opened again, 8 threads
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            reasons = list(pool.map(check_image_header, files))
+        assert not any(reasons)
     else:
         if phase in ("cold", "hash"):
             shutil.rmtree(root / ".fakedet", ignore_errors=True)

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
 
 from fakedet.data.csv_labels import discover_csv, read_label_csv
-from fakedet.data.index_cache import list_image_files, scan_with_cache_ranked, split_readable
+from fakedet.data.index_cache import (
+    list_image_files,
+    scan_with_cache,
+    scan_with_cache_ranked,
+    split_readable,
+)
 from fakedet.data.samples import (
     TRAIN_FOLDERS,
     VAL_FOLDERS,
@@ -68,17 +72,6 @@ def check_image_header(path: str) -> str | None:
     except OSError as exc:
         return f"not a readable image ({exc.__class__.__name__}: {exc})"
     return None
-
-
-def scan_images(
-    samples: list[Sample], workers: int = 8
-) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """Split samples into readable ones and (path, reason) for the ones that are not."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(check_image_header, (sample.path for sample in samples)))
-    good = [sample for sample, reason in zip(samples, reasons, strict=True) if reason is None]
-    bad = [(sample.path, reason) for sample, reason in zip(samples, reasons, strict=True) if reason]
-    return good, bad
 
 
 def _split_of(parts: tuple[str, ...]) -> str | None:
@@ -286,7 +279,7 @@ def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
         if not samples:
             raise DataError(f"No labelled images found under {test_root}: {TEST_LAYOUT_HELP}.")
         layout = families.most_common(1)[0][0]
-    good, bad = scan_images(samples)
+    good, bad = split_readable(samples, scan_with_cache(test_root, samples))
     if not good:
         raise DataError(
             f"None of the {len(samples)} labelled images under {test_root} could be read "
