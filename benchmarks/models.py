@@ -7,20 +7,27 @@ medians and the median of the per-repetition ratios.
     python benchmarks/models.py                      # CPU, fp32, batch 16, 256 px
     python benchmarks/models.py --amp                # + bf16 autocast (CPU) / fp16 or bf16 (CUDA)
     python benchmarks/models.py --device cuda --amp  # GPU: also peak training memory per model
+
+fakedet models are also timed for inference as scoring runs them (`fuse_for_inference`: BatchNorm
+folded, channels-last weights) and, on CPU with onnxruntime installed, as their ONNX export.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torchvision import models as tv_models
 
 from fakedet.hardware import cpu_has_native_bf16
 from fakedet.models import create_model
+from fakedet.models.layers import fuse_for_inference
 
 PEERS = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet50")
 TARGETS = (("fast", "mobilenet_v3_small"), ("full", "mobilenet_v3_large"))
@@ -30,6 +37,21 @@ def build(name: str) -> torch.nn.Module:
     if name in ("fast", "full"):
         return create_model(name, img_size=256)
     return getattr(tv_models, name)(weights=None, num_classes=2)
+
+
+HAS_ONNXRUNTIME = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
+
+
+def onnx_session(model: torch.nn.Module, size: int) -> object:
+    """The model exported as `fakedet export` does (dynamo, opset 20), in an onnxruntime session."""
+    import onnxruntime
+
+    from fakedet.engine.export import CalibratedDetector, write_onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        write_onnx(CalibratedDetector(model, None).eval(), size, path, "{}")
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def scalar_output(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -53,6 +75,24 @@ class Runner:
         self.images = torch.rand(batch, 3, size, size, device=device)
         self.amp_dtype = amp_dtype
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.steps = {"train": self.train_step, "infer": self.infer}
+        if name in ("fast", "full"):
+            # Fused once: speed does not depend on the weights' values, which training changes.
+            self.fused = fuse_for_inference(self.model)
+            self.steps["infer_fused"] = self.infer_fused
+            if device.type == "cpu" and amp_dtype is None and HAS_ONNXRUNTIME:
+                self.session = onnx_session(self.model, size)
+                self.steps["infer_ort"] = self.infer_ort
+
+    @torch.no_grad()
+    def infer_fused(self) -> None:
+        with torch.autocast(
+            self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            scalar_output(self.fused, self.images)
+
+    def infer_ort(self) -> None:
+        self.session.run(None, {"images": self.images.cpu().numpy()})
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -78,7 +118,7 @@ class Runner:
             scalar_output(self.model, self.images)
 
     def rate(self, step: str, repeats: int) -> float:
-        function = self.train_step if step == "train" else self.infer
+        function = self.steps[step]
         self._sync()
         started = time.perf_counter()
         for _ in range(repeats):
@@ -109,15 +149,15 @@ def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[flo
     names = args.models
     runners = [Runner(name, device, args.batch, args.size, amp_dtype) for name in names]
     for runner in runners:  # warm-up: allocator, kernels, caches
-        runner.train_step()
-        runner.infer()
+        for function in runner.steps.values():
+            function()
     results: dict[str, dict[str, list[float] | float]] = {
-        n: {"train": [], "infer": []} for n in names
+        runner.name: {step: [] for step in runner.steps} for runner in runners
     }
     for repetition in range(args.repeats):
         for runner in runners:
-            results[runner.name]["train"].append(runner.rate("train", args.steps))
-            results[runner.name]["infer"].append(runner.rate("infer", args.steps))
+            for step in runner.steps:
+                results[runner.name][step].append(runner.rate(step, args.steps))
         print(f"  repetition {repetition + 1}/{args.repeats} done", flush=True)
     for runner in runners:
         if device.type == "cuda":
@@ -144,9 +184,10 @@ def report(
 ) -> None:
     print(f"\n### {label}\n")
     print(
-        "| model | params | train img/s | infer img/s | train peak MB (CUDA) | advisor estimate MB |"
+        "| model | params | train img/s | infer img/s | infer fused img/s | infer ORT img/s "
+        "| train peak MB (CUDA) | advisor estimate MB |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, values in results.items():
         params = sum(p.numel() for p in build(name).parameters()) / 1e6
         peak = values.get("peak_mb")
@@ -154,16 +195,26 @@ def report(
         estimate = (
             advisor_estimate_mb(name, args.batch, args.size, amp) if peak_text != "-" else "-"
         )
+        extra = [
+            f"{statistics.median(values[step]):.1f}" if step in values else "-"
+            for step in ("infer_fused", "infer_ort")
+        ]
         print(
             f"| {name} | {params:.2f}M | {statistics.median(values['train']):.1f} | "
-            f"{statistics.median(values['infer']):.1f} | {peak_text} | {estimate} |"
+            f"{statistics.median(values['infer']):.1f} | {' | '.join(extra)} | {peak_text} | "
+            f"{estimate} |"
         )
     print()
     for ours, peer in TARGETS:
         if ours not in results or peer not in results:
             continue
-        for step in ("train", "infer"):
-            ratios = [a / b for a, b in zip(results[ours][step], results[peer][step], strict=True)]
+        for step in ("train", "infer", "infer_fused", "infer_ort"):
+            if step not in results[ours]:
+                continue
+            # Every inference variant of ours against the peer's plain eval-mode inference.
+            peer_step = "train" if step == "train" else "infer"
+            pairs = zip(results[ours][step], results[peer][peer_step], strict=True)
+            ratios = [a / b for a, b in pairs]
             print(
                 f"{ours} / {peer} {step}: median ratio {statistics.median(ratios):.2f}x (per repetition: "
                 + ", ".join(f"{r:.2f}" for r in ratios)

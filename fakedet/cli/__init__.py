@@ -10,6 +10,7 @@ from fakedet.cli.audit import audit
 from fakedet.cli.base import app
 from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
+from fakedet.cli.export import export
 from fakedet.cli.prepare import demo_data, recommend
 from fakedet.cli.train import resume, train
 from fakedet.cli.use import calibrate, inspect_checkpoint, predict, validate
@@ -21,6 +22,7 @@ app.command("evaluate")(evaluate)
 app.command("calibrate")(calibrate)
 app.command("doctor")(doctor)
 app.command("audit")(audit)
+app.command("export")(export)
 app.command("inspect-checkpoint")(inspect_checkpoint)
 app.command("recommend")(recommend)
 app.command("predict")(predict)

@@ -127,7 +127,12 @@ def config_option(name: str, default_text: str | None = None) -> Any:
 
 
 # Options that validate, predict and inspect-checkpoint share.
-CheckpointArgument = Annotated[Path, typer.Argument(help="Checkpoint file or output folder.")]
+CheckpointArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="Checkpoint file or output folder (or an exported .onnx/.ts/.safetensors)."
+    ),
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")]
 WorkersOption = Annotated[
     int | None,

@@ -28,6 +28,7 @@ from fakedet.engine.calibration import (
 )
 from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from fakedet.engine.evaluate import Scores, evaluate, make_eval_loader
+from fakedet.engine.exported import exported_checkpoint, is_exported_file, load_exported
 from fakedet.engine.metrics import (
     detection_metrics,
     expected_calibration_error,
@@ -42,12 +43,21 @@ from fakedet.io import atomic_write_text, ensure_folder
 
 
 def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, Checkpoint]:
-    """Load a checkpoint (file or output folder) into a ready model, in eval mode, on `device`.
+    """Load a checkpoint (file or output folder), or an exported .onnx / .ts / .safetensors file,
+    into a ready model, in eval mode, on `device`.
 
     Raises:
         CheckpointError: not a usable fakedet checkpoint.
     """
-    checkpoint = load_checkpoint(path)
+    if is_exported_file(path):
+        # An export: ONNX and TorchScript run as they are; safetensors weights load into the
+        # registry's model. Either way the stored calibration is read like a checkpoint's.
+        checkpoint = exported_checkpoint(path)
+        if path.suffix.lower() != ".safetensors":
+            model, _ = load_exported(path, resolve_device(device))
+            return model, checkpoint  # type: ignore[return-value]
+    else:
+        checkpoint = load_checkpoint(path)
     model = build_model(
         checkpoint.model_name, checkpoint.img_size, resolve_device(device), checkpoint.model_state
     )

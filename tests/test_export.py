@@ -1,0 +1,258 @@
+"""Export (SPEC 14): both models in every format reproduce the checkpoint's scores, with the
+calibration inside, and an exported file scores images as the checkpoint does."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import write_image
+from fakedet.data.samples import IMAGE_SUFFIXES
+from fakedet.engine.calibration import Calibration, fit_calibration
+from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
+from fakedet.engine.export import CalibratedDetector, export_model
+from fakedet.engine.exported import (
+    PARITY_LIMIT,
+    SUFFIXES,
+    ExportError,
+    exported_checkpoint,
+    load_exported,
+)
+from fakedet.engine.inference import load_detector, predict_images
+from fakedet.errors import UsageError
+from fakedet.models import create_model
+
+FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"
+HAS_ONNXRUNTIME = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
+needs_onnx = pytest.mark.skipif(
+    not HAS_ONNXRUNTIME, reason='onnx/onnxruntime absent: pip install -e ".[onnx]"'
+)
+FORMATS = [
+    pytest.param("onnx", marks=needs_onnx),
+    "torchscript",
+    "safetensors",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The 0.1.0 fixture (fast, 64 px) and a full model with fresh weights in the same run."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    fast = load_checkpoint(FIXTURE)
+    save_checkpoint(folder / "fast.pt", fast)
+    torch.manual_seed(0)
+    full = load_checkpoint(FIXTURE)
+    full.config = full.config.model_copy(update={"mode": "full"})
+    full.model_state = create_model("full", img_size=64).state_dict()
+    save_checkpoint(folder / "full.pt", full)
+    return {"fast": folder / "fast.pt", "full": folder / "full.pt"}
+
+
+def demo_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:12]
+
+
+@pytest.fixture(scope="module")
+def parity_batch(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
+    from fakedet.data.demo import build_demo_dataset
+    from fakedet.data.transforms import EvalTransform, load_rgb
+
+    root = tmp_path_factory.mktemp("parity")
+    build_demo_dataset(root, num_images=12, img_size=64, seed=1)
+    transform = EvalTransform(64)
+    return torch.stack([transform(load_rgb(str(p))) for p in demo_images(root)]).float() / 255
+
+
+@torch.no_grad()
+def pytorch_outputs(checkpoint: Path, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    model, _ = load_detector(checkpoint, "cpu")
+    return model(images)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_export_reproduces_the_checkpoint(
+    mode: str, fmt: str, checkpoints: dict[str, Path], parity_batch: torch.Tensor, tmp_path: Path
+) -> None:
+    output = tmp_path / f"model{SUFFIXES[fmt]}"
+    result = export_model(checkpoints[mode], fmt, output, parity_batch)
+    assert result.path == output and output.is_file()
+    assert result.max_diff <= PARITY_LIMIT
+    model, metadata = load_exported(output, "cpu")
+    assert (metadata.mode, metadata.img_size, metadata.calibration) == (mode, 64, None)
+    expected = pytorch_outputs(checkpoints[mode], parity_batch[:5])  # a batch size not traced
+    got = model(parity_batch[:5])
+    torch.testing.assert_close(got["realness"], expected["score"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got["score"], expected["score"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got["logits"], expected["logits"], atol=1e-4, rtol=0)
+
+
+class ScoresAsGiven(torch.nn.Module):
+    """A stand-in detector whose raw score is its input, to probe the calibration's edges."""
+
+    def forward(self, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"score": scores, "logits": torch.zeros(len(scores), 2)}
+
+
+def fitted_calibration(raw: np.ndarray, method: str) -> Calibration:
+    rng = np.random.default_rng(0)
+    # Synthetic labels spread around the real scores, so the fitted map is not the identity.
+    synthetic = np.concatenate([raw, np.clip(raw + rng.normal(0, 0.05, raw.shape), 0, 1)])
+    return fit_calibration(synthetic, np.arange(len(synthetic)) % 2, method, "eer")
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_calibration_as_graph_ops_equals_calibration_apply(
+    method: str, checkpoints: dict[str, Path], parity_batch: torch.Tensor
+) -> None:
+    model, _ = load_detector(checkpoints["fast"], "cpu")
+    raw = pytorch_outputs(checkpoints["fast"], parity_batch)["score"].double().numpy()
+    calibration = fitted_calibration(raw, method)
+    with torch.no_grad():
+        realness, _, _ = CalibratedDetector(model, calibration)(parity_batch)
+    np.testing.assert_allclose(realness.double().numpy(), calibration.apply(raw), atol=1e-6)
+    # Beyond the fitted range too: isotonic clamps, the logit maps clip at EPSILON.
+    edges = torch.tensor([0.0, 1e-9, 0.25, 1 - 1e-9, 1.0])
+    realness, _, _ = CalibratedDetector(ScoresAsGiven(), calibration)(edges)
+    np.testing.assert_allclose(
+        realness.double().numpy(), calibration.apply(edges.double().numpy()), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "fmt"),
+    [
+        pytest.param("isotonic", "onnx", marks=needs_onnx),
+        ("platt", "torchscript"),
+        ("temperature", "safetensors"),
+    ],
+)
+def test_export_builds_the_calibration_in(
+    method: str, fmt: str, checkpoints: dict[str, Path], parity_batch: torch.Tensor, tmp_path: Path
+) -> None:
+    raw = pytorch_outputs(checkpoints["fast"], parity_batch)["score"].double().numpy()
+    calibration = fitted_calibration(raw, method)
+    checkpoint = load_checkpoint(checkpoints["fast"])
+    checkpoint.calibration = calibration
+    save_checkpoint(tmp_path / "calibrated.pt", checkpoint)
+    output = tmp_path / f"calibrated{SUFFIXES[fmt]}"
+    export_model(tmp_path / "calibrated.pt", fmt, output, parity_batch)
+    model, metadata = load_exported(output, "cpu")
+    assert metadata.calibration == calibration
+    assert metadata.threshold == calibration.threshold
+    got = model(parity_batch)["realness"].double().numpy()
+    np.testing.assert_allclose(got, calibration.apply(raw), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_predict_on_an_export_matches_the_checkpoint(
+    fmt: str, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    from fakedet.data.demo import build_demo_dataset
+
+    build_demo_dataset(tmp_path / "images", num_images=8, img_size=64, seed=2)
+    images = demo_images(tmp_path / "images")
+    output = export_model(checkpoints["fast"], fmt, tmp_path / f"model{SUFFIXES[fmt]}").path
+    model, metadata = load_exported(output, "cpu")
+    reference, checkpoint = load_detector(checkpoints["fast"], "cpu")
+    expected = predict_images(reference, images, checkpoint.img_size, num_workers=0)
+    got = predict_images(model, images, metadata.img_size, num_workers=0)
+    assert [p.verdict for p in got] == [p.verdict for p in expected]
+    np.testing.assert_allclose(
+        [p.realness for p in got], [p.realness for p in expected], atol=1e-5, rtol=0
+    )
+
+
+def test_safetensors_loads_as_a_checkpoint(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    output = export_model(checkpoints["full"], "safetensors", tmp_path / "m.safetensors").path
+    loaded = exported_checkpoint(output)
+    original = load_checkpoint(checkpoints["full"])
+    assert loaded.config == original.config
+    assert loaded.model_state.keys() == original.model_state.keys()
+    for name, value in original.model_state.items():
+        assert torch.equal(loaded.model_state[name], value)
+
+
+def test_export_cli_prints_parity_and_writes_beside_the_checkpoint(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    import typer
+
+    from fakedet.cli.export import export
+
+    app = typer.Typer()
+    app.command()(export)
+    app.command("other")(lambda: None)  # two commands, so Typer keeps the name
+    checkpoint = tmp_path / "run.pt"
+    checkpoint.write_bytes(checkpoints["fast"].read_bytes())
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--format", "torchscript"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run.ts").is_file()
+    assert "max abs realness difference" in result.output
+
+
+def test_bad_format_or_suffix_is_a_usage_error(checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(UsageError, match="--format 'tflite'"):
+        export_model(checkpoints["fast"], "tflite")
+    with pytest.raises(UsageError, match=r"must end in \.ts"):
+        export_model(checkpoints["fast"], "torchscript", Path("model.onnx"))
+
+
+def test_export_beyond_the_parity_limit_fails_and_removes_the_file(
+    checkpoints: dict[str, Path],
+    parity_batch: torch.Tensor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fakedet.engine.export as export_module
+
+    monkeypatch.setattr(export_module, "parity_difference", lambda *args: 3e-4)
+    output = tmp_path / "model.ts"
+    with pytest.raises(ExportError, match=r"limit 0\.0001") as caught:
+        export_model(checkpoints["fast"], "torchscript", output, parity_batch)
+    assert caught.value.exit_code == 1
+    assert not output.exists()
+
+
+def test_onnx_without_onnxruntime_names_the_extra(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def refuse_onnxruntime(name: str, *args: object, **kwargs: object) -> object:
+        if name.split(".")[0] in ("onnx", "onnxruntime"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse_onnxruntime)
+    with pytest.raises(UsageError, match=r'pip install -e "\.\[onnx\]"') as caught:
+        export_model(checkpoints["fast"], "onnx")
+    assert caught.value.exit_code == 2
+
+
+def test_predict_command_on_a_safetensors_export_matches_the_checkpoint(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fakedet.cli import app
+
+    runner = CliRunner()
+    folder = tmp_path / "images"
+    for number in range(3):
+        write_image(folder / f"{number}.png", number)
+    exported = export_model(FIXTURE, "safetensors", tmp_path / "model.safetensors").path
+    rows = {}
+    for model in (FIXTURE, exported):
+        result = runner.invoke(app, ["predict", str(model), str(folder), "--json", "--raw"])
+        assert result.exit_code == 0, result.output
+        rows[model] = json.loads(result.stdout)
+    for ours, theirs in zip(rows[FIXTURE], rows[exported], strict=True):
+        assert ours["verdict"] == theirs["verdict"]
+        assert ours["raw"] == pytest.approx(theirs["raw"], abs=1e-5)
