@@ -27,7 +27,7 @@ from fakedet.data.index_file import (
     encode_cache,
 )
 from fakedet.data.samples import IMAGE_SUFFIXES, Sample
-from fakedet.errors import WriteError
+from fakedet.errors import OutputPathError, WriteError
 from fakedet.io import atomic_write_bytes
 
 # Files per task of the header-reading pool: large enough that futures cost nothing next to the
@@ -238,7 +238,7 @@ def _save_cache(
         try:
             atomic_write_bytes(location, data)
             return
-        except (WriteError, OSError) as exc:  # a read-only dataset: try the user's cache folder
+        except (WriteError, OutputPathError, OSError) as exc:  # read-only data: the user cache
             failures.append(f"{location}: {exc}")
     if on_note is not None:
         on_note(f"Index cache not saved ({'; '.join(failures)}); the next start reads again.")
