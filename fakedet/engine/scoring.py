@@ -32,6 +32,7 @@ from fakedet.engine.inference import calibration_of, load_detector
 from fakedet.engine.metrics import TEST_METRICS, group_metrics, mean_over_groups
 from fakedet.engine.runtime import resolve_device
 from fakedet.hardware import default_num_workers
+from fakedet.models.layers import fuse_for_inference
 
 RESULT_KEYS = ("checkpoint", "group", "perturbation", *TEST_METRICS, "notes")
 MEAN_GROUP = "mean"
@@ -129,6 +130,10 @@ def load_detectors(paths: Sequence[Path], device: torch.device) -> list[Detector
     detectors = []
     for path in paths:
         model, checkpoint = load_detector(path, str(device))
+        if isinstance(model, nn.Module):  # an export runs as it is
+            # BatchNorm folded, channels-last: the same scores to float rounding, 1.03-1.3x
+            # faster (benchmarks/models.py); evaluation only reads scores.
+            model = fuse_for_inference(model)
         name = str(checkpoint_path(path))
         detectors.append(Detector(name, model, checkpoint.img_size, calibration_of(checkpoint)))
     return detectors
