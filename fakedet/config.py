@@ -97,6 +97,26 @@ class TrainingConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     seed: int = Field(42, ge=0, description="Seed of every random choice in the run.")
 
+    @field_validator(
+        "epochs",
+        "img_size",
+        "gradient_accumulation_steps",
+        "num_workers",
+        "prefetch_factor",
+        "early_stopping_patience",
+        "validate_interval",
+        "save_every",
+        "max_nonfinite_steps",
+        "seed",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        # YAML's `epochs: true` would otherwise quietly read as 1.
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not true/false")
+        return value
+
     @field_validator("img_size")
     @classmethod
     def _img_size_fits_the_models(cls, value: int) -> int:

@@ -162,3 +162,58 @@ def test_labels_csv_split_values_must_be_known(tmp_path: Path) -> None:
     (root / "labels.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
     result = runner.invoke(app, tiny_train_args(root, tmp_path / "run", "--use-csv"))
     assert result.exit_code == 2 and "'bogus'" in _sentence(result)
+
+
+def test_an_unreadable_folder_in_a_dataset_is_an_error_not_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakedet.data import index_cache
+
+    data = make_folder_dataset(tmp_path / "data", per_class=2)
+    real_scandir = os.scandir
+
+    def scandir(folder: str):  # type: ignore[no-untyped-def]
+        # chmod 000 as a test running as root would not feel it
+        if Path(folder).name == "val":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(folder)
+
+    monkeypatch.setattr(index_cache.os, "scandir", scandir)
+    result = runner.invoke(app, tiny_train_args(data, tmp_path / "run"))
+    assert result.exit_code == 2 and "Cannot read the folder" in _sentence(result)
+    assert "Permission denied" in result.output
+
+
+def test_symlinked_class_folders_are_followed(tmp_path: Path) -> None:
+    store = make_folder_dataset(tmp_path / "store", per_class=2)
+    linked = tmp_path / "linked"
+    for split in ("train", "val"):
+        (linked / split).mkdir(parents=True)
+        for label in ("real", "fake"):
+            (linked / split / label).symlink_to(store / split / label, target_is_directory=True)
+    (linked / "train" / "loop").symlink_to(linked, target_is_directory=True)  # a loop ends
+    from fakedet.data.layouts import build_index
+
+    index = build_index(linked, use_csv=False, val_split=0.1, seed=0)
+    assert (len(index.train), len(index.val)) == (4, 4)
+
+
+def test_demo_data_replaces_an_earlier_demo_and_refuses_other_folders(tmp_path: Path) -> None:
+    args = ["--num-images", "8", "--img-size", "64"]
+    out = tmp_path / "demo"
+    assert runner.invoke(app, ["demo-data", str(out), *args, "--num-images", "16"]).exit_code == 0
+    assert runner.invoke(app, ["demo-data", str(out), *args]).exit_code == 0
+    assert len(list(out.rglob("*.png"))) == 8  # the 16 earlier images are gone, not mixed in
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"x")
+    result = runner.invoke(app, ["demo-data", str(other), *args])
+    assert result.exit_code == 2 and "not a demo dataset" in _sentence(result)
+    assert (other / "holiday.jpg").exists()
+
+
+def test_a_boolean_is_not_a_number_of_epochs(data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: true\n")
+    result = runner.invoke(app, ["train", str(data), "--config", str(config)])
+    assert result.exit_code == 2 and "not true/false" in _sentence(result)

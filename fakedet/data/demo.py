@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import random
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -150,6 +151,15 @@ def build_demo_dataset(
         raise DataError(f"--num-images {num_images} is too small; use at least 8.")
     if img_size < 32 or img_size > 512:
         raise DataError(f"--img-size {img_size} is out of range; use 32 to 512.")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / "demo_info.json").is_file():
+            raise DataError(
+                f"{out_dir} already holds files that are not a demo dataset; give a new or empty "
+                "folder."
+            )
+        # An earlier demo: replaced whole, so old and new images never mix.
+        for split in ("train", "val", "test"):
+            shutil.rmtree(out_dir / split, ignore_errors=True)
     unknown = [family for family in holdout if family not in UPSAMPLERS]
     if unknown:
         raise DataError(

@@ -168,24 +168,32 @@ def _in_chunks(
                 on_progress(done, len(paths))
 
 
-def list_image_files(data_root: Path) -> list[str]:
-    """Every image file under `data_root` (by suffix, any case), as `str(data_root / relative)`.
+def list_image_files(data_root: Path, unreadable: list[tuple[str, str]] | None = None) -> list[str]:
+    """Every image file under `data_root` (by suffix, any case), as `str(data_root / relative)`,
+    in `Path.rglob`'s order, about 10x faster: os.scandir hands over the entry types, so only
+    symlinks and image-named entries cost a stat.
 
-    The same files, in the same order, as layouts' `Path.rglob` listing (folder symlinks are not
-    followed, file symlinks are), about 10x faster: os.scandir hands over the entry types, so
-    only symlinks and image-named entries cost a stat.
+    Folder symlinks are followed (datasets are often assembled from links), each real folder
+    once, so a link loop ends. Folders that cannot be read go to `unreadable` as (path, reason).
     """
     found = []
     root = str(Path(data_root))
     pending = ["" if root == "." else root]  # Path(".") / "x" is "x", not "./x"
+    visited: set[str] = set()
     while pending:
         folder = pending.pop()
+        real = os.path.realpath(folder or ".")
+        if real in visited:
+            continue
+        visited.add(real)
         try:
             entries = list(os.scandir(folder or "."))
-        except OSError:  # unreadable or vanished folder: rglob skips it too
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append((folder or ".", exc.strerror or str(exc)))
             continue
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
+            if entry.is_dir():
                 pending.append(os.path.join(folder, entry.name))
             elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
                 found.append(os.path.join(folder, entry.name))

@@ -52,7 +52,18 @@ TEST_LAYOUT_HELP = (
 
 
 def _image_files(root: Path) -> list[Path]:
-    return [Path(path) for path in list_image_files(root)]
+    """The image files under `root`; a folder that cannot be read is an error, not a silent gap
+    (an unreadable val/ would otherwise turn into a split of train without a word)."""
+    unreadable: list[tuple[str, str]] = []
+    files = list_image_files(root, unreadable)
+    if unreadable:
+        folder, reason = unreadable[0]
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise DataError(
+            f"Cannot read the folder {folder}{more}: {reason}; fix its permissions or move it "
+            "out of the dataset."
+        )
+    return [Path(path) for path in files]
 
 
 def check_image_header(path: str) -> str | None:
