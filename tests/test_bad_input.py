@@ -217,3 +217,21 @@ def test_a_boolean_is_not_a_number_of_epochs(data: Path, tmp_path: Path) -> None
     config.write_text("epochs: true\n")
     result = runner.invoke(app, ["train", str(data), "--config", str(config)])
     assert result.exit_code == 2 and "not true/false" in _sentence(result)
+
+
+def test_bad_input_with_devices_is_refused_once_before_torchrun(data: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    notes = tmp_path / "notes.pt"
+    notes.write_text("notes\n")
+    cases = [
+        (["train", str(empty), "--devices", "2"], "No labelled images found"),
+        (["train", str(data), "--device", "cuda", "--devices", "2"], "CUDA is not available"),
+        (["resume", str(notes), "--devices", "2"], "not a readable checkpoint"),
+    ]
+    if torch.cuda.is_available():
+        cases.pop(1)
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert message in _sentence(result) and "Starting 2 processes" not in result.output

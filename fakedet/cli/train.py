@@ -168,9 +168,10 @@ def train(
                     "checkpoint; give the few that may change as flags (see fakedet resume --help)."
                 )
 
-            if _launch(devices):
-                _run_launcher(devices or 1)
             extra_epochs, new_lr = given.pop("epochs", None), given.pop("lr", None)
+            if _launch(devices):
+                run.preflight_resume(resume, given, extra_epochs, new_lr)
+                _run_launcher(devices or 1)
             run.resume(
                 resume, given, extra_epochs, new_lr, reset_lr, reset_scheduler, _console_reporter()
             )
@@ -184,13 +185,11 @@ def train(
                 "Give the dataset folder: fakedet train DATA_ROOT (or --data-root PATH)."
             )
         config = build_config(settings)
-        if _launch(devices):
-            from fakedet.data.layouts import check_data_root
-
-            # Bad input is refused here, once, rather than by every rank under torchrun.
-            check_data_root(Path(config.data_root))
-            _run_launcher(devices or 1)
         from fakedet.engine import run
+
+        if _launch(devices):
+            run.preflight(config)  # bad input once, not once per rank
+            _run_launcher(devices or 1)
 
         run.train(config, _console_reporter())
 
@@ -256,8 +255,10 @@ def resume(
     given.pop("epochs", None)
     given.pop("lr", None)
     with errors_to_exit_codes():
-        if _launch(devices):
-            _run_launcher(devices or 1)
         from fakedet.engine import run
+
+        if _launch(devices):
+            run.preflight_resume(checkpoint, given, epochs, lr)
+            _run_launcher(devices or 1)
 
         run.resume(checkpoint, given, epochs, lr, reset_lr, reset_scheduler, _console_reporter())

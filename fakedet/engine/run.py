@@ -26,11 +26,12 @@ from fakedet.engine.checkpointer import Checkpointer
 from fakedet.engine.distributed import shutdown
 from fakedet.engine.logging import Reporter, TensorBoardLogger
 from fakedet.engine.resume import resume_config
-from fakedet.engine.runtime import is_out_of_memory
+from fakedet.engine.runtime import is_out_of_memory, resolve_device
 from fakedet.engine.signals import StopSignals
 from fakedet.engine.state import Checkpoint
 from fakedet.engine.trainer import Trainer
 from fakedet.errors import FakedetError, TrainingError, UsageError
+from fakedet.io import ensure_folder
 
 
 def train(
@@ -180,6 +181,29 @@ def _calibrate_outputs(
         checkpointer.store_calibration(path, calibration)
         described = described or calibration
     return described
+
+
+def preflight(config: TrainingConfig) -> None:
+    """What every rank would check first, checked once before `--devices N` starts torchrun, so
+    bad input is one sentence rather than one error per rank and torchrun's traceback.
+
+    Raises:
+        FakedetError: a device this machine lacks, an unusable dataset or output folder.
+    """
+    resolve_device(config.device)
+    index_dataset(config)
+    ensure_folder(Path(config.output_dir))
+
+
+def preflight_resume(
+    path: Path, overrides: dict[str, Any], extra_epochs: int | None, new_lr: float | None
+) -> None:
+    """`preflight` for a resume: the checkpoint loads and the continued run's config is valid."""
+    if extra_epochs is not None and extra_epochs < 1:
+        raise UsageError(f"--epochs {extra_epochs} must be at least 1 (it counts epochs to add).")
+    checkpoint = load_checkpoint(path)
+    overrides = {"output_dir": checkpoint_path(path).parent, **overrides}
+    preflight(resume_config(checkpoint, overrides, extra_epochs, new_lr))
 
 
 def _run_info(
