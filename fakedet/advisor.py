@@ -211,11 +211,16 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
                     f"{info.vram_gb:g} GB VRAM, {memory.activation_bytes_per_image / 1024**2:.0f} "
                     "MB per image measured"
                 )
-                reason = (
-                    f"{measured}: largest power of two that fits"
-                    if fits > batch
-                    else f"{measured}: the table's {batch} does not fit, {max(fits, 1)} does"
-                )
+                if fits > batch:
+                    reason = f"{measured}: largest power of two that fits"
+                elif fits >= 1:
+                    reason = f"{measured}: the table's {batch} does not fit, {fits} does"
+                else:
+                    needed = estimated_peak_gb(1, memory)
+                    reason = (
+                        f"{measured}: even batch 1 needs about {needed:.2f} GB, more than this "
+                        "GPU has; try --fast, a smaller --img-size or a larger GPU"
+                    )
                 batch = max(fits, 1)
             memory_per_image = round(memory.activation_bytes_per_image / 1024**2, 1)
             peak = round(estimated_peak_gb(batch, memory), 2)

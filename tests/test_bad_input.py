@@ -235,3 +235,14 @@ def test_bad_input_with_devices_is_refused_once_before_torchrun(data: Path, tmp_
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert message in _sentence(result) and "Starting 2 processes" not in result.output
+
+
+def test_recommend_says_when_even_batch_1_does_not_fit() -> None:
+    result = runner.invoke(
+        app,
+        ["recommend", "--mode", "full", "--vram", "0.5", "--compute-capability", "8.0", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    advice = json.loads(result.output)["recommendations"][0]
+    assert "even batch 1 needs about" in advice["reason"]
+    assert advice["estimated_peak_gb"] > 0.5
