@@ -173,7 +173,9 @@ class TrainingConfig(BaseModel):
     @model_validator(mode="after")
     def _min_lr_below_lr(self) -> TrainingConfig:
         if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+            raise ValueError(
+                f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g}); lower --min-lr too"
+            )
         return self
 
     @model_validator(mode="after")

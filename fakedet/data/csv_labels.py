@@ -60,7 +60,8 @@ def read_label_csv(
     bad_labels = [number + 2 for number, label in enumerate(labels) if label is None]
     if bad_labels:
         raise DataError(
-            f"{csv_path}: {_rows(bad_labels)} have a label that is neither a number in [0, 1] "
+            f"{csv_path}: {_rows(bad_labels)} {'have' if len(bad_labels) > 1 else 'has'} a label "
+            "that is neither a number in [0, 1] "
             "nor 'real'/'fake'."
         )
     rows: list[tuple[Sample, str]] = []
