@@ -7,10 +7,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fakedet.cli.base import JsonOption, console, error_console, errors_to_exit_codes, print_json
+from fakedet.cli.base import (
+    JsonOption,
+    console,
+    error_console,
+    errors_to_exit_codes,
+    print_json,
+    progress_bar,
+)
 from fakedet.errors import DataError
 
 
@@ -96,15 +102,7 @@ def audit(
             defaults["seed"].default,
             allow_test_set=True,
         )
-        with Progress(
-            TextColumn("[bold]audit"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=error_console,
-            disable=not error_console.is_terminal,
-            transient=True,
-        ) as progress:
+        with progress_bar("audit", error_console) as progress:
             task = progress.add_task("files", total=None)
             result = audit_index(
                 index,

@@ -14,6 +14,7 @@ from typing import Annotated, Any, get_args
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fakedet import __version__
@@ -155,6 +156,21 @@ DevicesOption = Annotated[
         help="Run N processes (DDP, launched through torchrun; gloo on CPU, NCCL on CUDA).",
     ),
 ]
+
+
+def progress_bar(label: str, on: Console | None = None, quiet: bool = False) -> Progress:
+    """The bar long commands show: label, bar, done/total, time left; off where the output is not
+    a terminal (logs, pipes) or `quiet` (JSON output)."""
+    target = on or console
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=target,
+        disable=quiet or not target.is_terminal,
+        transient=True,
+    )
 
 
 def printable(text: str) -> str:

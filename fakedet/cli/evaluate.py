@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fakedet.cli.base import DeviceOption, JsonOption, WorkersOption, console, errors_to_exit_codes
+from fakedet.cli.base import (
+    DeviceOption,
+    JsonOption,
+    WorkersOption,
+    console,
+    errors_to_exit_codes,
+    progress_bar,
+)
 
 # What the terminal and Markdown tables show per checkpoint (all metrics are in JSON and CSV).
 SHOWN = (("auc", "AUC"), ("ap", "AP"), ("accuracy", "acc"))
@@ -156,15 +162,7 @@ def evaluate(
         from fakedet.engine.scoring import evaluate_test_set
         from fakedet.io import atomic_write_text
 
-        with Progress(
-            TextColumn("[bold]evaluate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=as_json or not console.is_terminal,
-            transient=True,
-        ) as progress:
+        with progress_bar("evaluate", quiet=as_json) as progress:
             task = progress.add_task("images", total=None)
             report = evaluate_test_set(
                 test_root,

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fakedet.cli.base import console, errors_to_exit_codes, fields_table, print_json
+from fakedet.cli.base import console, errors_to_exit_codes, fields_table, print_json, progress_bar
 
 
 def demo_data(
@@ -44,14 +43,7 @@ def demo_data(
     with errors_to_exit_codes():
         from fakedet.data.demo import build_demo_dataset
 
-        with Progress(
-            TextColumn("[bold]demo-data"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        ) as progress:
+        with progress_bar("demo-data") as progress:
             task = progress.add_task("images", total=num_images)
             families = [name.strip() for name in (holdout or "").split(",") if name.strip()]
             summary = build_demo_dataset(
