@@ -7,7 +7,7 @@ the mapping below is by folder name, never by the order folders sort in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,6 +104,18 @@ def _class_of(parts: tuple[str, ...]) -> tuple[float, str] | None:
     return None
 
 
+def _labelled_files(
+    root: Path,
+) -> Iterator[tuple[Path, tuple[str, ...], float, str]]:
+    """(path, its folders under `root`, realness label, layout family) of each image that sits
+    under a class folder; images outside any class folder are left out."""
+    for path in _image_files(root):
+        parts = path.relative_to(root).parts[:-1]
+        found = _class_of(parts)
+        if found is not None:
+            yield path, parts, *found
+
+
 def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetIndex:
     """Index a folder-layout dataset (ours, ForenSynths/NPR, GenImage, CIFAKE), any depth.
 
@@ -113,12 +125,7 @@ def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetInd
     by_split: dict[str, list[Sample]] = {}
     families: Counter[str] = Counter()
     class_names: set[str] = set()
-    for path in _image_files(data_root):
-        parts = path.relative_to(data_root).parts[:-1]
-        found = _class_of(parts)
-        if found is None:
-            continue
-        label, family = found
+    for path, parts, label, family in _labelled_files(data_root):
         families[family] += 1
         class_names.update(part for part in parts if part.lower() in CLASS_FOLDERS)
         split = _split_of(parts) or "unsplit"
@@ -279,12 +286,7 @@ def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
         layout = f"CSV ({csv_path.name})"
     else:
         samples, skipped, families = [], [], Counter()
-        for path in _image_files(test_root):
-            parts = path.relative_to(test_root).parts[:-1]
-            found = _class_of(parts)
-            if found is None:
-                continue
-            label, family = found
+        for path, parts, label, family in _labelled_files(test_root):
             families[family] += 1
             samples.append(Sample(str(path), label, _group_of(parts, root_name)))
         if not samples:

@@ -22,13 +22,13 @@ from fakedet.doctor.findings import (
     seed_lr_range,
     series,
 )
+from fakedet.doctor.machine import underused_hardware
 from fakedet.doctor.rules import (
     NOT_LEARNING_MIN_DROP,
     inaccurate_scores,
     not_learning,
     overfitting,
     poor_separation,
-    underused_hardware,
     unstable,
 )
 
