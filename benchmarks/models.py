@@ -128,12 +128,24 @@ class Runner:
 
 
 def cuda_training_peak_mb(runner: Runner) -> float:
+    """This model's training peak: its step's growth over what was allocated before, plus its
+    own weights, buffers and AdamW state (the other models stay on the card and are left out)."""
     torch.cuda.empty_cache()
+    torch.cuda.synchronize(runner.device)
+    before = torch.cuda.memory_allocated(runner.device)
     torch.cuda.reset_peak_memory_stats(runner.device)
     runner.train_step()
     runner.train_step()
     torch.cuda.synchronize(runner.device)
-    return torch.cuda.max_memory_allocated(runner.device) / 1024**2
+    tensors = [*runner.model.parameters(), *runner.model.buffers()]
+    tensors += [
+        value
+        for state in runner.optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+    ]
+    own = sum(t.numel() * t.element_size() for t in tensors)
+    return (torch.cuda.max_memory_allocated(runner.device) - before + own) / 1024**2
 
 
 def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[float] | float]]:

@@ -118,6 +118,12 @@ class MemoryProfile:
 
     activation_bytes_per_image: int  # what autograd keeps for backward, per image
     parameter_count: int
+    amp: bool = False  # measured under autocast
+
+    def per_image_bytes(self) -> float:
+        """What one image adds to the training peak on CUDA, allocator overhead included."""
+        factor = ACTIVATION_OVERHEAD_AMP if self.amp else ACTIVATION_OVERHEAD
+        return self.activation_bytes_per_image * factor
 
     def fixed_bytes(self) -> int:
         # fp32 weights + gradients + AdamW's two moments.
@@ -161,21 +167,28 @@ def measure_memory(mode: str, img_size: int, amp: bool) -> MemoryProfile:
     return MemoryProfile(
         activation_bytes_per_image=max(saved_bytes(3) - saved_bytes(2), 1),
         parameter_count=sum(p.numel() for p in model.parameters()),
+        amp=amp,
     )
 
 
-# Share of VRAM the advisor plans to use, and what it leaves for the CUDA context, cuDNN
-# workspaces and allocator fragmentation; activations are counted 1.25x for the same reasons.
+# Share of VRAM the advisor plans to use, and what it keeps for the CUDA context and workspaces;
+# activations measured on the CPU are counted 1.25x in fp32 and 1.7x under autocast (backward's
+# temporaries, CUDA autocast's casts, the caching allocator's rounding). Fitted on an H200,
+# torch 2.11 + CUDA 13 (benchmarks/memory.py, 2026-11-30): the context took 0.77-0.79 GB, and
+# with these factors every estimate was 1.08-1.17x what a training step used of the card
+# (fast and full, fp32 and bf16, batch 32 and 128, 256 px). In bf16 the old single 1.25x
+# fell 18% short, which the 15% margin would not have covered.
 VRAM_USABLE = 0.85
-VRAM_RESERVED_GB = 0.75
+VRAM_RESERVED_GB = 1.0
 ACTIVATION_OVERHEAD = 1.25
+ACTIVATION_OVERHEAD_AMP = 1.7
 MAX_BATCH = 128  # the seed's largest (24 GB, fast); LR scaling beyond it is untested here
 
 
 def batch_that_fits(vram_gb: float, profile: MemoryProfile) -> int:
     """The largest power-of-two batch (<= MAX_BATCH) whose estimated peak fits in `vram_gb`."""
     budget = vram_gb * VRAM_USABLE * 1024**3 - VRAM_RESERVED_GB * 1024**3 - profile.fixed_bytes()
-    per_image = profile.activation_bytes_per_image * ACTIVATION_OVERHEAD
+    per_image = profile.per_image_bytes()
     fits = int(budget // per_image) if budget > 0 else 0
     batch = 1
     while batch * 2 <= min(fits, MAX_BATCH):
@@ -184,7 +197,7 @@ def batch_that_fits(vram_gb: float, profile: MemoryProfile) -> int:
 
 
 def estimated_peak_gb(batch: int, profile: MemoryProfile) -> float:
-    per_image = profile.activation_bytes_per_image * ACTIVATION_OVERHEAD
+    per_image = profile.per_image_bytes()
     return (batch * per_image + profile.fixed_bytes()) / 1024**3 + VRAM_RESERVED_GB
 
 
@@ -224,14 +237,17 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
                 batch = max(fits, 1)
             memory_per_image = round(memory.activation_bytes_per_image / 1024**2, 1)
             peak = round(estimated_peak_gb(batch, memory), 2)
-        dtype = hardware.cuda_amp_dtype(info.compute_capability or (0, 0))
-        use_amp, amp_dtype = dtype is not None, dtype or "auto"
+        # AMP only where it is faster (Volta, Turing); from Ampere on fp32 trains as TF32 and was
+        # faster than bf16 autocast (hardware.cuda_amp_is_faster); --use-amp still saves memory.
+        capability = info.compute_capability or (0, 0)
+        use_amp = hardware.cuda_amp_is_faster(capability)
+        amp_dtype = hardware.cuda_amp_dtype(capability) or "auto"
     else:
         batch, reason = CPU_BATCH[table_model], f"no GPU ({info.device})"
         use_amp = info.device == "cpu" and info.cpu_bf16
         amp_dtype = "bf16"
     accumulation = max(1, TARGET_EFFECTIVE_BATCH // batch)
-    workers = hardware.default_num_workers(info.os, info.cpu_cores)
+    workers = hardware.default_num_workers(info.os, info.cpu_cores, info.device)
     lr = advised_lr(use_amp, batch * accumulation)
     return Recommendation(
         mode=mode,
@@ -354,7 +370,7 @@ def advise(
     for mode in modes:
         memory = None
         if info.device == "cuda":
-            amp = hardware.cuda_amp_dtype(info.compute_capability or (0, 0)) is not None
+            amp = hardware.cuda_amp_is_faster(info.compute_capability or (0, 0))
             memory = measure_memory(mode, img_size, amp)
         recommendation = recommend(info, mode, memory)
         recommendations.append(
@@ -364,8 +380,8 @@ def advise(
         notes.append("this CPU has no native bf16 (AVX512-BF16/AMX): AMP stays off")
     if info.device == "cuda":
         notes.append(
-            "batch sizes come from activation memory measured on the CPU; the estimate has not "
-            "been checked against a GPU run yet"
+            "batch sizes come from activation memory measured on the CPU, scaled by factors "
+            "fitted on an H200 (est. peak was 1.08-1.17x the card memory a training step used)"
         )
     return {
         "hardware": asdict(info),

@@ -11,7 +11,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fakedet.errors import ConfigError
-from fakedet.hardware import default_num_workers
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,8 +62,11 @@ class TrainingConfig(BaseModel):
     min_lr: float = Field(1e-6, ge=0, description="LR at the end of the cosine.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per step.")
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm (0 turns clipping off).")
-    num_workers: int = Field(
-        default_factory=default_num_workers, ge=0, description="DataLoader worker processes."
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader worker processes; unset: by device at start (min(4, cores), "
+        "min(12, cores) on CUDA, 0 on Windows).",
     )
     pin_memory: bool = Field(True, description="Pin host memory (CUDA only).")
     persistent_workers: bool = Field(True, description="Keep workers between epochs.")

@@ -12,23 +12,33 @@ from pathlib import Path
 # CUDA autocast below Volta (7.0) has no tensor cores to gain from; bf16 needs Ampere (8.0).
 AMP_MIN_CAPABILITY = (7, 0)
 BF16_MIN_CAPABILITY = (8, 0)
-# Loader workers on Linux/macOS: up to this many (more rarely helps a small model).
+# Loader workers on Linux/macOS when the model trains on the CPU: up to this many (they share
+# the cores with the model's threads).
 MAX_DEFAULT_WORKERS = 4
+# On a GPU the loader is the bottleneck: an H200 trains the fast model at 4,600-8,500 img/s
+# (benchmarks/models.py, 256 px) while PNG decoding fed it 846 img/s with 4 workers and 1,282
+# with 12 (16 cores, `fakedet train --use-amp --batch-size 128`, 2026-11-30).
+MAX_GPU_WORKERS = 12
 # When the model trains on the CPU, workers at this niceness fill idle gaps instead of
 # pre-empting an intra-op thread and stalling its barrier (benchmarks/data.py: 1.19x -> 1.04x).
 CPU_TRAINING_WORKER_NICE = 19
 
 
-def default_num_workers(os_name: str | None = None, cpu_cores: int | None = None) -> int:
-    """0 on Windows (spawned workers cost more than they give), else min(4, CPU cores).
+def default_num_workers(
+    os_name: str | None = None, cpu_cores: int | None = None, device_type: str = "cpu"
+) -> int:
+    """0 on Windows (spawned workers cost more than they give), else min(4, CPU cores) when the
+    model trains on the CPU or MPS and min(12, CPU cores) on CUDA.
 
-    Without arguments, for this machine; with them, for the machine being planned for.
+    Without `os_name` and `cpu_cores`, for this machine; with them, for the machine being planned
+    for. Several processes on one machine (DDP) pass their share of the cores.
     """
     system = os_name if os_name is not None else platform.system()
     if system == "Windows":
         return 0
     cores = cpu_cores if cpu_cores is not None else (os.cpu_count() or 1)
-    return min(MAX_DEFAULT_WORKERS, cores)
+    limit = MAX_GPU_WORKERS if device_type == "cuda" else MAX_DEFAULT_WORKERS
+    return max(1, min(limit, cores))
 
 
 def worker_nice(device_type: str) -> int:
@@ -45,6 +55,19 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cuda_amp_is_faster(capability: tuple[int, int]) -> bool:
+    """Whether CUDA autocast speeds up training of these models on a GPU of `capability`.
+
+    From Ampere (8.0) fp32 convolutions already run on tensor cores as TF32, and bf16 autocast
+    only adds casts around the small models' memory-bound layers: on an H200 it trained at
+    0.55x (fast) and 0.95x (full) the fp32 speed at batch 256, 0.85x / 0.95x at batch 64
+    (benchmarks/models.py --device cuda --amp, 2026-11-30). It still cuts activation memory
+    by about 40% there. Volta and Turing (7.x) have fp16 tensor cores and no TF32, where the
+    seed's notes give 1.5-2x; that is not measured here.
+    """
+    return AMP_MIN_CAPABILITY <= capability < BF16_MIN_CAPABILITY
 
 
 def cuda_amp_dtype(capability: tuple[int, int], requested: str = "auto") -> str | None:

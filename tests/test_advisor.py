@@ -38,17 +38,32 @@ def test_seed_table_rows(vram: float, fast: int, full: int) -> None:
 
 
 def test_amp_workers_and_lr_rules() -> None:
-    assert recommend(GPU, "fast").amp_dtype == "bf16"
+    # Ampere and later: fp32 (TF32) trained faster than bf16 autocast on an H200, so no AMP.
+    assert not recommend(GPU, "fast").use_amp
+    assert not recommend(replace(GPU, compute_capability=(9, 0)), "full").use_amp
     turing = recommend(replace(GPU, compute_capability=(7, 5)), "fast")
     assert turing.use_amp and turing.amp_dtype == "fp16"
     assert not recommend(replace(GPU, compute_capability=(6, 1)), "fast").use_amp
+    # A GPU waits on the loader: up to 12 workers there, 4 where the model shares the CPU.
+    assert recommend(GPU, "fast").num_workers == 12
+    assert recommend(replace(GPU, cpu_cores=64), "fast").num_workers == 12
+    assert recommend(CPU, "fast").num_workers == 4
     assert recommend(replace(GPU, os="Windows"), "fast").num_workers == 0
     assert recommend(replace(GPU, cpu_cores=2), "fast").num_workers == 2
     cpu = recommend(CPU, "full")
     assert not cpu.use_amp and cpu.batch_size * cpu.gradient_accumulation_steps == 32
     assert recommend(replace(CPU, cpu_bf16=True), "fast").use_amp
-    # LR scales with the effective batch: 128 is 4x the 32 the base LR is set for.
-    assert recommend(GPU, "fast").lr == pytest.approx(4 * 1e-4)
+    # LR scales with the effective batch: 128 is 4x the 32 the fp32 base LR is set for.
+    assert recommend(GPU, "fast").lr == pytest.approx(4 * advisor.BASE_LR_FP32)
+    assert turing.lr == pytest.approx(4 * advisor.BASE_LR_AMP)
+
+
+def test_autocast_memory_is_counted_with_its_larger_overhead() -> None:
+    fp32 = MemoryProfile(activation_bytes_per_image=10 * 1024**2, parameter_count=1000)
+    amp = replace(fp32, amp=True)
+    ratio = advisor.ACTIVATION_OVERHEAD_AMP / advisor.ACTIVATION_OVERHEAD
+    assert amp.per_image_bytes() == pytest.approx(fp32.per_image_bytes() * ratio)
+    assert advisor.estimated_peak_gb(64, amp) > advisor.estimated_peak_gb(64, fp32)
 
 
 def test_measured_memory_grows_the_batch_but_never_past_what_fits() -> None:

@@ -246,20 +246,37 @@ def test_loader_options_follow_the_worker_count(folder_dataset: Path, workers: i
     assert train.prefetch_factor == (3 if workers else None)
 
 
-def test_default_workers_are_zero_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_workers_follow_the_os_the_cores_and_the_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
     from fakedet import hardware
     from fakedet.config import TrainingConfig
+    from fakedet.engine.build import resolve_num_workers
+    from fakedet.engine.distributed import DistContext
 
+    def workers(device: str, world_size: int = 1) -> int:
+        runtime = SimpleNamespace(device=torch.device(device), dist=DistContext(0, 0, world_size))
+        return resolve_num_workers(TrainingConfig(data_root=Path(".")).num_workers, runtime)
+
+    assert TrainingConfig(data_root=Path(".")).num_workers is None  # resolved at start
     monkeypatch.setattr(hardware.platform, "system", lambda: "Windows")
-    assert TrainingConfig(data_root=Path(".")).num_workers == 0
+    assert workers("cpu") == workers("cuda") == 0
     monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
     monkeypatch.setattr(hardware.os, "cpu_count", lambda: 16)
-    assert TrainingConfig(data_root=Path(".")).num_workers == 4
+    assert workers("cpu") == 4
+    assert workers("cuda") == 12  # the GPU waits on decoding
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert workers("cuda", world_size=4) == 4  # four processes share the 16 cores
     monkeypatch.setattr(hardware.os, "cpu_count", lambda: 2)
-    assert TrainingConfig(data_root=Path(".")).num_workers == 2
+    assert workers("cpu") == 2
+    runtime = SimpleNamespace(device=torch.device("cuda"), dist=DistContext())
+    assert resolve_num_workers(3, runtime) == 3  # a set value is kept
     # The advisor plans for another machine with the same rule.
     assert hardware.default_num_workers("Windows", 16) == 0
     assert hardware.default_num_workers("Darwin", 8) == 4
+    assert hardware.default_num_workers("Linux", 8, "cuda") == 8
 
 
 def _niceness_image(image: Image.Image, generator: torch.Generator) -> torch.Tensor:

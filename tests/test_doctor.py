@@ -299,14 +299,25 @@ def test_underused_hardware_fires_on_amp_off_where_bf16_is_native() -> None:
 
 
 def test_underused_hardware_fires_on_too_few_workers_for_a_gpu() -> None:
-    finding = hardware_finding(GPU, 0, True)
-    assert finding is not None and "--num-workers 4" in finding.flags
+    # 8 cores: a GPU run is advised all 8 as workers (a CPU run 4).
+    finding = hardware_finding(GPU, 4, False)
+    assert finding is not None and "--num-workers 8" in finding.flags
+    assert "--use-amp" not in finding.flags  # Ampere: fp32 runs as TF32, AMP was slower
+
+
+def test_underused_hardware_suggests_amp_only_where_it_is_faster() -> None:
+    turing = hardware_finding(replace(GPU, compute_capability=(7, 5)), 8, False)
+    assert turing is not None and "--use-amp" in turing.flags
+    assert "fp16 tensor cores" in turing.advice
+    assert hardware_finding(replace(GPU, compute_capability=(9, 0)), 8, False) is None
 
 
 def test_underused_hardware_quiet_when_the_settings_match_the_advisor() -> None:
-    assert hardware_finding(GPU, 4, True) is None
+    assert hardware_finding(GPU, 8, True) is None
     assert hardware_finding(CPU, 4, False) is None  # no native bf16: AMP rightly off
     assert hardware_finding(replace(CPU, os="Windows"), 0, False) is None
+    # Unset workers took the device's default at start: nothing to advise.
+    assert doctor.underused_hardware([50.0], None, False, "cuda", "Linux", 8, False, (8, 6)) is None
 
 
 # --- diagnose --------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ def test_help_shows_the_defaults() -> None:
     assert "attention, ~5M). [default: fast]" in flat_help
     assert "PydanticUndefined" not in train_help
     validate_help = runner.invoke(app, ["validate", "--help"], env={"COLUMNS": "200"}).output
-    assert "Loader workers [default: min(4, cores)]." in validate_help
+    assert "Loader workers [default: min(4, cores); min(12, cores) on CUDA]." in validate_help
     assert "Images per batch [default: the checkpoint's]." in validate_help
 
 

@@ -137,7 +137,11 @@ CheckpointArgument = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")]
 WorkersOption = Annotated[
     int | None,
-    typer.Option("--num-workers", min=0, help="Loader workers \\[default: min(4, cores)]."),
+    typer.Option(
+        "--num-workers",
+        min=0,
+        help="Loader workers \\[default: min(4, cores); min(12, cores) on CUDA].",
+    ),
 ]
 CheckpointBatchOption = Annotated[
     int | None,

@@ -10,18 +10,19 @@ from fakedet.doctor.findings import (
     four_digits,
     new_run_command,
 )
-from fakedet.hardware import cuda_amp_dtype, default_num_workers
+from fakedet.hardware import cuda_amp_is_faster, default_num_workers
 
 # Under-used hardware. Nothing here predicts images per second: `fakedet recommend` predicts a
-# batch size, AMP, workers and an LR, not a throughput, and no GPU was at hand to calibrate one.
-# So the rule compares the run's settings with the advisor's, and reports the measured img/s as
-# context only. AMP where it runs natively is the large gain: 1.5-2x in the seed, 2.4x measured
-# for bf16 on this project's CPU (SPEC 4).
+# batch size, AMP, workers and an LR, not a throughput. So the rule compares the run's settings
+# with the advisor's, and reports the measured img/s as context only. AMP counts only where it
+# speeds training up: bf16 on a CPU with native bf16 (2.4x measured, SPEC 4) and fp16 on Volta
+# and Turing GPUs (the seed's 1.5-2x); from Ampere on, fp32 runs as TF32 and bf16 autocast was
+# slower on an H200 (`hardware.cuda_amp_is_faster`). On a GPU, loader workers are the gain.
 
 
 def underused_hardware(
     images_per_sec: Sequence[float],
-    num_workers: int,
+    num_workers: int | None,
     use_amp: bool,
     device: str,
     os_name: str,
@@ -36,11 +37,14 @@ def underused_hardware(
     comment above `Finding`); the measured median img/s is reported as context.
 
     Args:
+        num_workers: the run's setting; None (unset) took the device's default at start.
         device: where the run trained ("cpu", "cuda", "mps").
     """
-    workers = default_num_workers(os_name, cpu_cores)
+    workers = default_num_workers(os_name, cpu_cores, device)
+    if num_workers is None:
+        num_workers = workers
     if device == "cuda":
-        amp_available = cuda_amp_dtype(compute_capability or (0, 0)) is not None
+        amp_available = cuda_amp_is_faster(compute_capability or (0, 0))
     else:
         amp_available = device == "cpu" and cpu_bf16
     few_workers = num_workers < workers
@@ -50,8 +54,12 @@ def underused_hardware(
     flags, signs = [], []
     if amp_unused:
         flags.append("--use-amp")
-        where = "native bf16 on this CPU" if device == "cpu" else "this GPU's tensor cores"
-        signs.append(f"AMP is off although it would run on {where} (1.5-2x in the seed's notes)")
+        if device == "cpu":
+            signs.append("AMP is off although this CPU runs bf16 natively (2.4x measured)")
+        else:
+            signs.append(
+                "AMP is off although this GPU's fp16 tensor cores would run it (1.5-2x in the seed's notes)"
+            )
     if few_workers:
         flags.append(f"--num-workers {workers}")
         signs.append(f"{num_workers} loader worker(s) where the advisor uses {workers}")

@@ -7,6 +7,7 @@ Training, validation and inference build their parts here, so each rule is writt
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,17 @@ def loader_options(
         "prefetch_factor": prefetch_factor,
         "worker_nice": hardware.worker_nice(device.type),
     }
+
+
+def resolve_num_workers(num_workers: int | None, runtime: Runtime) -> int:
+    """The config's worker count, or unset: the device's default over this process's share of
+    the CPU cores (DDP processes on one machine split them)."""
+    if num_workers is not None:
+        return num_workers
+    # torchrun names how many processes share this machine; a plain run is alone on it.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if runtime.dist.enabled else 1
+    cores = max(1, (os.cpu_count() or 1) // max(1, local))
+    return hardware.default_num_workers(cpu_cores=cores, device_type=runtime.device.type)
 
 
 def build_loss(config: TrainingConfig) -> DetectorLoss:
@@ -219,7 +231,7 @@ def build_training(
     batch_size = resolve_batch_size(config, runtime, reporter)
     options = loader_options(
         runtime.device,
-        config.num_workers,
+        resolve_num_workers(config.num_workers, runtime),
         config.pin_memory,
         config.persistent_workers,
         config.prefetch_factor,

@@ -132,7 +132,7 @@ def predict_images(
     verdict at `threshold` (default: the calibration's), in input order."""
     device = next(model.parameters()).device
     samples = [Sample(str(path), 0.0) for path in paths]
-    workers = default_num_workers() if num_workers is None else num_workers
+    workers = default_num_workers(device_type=device.type) if num_workers is None else num_workers
     workers = min(workers, max(0, len(samples) // batch_size))  # no processes for a few images
     loader = make_loader(
         samples,
@@ -230,8 +230,10 @@ def score_labelled_set(
     samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
     if not samples:
         raise DataError(f"The {split} split of {data_root} has no images.")
-    workers = default_num_workers() if num_workers is None else num_workers
     on_device = next(model.parameters()).device
+    workers = (
+        default_num_workers(device_type=on_device.type) if num_workers is None else num_workers
+    )
     loader = make_eval_loader(
         samples,
         checkpoint.img_size,

@@ -223,7 +223,7 @@ def _run_info(
         "steps_per_epoch": parts.steps_per_epoch(accumulation),
         "epochs": config.epochs,
         "start_epoch": start_epoch,
-        "num_workers": config.num_workers,
+        "num_workers": parts.train_loader.num_workers,
         "processes": dist.world_size,
         "output_dir": str(output_dir),
     }

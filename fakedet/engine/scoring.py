@@ -215,7 +215,7 @@ def evaluate_test_set(
     test_set = discover_test_set(test_root, use_csv)
     resolved = resolve_device(device)
     detectors = load_detectors(checkpoints, resolved)
-    workers = default_num_workers() if num_workers is None else num_workers
+    workers = default_num_workers(device_type=resolved.type) if num_workers is None else num_workers
     workers = min(workers, max(0, len(test_set.samples) // batch_size))  # few images: no workers
     if on_start is not None:
         on_start(len(test_set.samples) * len(perturbations))
