@@ -15,13 +15,13 @@ from PIL import Image
 from conftest import make_folder_dataset, write_image
 from fakedet.data.index_cache import (
     estimate_jpeg_quality,
-    list_image_files,
     scan_with_cache,
     scan_with_cache_ranked,
     split_readable,
 )
 from fakedet.data.index_file import CACHE_FILE, cache_paths, encode_cache
 from fakedet.data.layouts import check_image_header
+from fakedet.data.listing import list_image_files
 from fakedet.data.samples import IMAGE_SUFFIXES, Sample
 
 

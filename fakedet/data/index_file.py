@@ -51,6 +51,25 @@ class ImageRecords:
         """Why file `row` cannot be used as an image, or None when its header reads fine."""
         return self.reasons.get(row)
 
+    def subset(self, rows: np.ndarray) -> ImageRecords:
+        """The records of `rows` (an int array), in that order; reasons are renumbered."""
+        new_row = {int(old): new for new, old in enumerate(rows)} if self.reasons else {}
+        return ImageRecords(
+            paths=[self.paths[row] for row in rows.tolist()],
+            size=self.size[rows],
+            mtime_ns=self.mtime_ns[rows],
+            format_code=self.format_code[rows],
+            width=self.width[rows],
+            height=self.height[rows],
+            mode_code=self.mode_code[rows],
+            jpeg_quality=self.jpeg_quality[rows],
+            digest=self.digest[rows],
+            has_digest=self.has_digest[rows],
+            formats=list(self.formats),
+            modes=list(self.modes),
+            reasons={new_row[row]: why for row, why in self.reasons.items() if row in new_row},
+        )
+
     def format_of(self, row: int) -> str | None:
         code = int(self.format_code[row])
         return self.formats[code] if code >= 0 else None

@@ -6,20 +6,18 @@ the mapping below is by folder name, never by the order folders sort in.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from fakedet.data.csv_labels import discover_csv, read_label_csv
-from fakedet.data.index_cache import (
-    list_image_files,
-    scan_with_cache,
-    scan_with_cache_ranked,
-    split_readable,
-)
+from fakedet.data.index_cache import scan_with_cache, scan_with_cache_ranked, split_readable
+from fakedet.data.listing import ImageListing, scan_image_files
 from fakedet.data.samples import (
     TRAIN_FOLDERS,
     VAL_FOLDERS,
@@ -51,11 +49,11 @@ TEST_LAYOUT_HELP = (
 )
 
 
-def _image_files(root: Path) -> list[Path]:
+def _image_files(root: Path) -> ImageListing:
     """The image files under `root`; a folder that cannot be read is an error, not a silent gap
     (an unreadable val/ would otherwise turn into a split of train without a word)."""
     unreadable: list[tuple[str, str]] = []
-    files = list_image_files(root, unreadable)
+    listing = scan_image_files(root, unreadable)
     if unreadable:
         folder, reason = unreadable[0]
         more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
@@ -63,7 +61,7 @@ def _image_files(root: Path) -> list[Path]:
             f"Cannot read the folder {folder}{more}: {reason}; fix its permissions or move it "
             "out of the dataset."
         )
-    return [Path(path) for path in files]
+    return listing
 
 
 def check_image_header(path: str) -> str | None:
@@ -105,19 +103,32 @@ def _class_of(parts: tuple[str, ...]) -> tuple[float, str] | None:
 
 
 def _labelled_files(
-    root: Path,
-) -> Iterator[tuple[Path, tuple[str, ...], float, str]]:
-    """(path, its folders under `root`, realness label, layout family) of each image that sits
-    under a class folder; images outside any class folder are left out."""
-    for path in _image_files(root):
-        parts = path.relative_to(root).parts[:-1]
+    listing: ImageListing, root: Path
+) -> Iterator[tuple[str, tuple[str, ...], float, str]]:
+    """(path, its folders under `root`, realness label, layout family) of each listed image that
+    sits under a class folder; images outside any class folder are left out.
+
+    Plain strings, and each folder's parts and class worked out once: a million files share a
+    few thousand folders, and a `Path` per file cost ~15 s at that size."""
+    top = str(root)
+    prefix = "" if top == "." else os.path.join(top, "")
+    for folder, start, end in listing.folders:
+        relative = folder[len(prefix) :] if folder.startswith(prefix) else folder
+        parts = tuple(relative.split(os.sep)) if relative else ()
         found = _class_of(parts)
         if found is not None:
-            yield path, parts, *found
+            label, family = found
+            for path in listing.paths[start:end]:
+                yield path, parts, label, family
 
 
-def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetIndex:
+def discover_folders(
+    data_root: Path, val_split: float, seed: int, listing: ImageListing | None = None
+) -> DatasetIndex:
     """Index a folder-layout dataset (ours, ForenSynths/NPR, GenImage, CIFAKE), any depth.
+
+    Args:
+        listing: the image files under `data_root`, when already listed.
 
     Raises:
         DataError: no labelled image, or a class missing in train or val.
@@ -125,11 +136,15 @@ def discover_folders(data_root: Path, val_split: float, seed: int) -> DatasetInd
     by_split: dict[str, list[Sample]] = {}
     families: Counter[str] = Counter()
     class_names: set[str] = set()
-    for path, parts, label, family in _labelled_files(data_root):
+    split_of: dict[tuple[str, ...], str] = {}
+    listing = listing if listing is not None else _image_files(data_root)
+    for path, parts, label, family in _labelled_files(listing, data_root):
         families[family] += 1
-        class_names.update(part for part in parts if part.lower() in CLASS_FOLDERS)
-        split = _split_of(parts) or "unsplit"
-        by_split.setdefault(split, []).append(Sample(str(path), label))
+        split = split_of.get(parts)
+        if split is None:
+            class_names.update(part for part in parts if part.lower() in CLASS_FOLDERS)
+            split = split_of[parts] = _split_of(parts) or "unsplit"
+        by_split.setdefault(split, []).append(Sample(path, label))
     if not by_split:
         raise DataError(f"No labelled images found under {data_root}: {LAYOUT_HELP}.")
     layout = families.most_common(1)[0][0]
@@ -216,19 +231,25 @@ def build_index(
         DataError: missing or empty root, no images, a class missing, bad CSV rows.
     """
     check_data_root(data_root)
+    listing = None
     if use_csv:
         index = discover_csv(data_root, val_split, seed, skip_missing)
     else:
-        index = discover_folders(data_root, val_split, seed)
+        listing = _image_files(data_root)
+        index = discover_folders(data_root, val_split, seed, listing)
     # Header facts come from the dataset's cached index: only files added or changed since the
-    # last start are opened (data/index_cache.py).
+    # last start are opened (data/index_cache.py), and the listing's stats say which those are.
     train, val = index.train, index.val
     records = scan_with_cache_ranked(
-        data_root, [*train, *val], is_builder, barrier, on_note, None, with_hash=False
+        data_root, [*train, *val], is_builder, barrier, on_note, None, False, listing
     )
+    del listing
     index.train, bad_train = split_readable(train, records)
     index.val, bad_val = split_readable(val, records, first_row=len(train))
     index.skipped = [*index.skipped, *bad_train, *bad_val]
+    readable = np.ones(len(records), bool)
+    readable[list(records.reasons)] = False
+    index.records = records.subset(np.flatnonzero(readable))
     check_classes(index, data_root, test_set=allow_test_set and not index.has_train_split)
     return index
 
@@ -286,9 +307,9 @@ def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
         layout = f"CSV ({csv_path.name})"
     else:
         samples, skipped, families = [], [], Counter()
-        for path, parts, label, family in _labelled_files(test_root):
+        for path, parts, label, family in _labelled_files(_image_files(test_root), test_root):
             families[family] += 1
-            samples.append(Sample(str(path), label, _group_of(parts, root_name)))
+            samples.append(Sample(path, label, _group_of(parts, root_name)))
         if not samples:
             raise DataError(f"No labelled images found under {test_root}: {TEST_LAYOUT_HELP}.")
         layout = families.most_common(1)[0][0]

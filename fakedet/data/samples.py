@@ -8,6 +8,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fakedet.data.index_file import ImageRecords
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
@@ -38,6 +43,9 @@ class DatasetIndex:
     # False for a set with no train folder (only val/ or test/, or plain class folders): a test
     # set, which validation scores whole.
     has_train_split: bool = True
+    # Header facts of [*train, *val], row by row, as the index was built; the audit before
+    # training reads them instead of the cache again. Dropped once used (~130 B per image).
+    records: ImageRecords | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description for dataset_summary.json and the table shown before training."""
@@ -60,12 +68,15 @@ def stratified_split(
 ) -> tuple[list[Sample], list[Sample]]:
     """Seeded split keeping the real/fake proportions; each class gives at least one val sample."""
     rng = random.Random(seed)
-    train: list[Sample] = []
-    val: list[Sample] = []
+    chosen: set[int] = set()
     for is_real in (True, False):
         group = [sample for sample in samples if (sample.label >= 0.5) == is_real]
         rng.shuffle(group)
         take = min(max(1, math.ceil(len(group) * fraction)), max(len(group) - 1, 0))
-        val += group[:take]
-        train += group[take:]
-    return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
+        chosen.update(id(sample) for sample in group[:take])
+    # The same split as sorting the shuffled halves, but sorting lists that are already in
+    # listing order (nearly path order), which takes a fraction of the time at a million.
+    train = [sample for sample in samples if id(sample) not in chosen]
+    val = [sample for sample in samples if id(sample) in chosen]
+    by_path = attrgetter("path")
+    return sorted(train, key=by_path), sorted(val, key=by_path)
