@@ -134,3 +134,44 @@ def test_each_upsampler_keeps_size_and_removes_detail(method: str) -> None:
 def test_too_few_images_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="at least 8"):
         build_demo_dataset(tmp_path, num_images=2)
+
+
+def _radial_amplitude(pixels: np.ndarray) -> np.ndarray:
+    from fakedet.data.hard_fakes import _radial_bins
+
+    bins = _radial_bins(*pixels.shape)
+    amplitude = np.abs(np.fft.rfft2(pixels))
+    return np.bincount(bins.ravel(), amplitude.ravel()) / np.bincount(bins.ravel())
+
+
+def test_spectrum_matching_gives_the_fake_the_real_radial_spectrum() -> None:
+    from fakedet.data.hard_fakes import match_spectrum
+
+    rng = np.random.default_rng(0)
+    real = Image.fromarray(rng.integers(80, 176, (64, 64, 3), dtype=np.uint8))  # never clipped
+    fake = simulate_generator(real, "bilinear", torch.Generator().manual_seed(0))
+    matched = match_spectrum(fake, real)
+    channel = [np.asarray(image, np.float64)[..., 0] for image in (real, fake, matched)]
+    real_profile, fake_profile, matched_profile = map(_radial_amplitude, channel)
+    high = slice(20, 32)  # what up-sampling removes
+    assert fake_profile[high].mean() < 0.5 * real_profile[high].mean()
+    # Within the rounding to 8-bit pixels, and the clipping of a few.
+    np.testing.assert_allclose(matched_profile[1:33], real_profile[1:33], rtol=0.15)
+    assert matched.size == fake.size and matched.mode == "RGB"
+
+
+def test_hard_families_are_test_only_and_processed_alike(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    summary = build_demo_dataset(
+        out, num_images=16, img_size=64, seed=1, holdout=["laundered", "spectrum_matched"]
+    )
+    assert summary["upsamplers"] == list(UPSAMPLERS)  # no up-sampler held out of training
+    for family in ("laundered", "spectrum_matched"):
+        for label in ("real", "fake"):
+            files = sorted((out / "test" / family / label).glob("*.png"))
+            assert files, (family, label)
+            with Image.open(files[0]) as image:
+                assert image.size == (64, 64) and image.mode == "RGB"
+    assert not list((out / "train").rglob("*laundered*"))
+    with pytest.raises(DataError, match="laundered, spectrum_matched"):
+        build_demo_dataset(tmp_path / "bad", num_images=16, img_size=64, holdout=["gan"])

@@ -26,9 +26,10 @@ def demo_data(
         str | None,
         typer.Option(
             "--holdout",
-            help="Up-sampling families kept out of train and val, written to OUT_DIR/test/<family> "
-            "from unseen photos (e.g. bicubic,pixel_shuffle; of nearest, bilinear, bicubic, "
-            "transposed_conv, pixel_shuffle).",
+            help="Families written to OUT_DIR/test/<family> from unseen photos: up-sampling ones "
+            "kept out of train and val (of nearest, bilinear, bicubic, transposed_conv, "
+            "pixel_shuffle) and the test-only laundered, spectrum_matched (fakes with the "
+            "up-sampling traces hidden). E.g. bicubic,pixel_shuffle,laundered,spectrum_matched.",
         ),
     ] = None,
 ) -> None:

@@ -19,6 +19,13 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from fakedet.data.hard_fakes import (
+    HARD_FAMILIES,
+    LAUNDER_QUALITY,
+    launder,
+    launder_size,
+    match_spectrum,
+)
 from fakedet.errors import DataError
 from fakedet.io import ensure_folder
 
@@ -139,7 +146,9 @@ def build_demo_dataset(
         seed: seed of every random choice: the same seed writes the same files.
         val_fraction: share of the source photos that go to val only.
         on_progress: called with (done, total) after each image.
-        holdout: up-sampling families (see UPSAMPLERS) for the test set only.
+        holdout: up-sampling families (see UPSAMPLERS) for the test set only, and the
+            test-only families of hard_fakes.HARD_FAMILIES (fakes of every up-sampler with
+            their traces hidden; they never appear in train or val anyway).
 
     Returns:
         A summary (counts per split and class, photos per split, up-sampling methods).
@@ -160,13 +169,13 @@ def build_demo_dataset(
         # An earlier demo: replaced whole, so old and new images never mix.
         for split in ("train", "val", "test"):
             shutil.rmtree(out_dir / split, ignore_errors=True)
-    unknown = [family for family in holdout if family not in UPSAMPLERS]
+    unknown = [family for family in holdout if family not in (*UPSAMPLERS, *HARD_FAMILIES)]
     if unknown:
         raise DataError(
-            f"--holdout {','.join(unknown)} is not an up-sampling family of the demo; use some "
-            f"of {', '.join(UPSAMPLERS)}."
+            f"--holdout {','.join(unknown)} is not a family of the demo; use some of "
+            f"{', '.join(UPSAMPLERS)} (up-sampling) or {', '.join(HARD_FAMILIES)} (test only)."
         )
-    kept = [family for family in UPSAMPLERS if family not in holdout]
+    kept = [family for family in UPSAMPLERS if family not in holdout]  # train and val
     if not kept:
         raise DataError("--holdout names every family; keep at least one for train and val.")
     loaded = {}
@@ -206,13 +215,25 @@ def build_demo_dataset(
         counts[split] = {"real": 0, "fake": 0}
         for label in ("real", "fake"):
             ensure_folder(out_dir / split / label)
+        hard = families[0] if families[0] in HARD_FAMILIES else None
+        if hard is not None:  # fakes of every up-sampler, with their traces hidden
+            families = list(UPSAMPLERS)
         for number in range(total):
             label = "real" if number % 2 == 0 else "fake"
             source = photos[(number // 2) % len(photos)]
-            crop = _random_crop(loaded[source], img_size, rng)
+            method = families[(number // 2) % len(families)]
+            if hard == "laundered":
+                size = launder_size(img_size, min(loaded[source].size), rng) // 2 * 2
+                crop = _random_crop(loaded[source], size, rng)
+                if label == "fake":
+                    crop = simulate_generator(crop, method, torch_generator)
+                crop = launder(crop, img_size, rng.randint(*LAUNDER_QUALITY))
+            else:
+                crop = _random_crop(loaded[source], img_size, rng)
+                if label == "fake":
+                    fake = simulate_generator(crop, method, torch_generator)
+                    crop = match_spectrum(fake, crop) if hard == "spectrum_matched" else fake
             if label == "fake":
-                method = families[(number // 2) % len(families)]
-                crop = simulate_generator(crop, method, torch_generator)
                 name = f"{source}_{number:05d}_{method}.png"
             else:
                 name = f"{source}_{number:05d}.png"

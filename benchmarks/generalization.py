@@ -1,0 +1,125 @@
+"""The cross-generator protocol: train on some of the demo's generator families, test on others
+the detectors never saw, over several seeds, with the spectral baseline beside them.
+
+For each seed: `fakedet demo-data --holdout` (held-out up-sampling families plus the test-only
+`laundered` and `spectrum_matched` families of fakedet/data/hard_fakes.py), `fakedet train` of
+each model, `fakedet evaluate` on the test set with JPEG and blur perturbations, and
+benchmarks/spectral_baseline.py on the same images. The report is AUC mean ± std over seeds per
+family and perturbation, as a markdown table.
+
+    python benchmarks/generalization.py --out xgen                      # the README's protocol
+    python benchmarks/generalization.py --out xgen-aug -- --blur-prob 0.5 --jpeg-prob 0.5
+    python benchmarks/generalization.py --out xgen --report-only        # re-print a finished run
+
+Arguments after `--` go to every `fakedet train` (to measure a change on the protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HOLDOUT = "bicubic,pixel_shuffle,laundered,spectrum_matched"
+PERTURB = ("jpeg:75", "blur:1")
+
+
+def run(command: list[str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def one_seed(args: argparse.Namespace, seed: int, train_extra: list[str]) -> None:
+    folder = args.out / f"seed{seed}"
+    data, runs = folder / "data", folder / "runs"
+    fakedet = [sys.executable, "-m", "fakedet"]
+    if not (data / "demo_info.json").is_file():
+        run([*fakedet, "demo-data", str(data), "--num-images", str(args.num_images),
+             "--img-size", str(args.img_size), "--holdout", HOLDOUT, "--seed", str(seed)])  # fmt: skip
+    for model in args.models:
+        if (runs / model / "best_model.pt").is_file():
+            continue
+        run([*fakedet, "train", str(data), f"--{model}", "--img-size", str(args.img_size),
+             "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed", str(seed),
+             "--output-dir", str(runs / model), "--no-plots", *train_extra])  # fmt: skip
+    perturb = [word for spec in PERTURB for word in ("--perturb", spec)]
+    # best_model.pt: the epoch with the best val loss, what a user deploys (a run folder alone
+    # would mean latest_model.pt).
+    checkpoints = [str(runs / model / "best_model.pt") for model in args.models]
+    command = [*fakedet, "evaluate", str(data / "test"), *checkpoints, *perturb, "--json"]
+    print("$", " ".join(command), flush=True)
+    evaluated = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    (folder / "evaluate.json").write_text(evaluated, encoding="utf-8")
+    if not (folder / "baseline.json").is_file():
+        run([sys.executable, str(Path(__file__).with_name("spectral_baseline.py")), str(data),
+             str(data / "test"), "--img-size", str(args.img_size), "--perturb", *PERTURB,
+             "--json", str(folder / "baseline.json")])  # fmt: skip
+
+
+def collect(args: argparse.Namespace) -> dict[tuple[str, str, str], list[float]]:
+    """(model, group, perturbation) -> AUC per seed."""
+    found: dict[tuple[str, str, str], list[float]] = {}
+    for folder in sorted(args.out.glob("seed*")):
+        evaluated = json.loads((folder / "evaluate.json").read_text(encoding="utf-8"))
+        for row in evaluated["results"]:
+            model = Path(row["checkpoint"]).parent.name  # runs/<model>/best_model.pt
+            key = (model, row["group"], row["perturbation"])
+            found.setdefault(key, []).append(row["auc"])
+        for row in json.loads((folder / "baseline.json").read_text(encoding="utf-8")):
+            key = ("spectral baseline", row["group"], row["perturbation"])
+            found.setdefault(key, []).append(row["auc"])
+    return found
+
+
+def report(found: dict[tuple[str, str, str], list[float]]) -> str:
+    models = list(dict.fromkeys(model for model, _, _ in found))
+    groups = [*sorted({group for _, group, _ in found if group != "mean"}), "mean"]
+    perturbations = list(dict.fromkeys(p for _, _, p in found))
+    lines = [
+        "| model | perturbation | " + " | ".join(groups) + " |",
+        "|---|---|" + "---|" * len(groups),
+    ]
+    for model in models:
+        for perturbation in perturbations:
+            cells = []
+            for group in groups:
+                values = found.get((model, group, perturbation), [])
+                if not values:
+                    cells.append("-")
+                    continue
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+            lines.append(f"| {model} | {perturbation} | " + " | ".join(cells) + " |")
+    seeds = max(len(values) for values in found.values())
+    return "\n".join(lines) + f"\n\nAUC, mean ± std over {seeds} seed(s)."
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    train_extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for data, runs, results")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=["fast", "full"])
+    parser.add_argument("--num-images", type=int, default=400)
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        for seed in args.seeds:
+            one_seed(args, seed, train_extra)
+    text = report(collect(args))
+    (args.out / "report.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
