@@ -265,15 +265,56 @@ def _rglob_listing(root: Path) -> list[str]:
 
 def test_listing_matches_the_rglob_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "data"
-    for relative in ("a/x.png", "a-b/x.png", "a.b/y.PNG", "A/z.jpg", "a/notes.txt", ".h/h.png"):
+    for relative in ("a/x.png", "a-b/x.png", "a.b/y.PNG", "A/z.jpg", "a/notes.txt", ".h/h.png",
+                     "a/b/c.png", "a/b.png", "a/ba.png", "a/b0/d.png", "a/.png"):  # fmt: skip
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_bytes(b"x")
     (root / "folder-link").symlink_to(root / "a")  # rglob does not follow folder links
     (root / "a" / "file-link.png").symlink_to(root / "a" / "x.png")
     (root / "a" / "dangling.png").symlink_to(root / "missing.png")
     assert list_image_files(root) == _rglob_listing(root)
-    assert len(list_image_files(root)) == 6
+    assert len(list_image_files(root)) == 10
     monkeypatch.chdir(root)  # a relative root: "a/x.png", not "./a/x.png"
     assert list_image_files(Path(".")) == _rglob_listing(Path(".")) != []
     monkeypatch.chdir(tmp_path)
     assert list_image_files(Path("data/")) == _rglob_listing(Path("data/"))
+
+
+def test_the_listing_stats_spare_a_second_stat_and_match_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakedet.data import index_cache
+    from fakedet.data.listing import scan_image_files
+
+    root = make_folder_dataset(tmp_path / "data", per_class=3)
+    listing = scan_image_files(root)
+    for path, size, mtime in zip(listing.paths, listing.size, listing.mtime_ns, strict=True):
+        assert (size, mtime) == (os.stat(path).st_size, os.stat(path).st_mtime_ns)
+    folders = [folder for folder, _, _ in listing.folders]
+    assert len(folders) == len(set(folders)) == 4  # train/val x real/fake, one run each
+    reference = scan_with_cache(root, listing.paths)
+
+    def no_second_stat(paths: list[str]) -> None:
+        raise AssertionError("stat'ed again")
+
+    monkeypatch.setattr(index_cache, "_stat_all", no_second_stat)
+    shuffled = listing.paths[::-1]
+    records = scan_with_cache(root, shuffled, listing=listing)
+    assert records.paths == [os.path.relpath(path, root) for path in shuffled]
+    np.testing.assert_array_equal(records.size, reference.size[::-1])
+
+
+def test_the_audit_before_training_reads_the_index_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakedet.data import audit
+    from fakedet.data.layouts import build_index
+
+    root = make_folder_dataset(tmp_path / "data", per_class=3)
+    (root / "train" / "fake" / "broken.png").write_bytes(b"not an image")
+    index = build_index(root, False, 0.1, 0)
+    assert index.records is not None
+    assert len(index.records) == len(index.train) + len(index.val)  # the broken file left out
+    expected = audit.audit_index(build_index(root, False, 0.1, 0), root, with_hash=False)
+    monkeypatch.setattr(audit, "scan_with_cache", lambda *a, **k: pytest.fail("scanned again"))
+    assert audit.audit_index(index, root, with_hash=False) == expected
