@@ -42,7 +42,7 @@ def one_seed(args: argparse.Namespace, seed: int, train_extra: list[str]) -> Non
     for model in args.models:
         if (runs / model / "best_model.pt").is_file():
             continue
-        run([*fakedet, "train", str(data), f"--{model}", "--img-size", str(args.img_size),
+        run([*fakedet, "train", str(data), "--mode", model, "--img-size", str(args.img_size),
              "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed", str(seed),
              "--output-dir", str(runs / model), "--no-plots", *train_extra])  # fmt: skip
     perturb = [word for spec in PERTURB for word in ("--perturb", spec)]
@@ -63,6 +63,8 @@ def collect(args: argparse.Namespace) -> dict[tuple[str, str, str], list[float]]
     """(model, group, perturbation) -> AUC per seed."""
     found: dict[tuple[str, str, str], list[float]] = {}
     for folder in sorted(args.out.glob("seed*")):
+        if not (folder / "baseline.json").is_file():
+            continue  # a seed still running
         evaluated = json.loads((folder / "evaluate.json").read_text(encoding="utf-8"))
         for row in evaluated["results"]:
             model = Path(row["checkpoint"]).parent.name  # runs/<model>/best_model.pt
