@@ -313,8 +313,11 @@ def test_the_audit_before_training_reads_the_index_records(
     root = make_folder_dataset(tmp_path / "data", per_class=3)
     (root / "train" / "fake" / "broken.png").write_bytes(b"not an image")
     index = build_index(root, False, 0.1, 0)
-    assert index.records is not None
-    assert len(index.records) == len(index.train) + len(index.val)  # the broken file left out
+    assert index.audit_input is not None
+    records, labels, splits = index.audit_input
+    assert len(records) == len(labels) == len(splits) == len(index.train) + len(index.val)
+    assert "broken.png" in index.skipped[0][0] and not any("broken" in p for p in records.paths)
+    assert splits.count("val") == len(index.val)
     expected = audit.audit_index(build_index(root, False, 0.1, 0), root, with_hash=False)
     monkeypatch.setattr(audit, "scan_with_cache", lambda *a, **k: pytest.fail("scanned again"))
     assert audit.audit_index(index, root, with_hash=False) == expected

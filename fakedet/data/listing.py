@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
 
 from fakedet.data.samples import IMAGE_SUFFIXES
+
+# A run of one folder's image files: (folder, names, sizes, mtimes).
+_Run = tuple[str, list[str], list[int], list[int]]
 
 
 @dataclass
@@ -27,6 +31,13 @@ class ImageListing:
     mtime_ns: np.ndarray
     folders: list[tuple[str, int, int]]
 
+    def subset(self, rows: np.ndarray) -> ImageListing:
+        """The listing of `rows` only (an int array, in the order given); no folder runs."""
+        if len(rows) == len(self.paths):
+            return self  # every row, in order (rows come sorted from the runs)
+        paths = [self.paths[row] for row in rows.tolist()]
+        return ImageListing(paths, self.size[rows], self.mtime_ns[rows], [])
+
     def stats_of(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Size and mtime of each of `paths` when every one of them is listed here, else None."""
         if paths == self.paths:
@@ -36,12 +47,6 @@ class ImageListing:
         if len(rows) and rows.min() < 0:
             return None
         return self.size[rows], self.mtime_ns[rows]
-
-
-def _is_image_name(name: str) -> bool:
-    """os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES, without its cost per file."""
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES and bool(name[:dot].lstrip("."))
 
 
 def scan_image_files(
@@ -63,18 +68,20 @@ def scan_image_files(
     root = str(Path(data_root))
     root = "" if root == "." else root  # Path(".") / "x" is "x", not "./x"
     visited: set[str] = set()
-    # A str is a folder still to read; a tuple (folder, names, stats) a run of its files to
-    # emit. Popped from the end, so each folder's items are pushed in reverse name order.
-    pending: list[str | tuple[str, list[str], list[tuple[int, int]]]] = [root]
+    # A str is a folder still to read; a tuple (folder, names, sizes, mtimes) a run of its files
+    # to emit. Popped from the end, so each folder's items are pushed in reverse name order.
+    pending: list[str | _Run] = [root]
+    by_name = attrgetter("name")
+    suffixes = IMAGE_SUFFIXES
     while pending:
         item = pending.pop()
         if not isinstance(item, str):
-            folder, names, stats = item
+            folder, names, run_sizes, run_mtimes = item
             start = len(paths)
             base = os.path.join(folder, "")
-            paths.extend(base + name for name in names)
-            sizes.extend(stat[0] for stat in stats)
-            mtimes.extend(stat[1] for stat in stats)
+            paths.extend([base + name for name in names])
+            sizes.extend(run_sizes)
+            mtimes.extend(run_mtimes)
             folders.append((folder, start, len(paths)))
             continue
         real = os.path.realpath(item or ".")
@@ -83,38 +90,42 @@ def scan_image_files(
         visited.add(real)
         try:
             with os.scandir(item or ".") as scan:
-                entries = sorted(scan, key=lambda entry: entry.name)
+                entries = sorted(scan, key=by_name)
         except OSError as exc:
             if unreadable is not None:
                 unreadable.append((item or ".", exc.strerror or str(exc)))
             continue
-        found: list[str | tuple[str, list[str], list[tuple[int, int]]]] = []
+        found: list[str | _Run] = []
         names: list[str] = []
-        stats: list[tuple[int, int]] = []
+        run_sizes: list[int] = []
+        run_mtimes: list[int] = []
         for entry in entries:
             name = entry.name
             if entry.is_dir():
                 if names:
-                    found.append((item, names, stats))
-                    names, stats = [], []
+                    found.append((item, names, run_sizes, run_mtimes))
+                    names, run_sizes, run_mtimes = [], [], []
                 found.append(os.path.join(item, name))
-            elif _is_image_name(name) and entry.is_file():
-                names.append(name)
-                stats.append(_stat(entry))
+                continue
+            # os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES, inline: this loop runs once
+            # per file of the dataset.
+            dot = name.rfind(".")
+            if dot <= 0 or name[dot:].lower() not in suffixes or not name[:dot].lstrip("."):
+                continue
+            if not entry.is_file():
+                continue
+            try:
+                stat = entry.stat()
+                run_sizes.append(stat.st_size)
+                run_mtimes.append(stat.st_mtime_ns)
+            except OSError:  # gone since the listing: size -1 never matches a cached entry
+                run_sizes.append(-1)
+                run_mtimes.append(0)
+            names.append(name)
         if names:
-            found.append((item, names, stats))
+            found.append((item, names, run_sizes, run_mtimes))
         pending.extend(reversed(found))
     return ImageListing(paths, np.array(sizes, np.int64), np.array(mtimes, np.int64), folders)
-
-
-def _stat(entry: os.DirEntry) -> tuple[int, int]:
-    """(size, mtime_ns); a file that vanished since the listing gets size -1, which never
-    matches a cached entry, so it is read (and reported) like any new file."""
-    try:
-        stat = entry.stat()
-    except OSError:
-        return -1, 0
-    return stat.st_size, stat.st_mtime_ns
 
 
 def list_image_files(data_root: Path, unreadable: list[tuple[str, str]] | None = None) -> list[str]:

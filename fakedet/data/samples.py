@@ -43,9 +43,12 @@ class DatasetIndex:
     # False for a set with no train folder (only val/ or test/, or plain class folders): a test
     # set, which validation scores whole.
     has_train_split: bool = True
-    # Header facts of [*train, *val], row by row, as the index was built; the audit before
-    # training reads them instead of the cache again. Dropped once used (~130 B per image).
-    records: ImageRecords | None = field(default=None, repr=False)
+    # What the index read, for the audit before training: the header facts of every usable
+    # image (in listing order for folder layouts) with each row's label and split ("train" or
+    # "val"), so the audit need not read the cache again. Dropped once used (~130 B per image).
+    audit_input: tuple[ImageRecords, list[float], list[str]] | None = field(
+        default=None, repr=False
+    )
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description for dataset_summary.json and the table shown before training."""

@@ -145,7 +145,7 @@ def _audit(index: DatasetIndex, data_root: Path, reporter: Reporter) -> dict[str
     images = len(index.train) + len(index.val)
     with_hash = images <= AUDIT_HASH_LIMIT
     audit = audit_index(index, data_root, with_hash=with_hash, on_note=reporter.info)
-    index.records = None  # only the audit needed them
+    index.audit_input = None  # only the audit needed it
     for line in audit_lines(audit):
         reporter.info(line)
     for warning in audit["warnings"]:
