@@ -75,6 +75,9 @@ class TrainingConfig(BaseModel):
     hflip: bool = Field(True, description="Random horizontal flip in training.")
     blur_prob: float = Field(0.1, ge=0, le=1, description="Probability of Gaussian blur (train).")
     jpeg_prob: float = Field(0.1, ge=0, le=1, description="Probability of JPEG re-encoding.")
+    blur_sigma_max: float = Field(
+        3.0, gt=0, le=10, description="Largest Gaussian blur sigma (drawn from 0 to this)."
+    )
     early_stopping_patience: int = Field(
         15, ge=0, description="Validations without val_loss improvement before stopping (0: off)."
     )

@@ -294,3 +294,23 @@ def test_workers_can_run_at_a_lower_priority(folder_dataset: Path) -> None:
     batch = next(iter(loader))
     assert int(batch["images"].max()) == min(base + 5, 19)
     assert os.nice(0) == base  # the main process keeps its priority
+
+
+def test_blur_sigma_max_bounds_the_training_blur() -> None:
+    from fakedet.data.transforms import TrainTransform
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+    def to_float(pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.float()
+
+    sharp = to_float(TrainTransform(32, False, 0.0, 0.0)(image, torch.Generator().manual_seed(0)))
+
+    def detail_left(sigma_max: float) -> float:
+        transform = TrainTransform(32, False, 1.0, 0.0, blur_sigma_max=sigma_max)
+        blurred = to_float(transform(image, torch.Generator().manual_seed(0)))
+        return float(blurred.diff(dim=-1).abs().mean() / sharp.diff(dim=-1).abs().mean())
+
+    assert detail_left(0.05) > 0.99  # sigma at most 0.05: nearly untouched
+    assert detail_left(10.0) < detail_left(1.0) < detail_left(0.05)  # same draw, scaled

@@ -103,6 +103,7 @@ def train(
     hflip: Annotated[bool | None, config_option("hflip")] = None,
     blur_prob: Annotated[float | None, config_option("blur_prob")] = None,
     jpeg_prob: Annotated[float | None, config_option("jpeg_prob")] = None,
+    blur_sigma_max: Annotated[float | None, config_option("blur_sigma_max")] = None,
     early_stopping_patience: Annotated[int | None, config_option("early_stopping_patience")] = None,
     validate_interval: Annotated[int | None, config_option("validate_interval")] = None,
     save_every: Annotated[int | None, config_option("save_every")] = None,

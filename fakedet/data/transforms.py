@@ -80,11 +80,19 @@ def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 class TrainTransform:
     """Random crop, horizontal flip, and Wang et al. (2020) blur + JPEG, from a per-sample generator."""
 
-    def __init__(self, img_size: int, hflip: bool, blur_prob: float, jpeg_prob: float) -> None:
+    def __init__(
+        self,
+        img_size: int,
+        hflip: bool,
+        blur_prob: float,
+        jpeg_prob: float,
+        blur_sigma_max: float = 3.0,
+    ) -> None:
         self.img_size = img_size
         self.hflip = hflip
         self.blur_prob = blur_prob
         self.jpeg_prob = jpeg_prob
+        self.blur_sigma_max = blur_sigma_max
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
         image = _at_least(image, self.img_size)
@@ -95,7 +103,8 @@ class TrainTransform:
         if self.hflip and float(torch.rand(1, generator=generator)) < 0.5:
             image = ImageOps.mirror(image)
         if float(torch.rand(1, generator=generator)) < self.blur_prob:
-            image = image.filter(ImageFilter.GaussianBlur(_uniform(generator, 0.0, 3.0)))
+            sigma = _uniform(generator, 0.0, self.blur_sigma_max)
+            image = image.filter(ImageFilter.GaussianBlur(sigma))
         if float(torch.rand(1, generator=generator)) < self.jpeg_prob:
             quality = int(torch.randint(30, 101, (1,), generator=generator))
             buffer = io.BytesIO()

@@ -238,7 +238,13 @@ def build_training(
     )
     train_loader = make_loader(
         index.train,
-        TrainTransform(config.img_size, config.hflip, config.blur_prob, config.jpeg_prob),
+        TrainTransform(
+            config.img_size,
+            config.hflip,
+            config.blur_prob,
+            config.jpeg_prob,
+            config.blur_sigma_max,
+        ),
         batch_size,
         train=True,
         seed=config.seed,
