@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -90,6 +91,18 @@ def test_inspect_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a checkpoint")
     result = runner.invoke(app, ["inspect-checkpoint", str(bogus)])
     assert result.exit_code == 2 and "not a readable checkpoint" in result.output
+
+
+def test_predict_output_dash_writes_the_csv_alone_to_stdout(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, out = trained
+    images = [str(data / "val" / "real" / "0.png"), str(data / "val" / "fake" / "0.png")]
+    result = runner.invoke(app, ["predict", str(out / "best_model.pt"), *images, "--output", "-"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert list(table["path"]) == images and set(table["verdict"]) <= {"real", "fake"}
+    assert not (Path.cwd() / "-").exists() and not (tmp_path / "-").exists()
 
 
 def test_predict_files_folders_and_unreadable(trained: tuple[Path, Path], tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ inspect-checkpoint."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,7 +45,11 @@ def predict(
     ],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write path, realness, verdict, error to this CSV."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write path, realness, verdict, error to this CSV ('-': the CSV to stdout alone).",
+        ),
     ] = None,
     threshold: Annotated[
         float | None,
@@ -82,6 +87,7 @@ def predict(
             collect_images,
             load_detector,
             predict_images,
+            predictions_csv,
             write_predictions_csv,
         )
         from fakedet.models.layers import fuse_for_inference
@@ -100,7 +106,8 @@ def predict(
         )
         cut = calibration.threshold if threshold is None else threshold
         rows = [prediction.as_row(raw) for prediction in predictions]
-        if output is not None:
+        to_stdout = output is not None and str(output) == "-"
+        if output is not None and not to_stdout:
             write_predictions_csv(output, predictions, raw)
         unreadable = sum(1 for p in predictions if p.realness is None)
         if unreadable == len(predictions):
@@ -108,6 +115,9 @@ def predict(
                 f"None of the {len(predictions)} files could be scored "
                 f"(e.g. {printable(predictions[0].path)}: {predictions[0].error})."
             )
+        if to_stdout:  # for pipes: the CSV and nothing else on stdout
+            sys.stdout.write(predictions_csv(predictions, raw))
+            return
         if as_json:
             print_json(rows)
             return

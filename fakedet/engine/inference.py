@@ -168,20 +168,25 @@ def predict_images(
     return predictions
 
 
-def write_predictions_csv(
-    path: Path, predictions: Sequence[Prediction], with_raw: bool = False
-) -> None:
-    """path, realness, verdict, error (and raw) per image, written atomically.
-
-    Raises:
-        WriteError: the file cannot be written.
-    """
+def predictions_csv(predictions: Sequence[Prediction], with_raw: bool = False) -> str:
+    """The CSV text: path, realness, verdict, error (and raw) per image."""
     buffer = io.StringIO()
     columns = ["path", "realness", "verdict", "error"] + (["raw"] if with_raw else [])
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(prediction.as_row(with_raw) for prediction in predictions)
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_predictions_csv(
+    path: Path, predictions: Sequence[Prediction], with_raw: bool = False
+) -> None:
+    """predictions_csv, written atomically to `path`.
+
+    Raises:
+        WriteError: the file cannot be written.
+    """
+    atomic_write_text(path, predictions_csv(predictions, with_raw))
 
 
 @dataclass
