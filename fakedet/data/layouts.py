@@ -10,7 +10,7 @@ import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -353,7 +353,7 @@ def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
                 "(columns: path, label[, generator])."
             )
         rows, skipped = read_label_csv(csv_path, test_root, skip_missing=True)
-        samples = [replace(sample, group=sample.group or root_name) for sample, _ in rows]
+        samples = [sample._replace(group=sample.group or root_name) for sample, _ in rows]
         layout = f"CSV ({csv_path.name})"
     else:
         samples, skipped, families = [], [], Counter()

@@ -9,7 +9,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from fakedet.data.index_file import ImageRecords
@@ -21,10 +21,12 @@ TRAIN_FOLDERS = ("train", "training")
 VAL_FOLDERS = ("val", "valid", "validation", "test")
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One labelled image: its path, its realness (1 = real, 0 = fake) and, in a test set, the
-    group (generator) it belongs to."""
+    group (generator) it belongs to.
+
+    A named tuple, immutable like the frozen dataclass it was, at 64 bytes instead of 152: a
+    million of them are held by the index and copied into every loader worker."""
 
     path: str
     label: float
