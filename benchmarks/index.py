@@ -138,7 +138,11 @@ def measure(phase: str, root: Path) -> dict[str, float]:
         if phase in ("cold", "hash"):
             shutil.rmtree(root / ".fakedet", ignore_errors=True)
         records = scan_with_cache(
-            root, files, on_note=print, with_hash=phase == "hash", listing=listing
+            root,
+            files,
+            on_note=print,
+            with_hash=phase == "hash",
+            stats=(listing.size, listing.mtime_ns) if listing is not None else None,
         )
         assert not records.reasons and len(records) == len(files)
         retained = records_bytes(records)

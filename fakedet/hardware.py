@@ -25,18 +25,21 @@ CPU_TRAINING_WORKER_NICE = 19
 
 
 def default_num_workers(
-    os_name: str | None = None, cpu_cores: int | None = None, device_type: str = "cpu"
+    os_name: str | None = None,
+    cpu_cores: int | None = None,
+    device_type: str = "cpu",
+    processes: int = 1,
 ) -> int:
     """0 on Windows (spawned workers cost more than they give), else min(4, CPU cores) when the
     model trains on the CPU or MPS and min(12, CPU cores) on CUDA.
 
     Without `os_name` and `cpu_cores`, for this machine; with them, for the machine being planned
-    for. Several processes on one machine (DDP) pass their share of the cores.
+    for. `processes` that share the machine (DDP) split its cores.
     """
     system = os_name if os_name is not None else platform.system()
     if system == "Windows":
         return 0
-    cores = cpu_cores if cpu_cores is not None else (os.cpu_count() or 1)
+    cores = (cpu_cores if cpu_cores is not None else (os.cpu_count() or 1)) // max(1, processes)
     limit = MAX_GPU_WORKERS if device_type == "cuda" else MAX_DEFAULT_WORKERS
     return max(1, min(limit, cores))
 

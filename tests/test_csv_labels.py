@@ -23,13 +23,19 @@ def _images(root: Path, count: int = 8) -> list[str]:
     return paths
 
 
-def test_train_and_val_csv_with_text_and_float_labels(tmp_path: Path) -> None:
-    paths = _images(tmp_path)
-    (tmp_path / "train.csv").write_text(
+def _train_and_val_csvs(root: Path) -> list[str]:
+    """train.csv: 6 images labelled fake/real alternately in words; val.csv: 2 as floats."""
+    paths = _images(root)
+    (root / "train.csv").write_text(
         "path,label\n"
         + "".join(f"{p},{'real' if i % 2 else 'fake'}\n" for i, p in enumerate(paths[:6]))
     )
-    (tmp_path / "val.csv").write_text(f"path,label\n{paths[6]},0.9\n{paths[7]},0.0\n")
+    (root / "val.csv").write_text(f"path,label\n{paths[6]},0.9\n{paths[7]},0.0\n")
+    return paths
+
+
+def test_train_and_val_csv_with_text_and_float_labels(tmp_path: Path) -> None:
+    _train_and_val_csvs(tmp_path)
     index = build_index(tmp_path, use_csv=True, val_split=0.1, seed=0)
     assert index.layout == "CSV (train.csv + val.csv)"
     assert sorted(s.label for s in index.train) == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
@@ -99,12 +105,7 @@ def test_cli_csv_errors_exit_2(tmp_path: Path) -> None:
 
 def test_cli_trains_on_the_csvs_samples(tmp_path: Path) -> None:
     """A run with --use-csv reads the CSVs' rows: their counts, their labels, their split."""
-    paths = _images(tmp_path)
-    (tmp_path / "train.csv").write_text(
-        "path,label\n"
-        + "".join(f"{p},{'real' if i % 2 else 'fake'}\n" for i, p in enumerate(paths[:6]))
-    )
-    (tmp_path / "val.csv").write_text(f"path,label\n{paths[6]},0.9\n{paths[7]},0.0\n")
+    _train_and_val_csvs(tmp_path)
     out = tmp_path / "out"
     args = tiny_train_args(tmp_path, out, "--use-csv", "--epochs", "1")
     result = CliRunner().invoke(app, args)

@@ -299,7 +299,7 @@ def test_the_listing_stats_spare_a_second_stat_and_match_it(
 
     monkeypatch.setattr(index_cache, "_stat_all", no_second_stat)
     shuffled = listing.paths[::-1]
-    records = scan_with_cache(root, shuffled, listing=listing)
+    records = scan_with_cache(root, shuffled, stats=(listing.size[::-1], listing.mtime_ns[::-1]))
     assert records.paths == [os.path.relpath(path, root) for path in shuffled]
     np.testing.assert_array_equal(records.size, reference.size[::-1])
 

@@ -26,7 +26,6 @@ from fakedet.data.index_file import (
     empty_records,
     encode_cache,
 )
-from fakedet.data.listing import ImageListing
 from fakedet.data.samples import Sample
 from fakedet.errors import OutputPathError, WriteError
 from fakedet.io import atomic_write_bytes
@@ -293,7 +292,7 @@ def scan_with_cache(
     on_progress: ProgressCallback | None = None,
     with_hash: bool = False,
     workers: int = 8,
-    listing: ImageListing | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ImageRecords:
     """Header facts of `files`, reusing the cache of `data_root` for every file whose size and
     mtime are unchanged, reading the others on a thread pool, and saving the cache when anything
@@ -308,8 +307,8 @@ def scan_with_cache(
         on_progress: called with (done, total) while files are read; not called on a warm start.
         with_hash: also give every readable file a content hash (cached like the rest).
         workers: threads reading headers.
-        listing: the folder listing `files` came from, whose sizes and mtimes spare a second
-            stat of every file.
+        stats: each file's size and mtime_ns, row by row, when a listing already took them
+            (scan_image_files): they spare a second stat of every file.
 
     Returns:
         One row per entry of `files`, in that order.
@@ -319,8 +318,7 @@ def scan_with_cache(
     root = str(Path(data_root).resolve())
     locations = cache_paths(Path(data_root))
     cached = _load_cache(locations, root, on_note)
-    known = listing.stats_of(paths) if listing is not None else None
-    sizes, mtimes = known if known is not None else _stat_all(paths)
+    sizes, mtimes = stats if stats is not None else _stat_all(paths)
 
     records = empty_records(len(paths))
     records.paths = keys
@@ -356,7 +354,7 @@ def scan_with_cache_ranked(
     on_note: NoteCallback | None = None,
     on_progress: ProgressCallback | None = None,
     with_hash: bool = False,
-    listing: ImageListing | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ImageRecords:
     """scan_with_cache under DDP: the builder scans and saves the cache, the others wait at
     `barrier` and then scan with it (warm: stat only).
@@ -367,9 +365,9 @@ def scan_with_cache_ranked(
     """
     if not is_builder:
         barrier()
-        return scan_with_cache(data_root, files, with_hash=with_hash, listing=listing)
+        return scan_with_cache(data_root, files, with_hash=with_hash, stats=stats)
     try:
-        return scan_with_cache(data_root, files, on_note, on_progress, with_hash, listing=listing)
+        return scan_with_cache(data_root, files, on_note, on_progress, with_hash, stats=stats)
     finally:
         barrier()
 

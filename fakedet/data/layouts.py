@@ -132,12 +132,12 @@ def _labelled_files(
 
 
 def discover_folders(
-    data_root: Path, val_split: float, seed: int, listing: ImageListing | None = None
+    data_root: Path, val_split: float, seed: int, listing: ImageListing
 ) -> DatasetIndex:
     """Index a folder-layout dataset (ours, ForenSynths/NPR, GenImage, CIFAKE), any depth.
 
     Args:
-        listing: the image files under `data_root`, when already listed.
+        listing: the image files under `data_root` (`_image_files`).
 
     Raises:
         DataError: no labelled image, or a class missing in train or val.
@@ -146,7 +146,6 @@ def discover_folders(
     families: Counter[str] = Counter()
     class_names: set[str] = set()
     split_of: dict[tuple[str, ...], str] = {}
-    listing = listing if listing is not None else _image_files(data_root)
     for path, parts, label, family in _labelled_files(listing, data_root):
         families[family] += 1
         split = split_of.get(parts)
@@ -260,10 +259,11 @@ def build_index(
     usable = np.ones(len(records), bool)
     usable[list(records.reasons)] = False
     rows = np.flatnonzero(usable)
-    if len(rows) < len(records):
+    if len(rows) < len(records):  # else every row is usable: no copies of a million entries
+        records = records.subset(rows)
         labels = [labels[row] for row in rows]
         splits = [splits[row] for row in rows]
-    index.audit_input = (records.subset(rows), labels, splits)
+    index.audit_input = (records, labels, splits)
     check_classes(index, data_root, test_set=allow_test_set and not index.has_train_split)
     return index
 
@@ -292,7 +292,12 @@ def _index_folders(
         labels += [label] * (end - start)
     labelled = listing.subset(np.fromiter(itertools.chain(*rows), np.int64, len(labels)))
     records = scan_with_cache_ranked(
-        data_root, labelled.paths, is_builder, barrier, on_note, None, False, labelled
+        data_root,
+        labelled.paths,
+        is_builder,
+        barrier,
+        on_note,
+        stats=(labelled.size, labelled.mtime_ns),
     )
     bad = {labelled.paths[row]: reason for row, reason in sorted(records.reasons.items())}
     if bad:

@@ -38,16 +38,6 @@ class ImageListing:
         paths = [self.paths[row] for row in rows.tolist()]
         return ImageListing(paths, self.size[rows], self.mtime_ns[rows], [])
 
-    def stats_of(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Size and mtime of each of `paths` when every one of them is listed here, else None."""
-        if paths == self.paths:
-            return self.size, self.mtime_ns
-        row_of = dict(zip(self.paths, range(len(self.paths)), strict=True))
-        rows = np.fromiter((row_of.get(path, -1) for path in paths), np.int64, len(paths))
-        if len(rows) and rows.min() < 0:
-            return None
-        return self.size[rows], self.mtime_ns[rows]
-
 
 def scan_image_files(
     data_root: Path, unreadable: list[tuple[str, str]] | None = None

@@ -99,8 +99,7 @@ def resolve_num_workers(num_workers: int | None, runtime: Runtime) -> int:
         return num_workers
     # torchrun names how many processes share this machine; a plain run is alone on it.
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if runtime.dist.enabled else 1
-    cores = max(1, (os.cpu_count() or 1) // max(1, local))
-    return hardware.default_num_workers(cpu_cores=cores, device_type=runtime.device.type)
+    return hardware.default_num_workers(device_type=runtime.device.type, processes=local)
 
 
 def build_loss(config: TrainingConfig) -> DetectorLoss:
