@@ -88,8 +88,10 @@ def test_export_reproduces_the_checkpoint(
     assert (metadata.mode, metadata.img_size, metadata.calibration) == (mode, 64, None)
     expected = pytorch_outputs(checkpoints[mode], parity_batch[:5])  # a batch size not traced
     got = model(parity_batch[:5])
-    torch.testing.assert_close(got["realness"], expected["score"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(got["score"], expected["score"], atol=1e-5, rtol=0)
+    # The export's own contract (PARITY_LIMIT): ONNX Runtime's FFT rounds differently, and the
+    # coherence branch's BatchNorm scales its features' rounding up (1.1e-5 measured on full).
+    torch.testing.assert_close(got["realness"], expected["score"], atol=PARITY_LIMIT, rtol=0)
+    torch.testing.assert_close(got["score"], expected["score"], atol=PARITY_LIMIT, rtol=0)
     torch.testing.assert_close(got["logits"], expected["logits"], atol=1e-4, rtol=0)
 
 

@@ -73,7 +73,7 @@ def _nan_loss_on(calls_to_poison: set[int], config: TrainingConfig) -> LossFunct
         counter["calls"] += 1
         if counter["calls"] in calls_to_poison:
             nan = terms.total * float("nan")
-            return LossTerms(nan, terms.regression, terms.classification, terms.ranking)
+            return LossTerms(nan, terms.regression, terms.classification, terms.ranking, nan)
         return terms
 
     return poisoned

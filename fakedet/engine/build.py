@@ -136,15 +136,27 @@ def index_dataset(
     )
 
 
+# Models that gained the spectral-coherence branch in fakedet 0.2 (models/coherence.py).
+LEGACY_WITHOUT_COHERENCE = ("fast", "full")
+
+
 def build_model(
     name: str, img_size: int, device: torch.device, weights: dict[str, torch.Tensor] | None = None
 ) -> nn.Module:
     """A registered model, with `weights` when given, placed on `device`.
 
+    Weights of fast / full without a spectral-coherence branch come from fakedet 0.1: they load
+    into the model as 0.1 built it, so older checkpoints and exports keep working unchanged.
+
     Raises:
         CheckpointError: the weights do not fit this version's model of that name.
     """
-    model = create_model(name, img_size=img_size)
+    legacy = (
+        weights is not None
+        and name in LEGACY_WITHOUT_COHERENCE
+        and not any(key.startswith("coherence_branch.") for key in weights)
+    )
+    model = create_model(name, img_size=img_size, **({"coherence": False} if legacy else {}))
     if weights is not None:
         try:
             model.load_state_dict(weights)

@@ -1,4 +1,5 @@
-"""The three-term detector loss: regression on realness, real/fake classification, ranking."""
+"""The three-term detector loss: regression on realness, real/fake classification, ranking; plus,
+in training, a classification term for each branch that adds its own logit (deep supervision)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+# Weight of the BCE on a branch's own logit (the spectral-coherence branch). Trained alone as well
+# as through the sum, the branch becomes a detector in its own right instead of a correction the
+# CNN leans on; 0.3 is what the cross-generator protocol measured (README, issue 16).
+AUX_LOSS_WEIGHT = 0.3
+
 
 @dataclass
 class LossTerms:
-    total: torch.Tensor
+    total: torch.Tensor  # the three-term loss: what is logged, the same measure as the val loss
     regression: torch.Tensor
     classification: torch.Tensor
     ranking: torch.Tensor
+    objective: torch.Tensor  # what is minimised: total plus the branches' own terms in training
 
 
 def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
@@ -37,8 +44,10 @@ def detector_loss(
     classification_weight: float,
     ranking_weight: float,
     ranking_margin: float,
+    aux_logits: torch.Tensor | None = None,
 ) -> LossTerms:
-    """total = w1 * MSE(score, label) + w2 * CE(logits, label >= 0.5) + w3 * ranking.
+    """total = w1 * MSE(score, label) + w2 * CE(logits, label >= 0.5) + w3 * ranking; objective
+    = total (+ AUX_LOSS_WEIGHT * BCE(aux_logits, label >= 0.5) when a branch gives its own logits).
 
     Computed in fp32 whatever the autocast dtype, so half-precision rounding never enters the loss.
     """
@@ -53,7 +62,13 @@ def detector_loss(
         + classification_weight * classification
         + ranking_weight * ranking
     )
-    return LossTerms(total, regression, classification, ranking)
+    objective = total
+    if aux_logits is not None:  # (B, K): each branch's realness logit, trained on its own
+        aux_logits = aux_logits.float()
+        targets = (labels >= 0.5).float().unsqueeze(1).expand_as(aux_logits)
+        auxiliary = F.binary_cross_entropy_with_logits(aux_logits, targets)
+        objective = total + AUX_LOSS_WEIGHT * auxiliary
+    return LossTerms(total, regression, classification, ranking, objective)
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class DetectorLoss:
             self.classification_weight,
             self.ranking_weight,
             self.ranking_margin,
+            outputs.get("aux_logits"),
         )
 
 

@@ -157,14 +157,14 @@ class Trainer:
                     with torch.autocast(device.type, precision.dtype, enabled=precision.enabled):
                         outputs = parts.model(images)
                     terms = parts.loss(outputs, labels)
-                    if any_rank(self.dist, not bool(torch.isfinite(terms.total))):
+                    if any_rank(self.dist, not bool(torch.isfinite(terms.objective))):
                         # Every rank skips together, or DDP's gradient all-reduce would hang.
                         window_bad = True
                         if self.dist.enabled:
                             self._zero_backward()
                     else:
                         # Dividing by the window size makes 8 x 2 accumulated equal to one of 16.
-                        parts.scaler.scale(terms.total / window_size).backward()
+                        parts.scaler.scale(terms.objective / window_size).backward()
                         add_loss_terms(sums, terms, images.shape[0])
             elif self.dist.enabled:
                 any_rank(self.dist, False)  # match the other ranks' collectives

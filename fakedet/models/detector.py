@@ -13,13 +13,15 @@ from fakedet.models.branches import (
     StageSpec,
     StatisticalBranch,
 )
+from fakedet.models.coherence import SpectralCoherenceBranch
 from fakedet.models.fusion import CrossModalBlock, SelfAttentionBlock
 from fakedet.models.layers import ConvBNAct, Heads, ImageNormalize
 from fakedet.models.registry import register_model
 
 
 class FastDetector(nn.Module):
-    """Perceptual CNN + NPR residual branch, concatenated at 1/32 resolution and pooled."""
+    """Perceptual CNN + NPR residual branch, concatenated at 1/32 resolution and pooled; plus
+    the spectral-coherence branch's logit (fakedet 0.2; `coherence=False` builds 0.1's model)."""
 
     def __init__(
         self,
@@ -32,6 +34,7 @@ class FastDetector(nn.Module):
         aux_out: int,
         fused: int,
         head_hidden: int,
+        coherence: bool = True,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -39,6 +42,7 @@ class FastDetector(nn.Module):
         self.perceptual_branch = PerceptualBranch(
             perceptual_stem, perceptual_stages, perceptual_out
         )
+        self.coherence_branch = SpectralCoherenceBranch() if coherence else None
         self.aux_branch = ResidualAuxBranch(aux_stem, aux_stages, aux_out)
         self.fuse = ConvBNAct(perceptual_out + aux_out, fused, 1)
         self.heads = Heads(fused, head_hidden)
@@ -48,11 +52,13 @@ class FastDetector(nn.Module):
         perceptual = self.perceptual_branch(normed)  # (B, Cp, H/32, W/32)
         residual = self.aux_branch(normed)  # (B, Ca, H/32, W/32)
         fused = self.fuse(torch.cat([perceptual, residual], dim=1))
-        return self.heads(F.adaptive_avg_pool2d(fused, 1).flatten(1))
+        extra = self.coherence_branch(images) if self.coherence_branch is not None else None
+        return self.heads(F.adaptive_avg_pool2d(fused, 1).flatten(1), extra)
 
 
 class FullDetector(nn.Module):
-    """Perceptual + spectral + statistical branches fused by cross-modal and self-attention."""
+    """Perceptual + spectral + statistical branches fused by cross-modal and self-attention;
+    plus the spectral-coherence branch's logit (fakedet 0.2; `coherence=False`: 0.1's model)."""
 
     def __init__(
         self,
@@ -69,6 +75,7 @@ class FullDetector(nn.Module):
         self_attention_layers: int,
         max_tokens_side: int,
         head_hidden: int,
+        coherence: bool = True,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -79,6 +86,7 @@ class FullDetector(nn.Module):
             spectral_stem, spectral_stages, dim, spectral_tokens_side, profile_bins
         )
         self.statistical_branch = StatisticalBranch(dim, stat_tokens)
+        self.coherence_branch = SpectralCoherenceBranch() if coherence else None
         # One learned vector per token kind, so attention can tell the modalities apart.
         self.modality_embedding = nn.Parameter(torch.zeros(4, dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -115,7 +123,8 @@ class FullDetector(nn.Module):
         tokens = torch.cat([cls, perceptual, context], dim=1)
         for block in self.self_attention:
             tokens = block(tokens)
-        return self.heads(self.norm(tokens[:, 0]))
+        extra = self.coherence_branch(images) if self.coherence_branch is not None else None
+        return self.heads(self.norm(tokens[:, 0]), extra)
 
 
 # Stage specs are (out_channels, depth, stride) after a stride-4 patchify stem: 1/4 -> 1/32.
@@ -123,8 +132,8 @@ _EARLY_STAGES: tuple[StageSpec, ...] = ((48, 1, 1), (96, 2, 2), (192, 3, 2))
 
 
 @register_model
-def fast(img_size: int = 256) -> FastDetector:
-    """Fast mode: perceptual + NPR aux branch, about 2.5M parameters."""
+def fast(img_size: int = 256, coherence: bool = True) -> FastDetector:
+    """Fast mode: perceptual + NPR aux + spectral-coherence branches, about 2.5M parameters."""
     return FastDetector(
         img_size=img_size,
         perceptual_stem=32,
@@ -135,12 +144,14 @@ def fast(img_size: int = 256) -> FastDetector:
         aux_out=192,
         fused=512,
         head_hidden=256,
+        coherence=coherence,
     )
 
 
 @register_model
-def full(img_size: int = 256) -> FullDetector:
-    """Full mode: perceptual + spectral + statistical with attention fusion, about 5M parameters."""
+def full(img_size: int = 256, coherence: bool = True) -> FullDetector:
+    """Full mode: perceptual + spectral + statistical with attention fusion, plus spectral
+    coherence; about 5M parameters."""
     return FullDetector(
         img_size=img_size,
         perceptual_stem=32,
@@ -155,4 +166,5 @@ def full(img_size: int = 256) -> FullDetector:
         self_attention_layers=3,
         max_tokens_side=8,
         head_hidden=256,
+        coherence=coherence,
     )

@@ -82,12 +82,24 @@ class Heads(nn.Module):
         self.score = nn.Linear(hidden, 1)
         self.logits = nn.Linear(hidden, 2)
 
-    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, pooled: torch.Tensor, extra_logit: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`extra_logit` (B,): another branch's realness log-odds, added to the score's and to
+        the real class's logit, so both outputs say the same thing."""
         hidden = self.trunk(pooled)
-        return {
-            "score": torch.sigmoid(self.score(hidden).squeeze(1)),  # (B,)
-            "logits": self.logits(hidden),  # (B, 2)
+        score_logit = self.score(hidden).squeeze(1)  # (B,)
+        logits = self.logits(hidden)  # (B, 2)
+        if extra_logit is None:
+            return {"score": torch.sigmoid(score_logit), "logits": logits}
+        extra = extra_logit.to(score_logit.dtype)
+        outputs = {
+            "score": torch.sigmoid(score_logit + extra),
+            "logits": logits + F.pad(extra.unsqueeze(1), (1, 0)),  # + (0, extra)
         }
+        if self.training:  # the branch is also trained alone (losses.AUX_LOSS_WEIGHT)
+            outputs["aux_logits"] = extra_logit.unsqueeze(1)
+        return outputs
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
