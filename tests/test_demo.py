@@ -119,6 +119,30 @@ def test_same_seed_writes_the_same_files(tmp_path: Path) -> None:
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
 
 
+def test_up_sampling_runs_on_one_thread_and_restores_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More threads sum in another order and round a few pixels otherwise: the same seed would
+    not write the same files on machines with other core counts."""
+    seen: list[int] = []
+    real_interpolate = torch.nn.functional.interpolate
+
+    def recording(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return real_interpolate(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        image = Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8))
+        simulate_generator(image, "bilinear", torch.Generator().manual_seed(0))
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("method", UPSAMPLERS)
 def test_each_upsampler_keeps_size_and_removes_detail(method: str) -> None:
     rng = np.random.default_rng(0)

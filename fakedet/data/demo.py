@@ -107,7 +107,21 @@ def _pixel_shuffle(low: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 def simulate_generator(image: Image.Image, method: str, generator: torch.Generator) -> Image.Image:
-    """Down-sample by 2, then up-sample the way a generator's decoder would."""
+    """Down-sample by 2, then up-sample the way a generator's decoder would.
+
+    Runs on one thread: with more, interpolate and conv sum in another order and a few pixels
+    round to another value (seen on the 2-core machine: 82 of 1,200 files differed between a 1-
+    and a 2-thread run), so the same seed would not write the same files everywhere.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _simulate_generator(image, method, generator)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _simulate_generator(image: Image.Image, method: str, generator: torch.Generator) -> Image.Image:
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     low = F.avg_pool2d(pixels, 2)  # (1, 3, H/2, W/2)
     upsamplers: dict[str, Callable[[], torch.Tensor]] = {
