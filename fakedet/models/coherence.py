@@ -107,12 +107,15 @@ class SpectralCoherenceBranch(nn.Module):
             weights = images.new_tensor([0.299, 0.587, 0.114], dtype=torch.float32)
             gray = (images.float() * weights.view(1, 3, 1, 1)).sum(dim=1)  # (B, H, W)
             gray = gray - gray.mean(dim=(1, 2), keepdim=True)
-            gray = gray / (gray.std(dim=(1, 2), keepdim=True) + 1e-3)
+            # The RMS of a zero-mean image (the std without Bessel's correction: one pass less).
+            gray = gray / (gray.square().mean(dim=(1, 2), keepdim=True).sqrt() + 1e-3)
             height, width = gray.shape[-2:]
             window, index, counts = self._constants(height, width, gray.device)
             # The window stops the image's borders from making every spectrum coherent.
             spectrum = torch.fft.fft2(gray * window)
-            real, imag = spectrum.real, spectrum.imag
+            # Contiguous copies: .real and .imag are strided views, which every product below
+            # would otherwise walk at half speed.
+            real, imag = spectrum.real.contiguous(), spectrum.imag.contiguous()
             power = _block_mean(real * real + imag * imag)  # (B, H/K, W/K)
             # Shifting by half the band pairs each quadrant of the spectrum with another (left
             # with right, top with bottom, diagonal opposites), and a pair's coherence is the same
