@@ -136,7 +136,7 @@ def index_dataset(
     )
 
 
-# Models that gained the spectral-coherence branch in fakedet 0.2 (models/coherence.py).
+# Models that gained the spectral-coherence branch after fakedet 0.1.0 (models/coherence.py).
 LEGACY_WITHOUT_COHERENCE = ("fast", "full")
 
 
@@ -145,8 +145,9 @@ def build_model(
 ) -> nn.Module:
     """A registered model, with `weights` when given, placed on `device`.
 
-    Weights of fast / full without a spectral-coherence branch come from fakedet 0.1: they load
-    into the model as 0.1 built it, so older checkpoints and exports keep working unchanged.
+    Weights of fast / full without a spectral-coherence branch were written before it existed
+    (fakedet 0.1.0 and the commits after it until the branch came): they load into the model as
+    it was then, so older checkpoints and exports keep working unchanged.
 
     Raises:
         CheckpointError: the weights do not fit this version's model of that name.

@@ -45,6 +45,13 @@ def _block_mean(values: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(values.unsqueeze(1), COHERENCE_BLOCK).squeeze(1)
 
 
+def _quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
+    """Name -> (rows, columns) of each quadrant of a (height, width) map."""
+    rows = (slice(0, height // 2), slice(height // 2, height))
+    columns = (slice(0, width // 2), slice(width // 2, width))
+    return {name: (rows[row], columns[col]) for name, (row, col) in QUADRANTS.items()}
+
+
 def _hann(size: int, device: torch.device) -> torch.Tensor:
     """torch.hann_window(size, periodic=False)."""
     steps = torch.arange(size, device=device, dtype=torch.float32)
@@ -121,22 +128,8 @@ class SpectralCoherenceBranch(nn.Module):
             # with right, top with bottom, diagonal opposites), and a pair's coherence is the same
             # seen from either side: so each pair is computed once, on quarter-size maps, with
             # slices instead of rolls, and counted at both of its places in the profile.
-            half_h, half_w = height // 2, width // 2
-            block_h, block_w = half_h // COHERENCE_BLOCK, half_w // COHERENCE_BLOCK
-            quadrants = {
-                name: (
-                    slice(row * half_h, (row + 1) * half_h),
-                    slice(col * half_w, (col + 1) * half_w),
-                )
-                for name, (row, col) in QUADRANTS.items()
-            }
-            blocks = {
-                name: (
-                    slice(row * block_h, (row + 1) * block_h),
-                    slice(col * block_w, (col + 1) * block_w),
-                )
-                for name, (row, col) in QUADRANTS.items()
-            }
+            quadrants = _quadrants(height, width)  # of the spectrum
+            blocks = _quadrants(*power.shape[-2:])  # of its block means
             profiles = []
             for pairs in SHIFT_PAIRS:
                 profile = power.new_zeros(power.shape[0], COHERENCE_BINS)

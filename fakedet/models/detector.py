@@ -21,7 +21,7 @@ from fakedet.models.registry import register_model
 
 class FastDetector(nn.Module):
     """Perceptual CNN + NPR residual branch, concatenated at 1/32 resolution and pooled; plus
-    the spectral-coherence branch's logit (fakedet 0.2; `coherence=False` builds 0.1's model)."""
+    the spectral-coherence branch's logit (added after 0.1.0; `coherence=False`: 0.1.0's model)."""
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class FastDetector(nn.Module):
 
 class FullDetector(nn.Module):
     """Perceptual + spectral + statistical branches fused by cross-modal and self-attention;
-    plus the spectral-coherence branch's logit (fakedet 0.2; `coherence=False`: 0.1's model)."""
+    plus the spectral-coherence branch's logit (added after 0.1.0; `coherence=False`: 0.1.0's)."""
 
     def __init__(
         self,
