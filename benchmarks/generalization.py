@@ -1,15 +1,16 @@
 """The cross-generator protocol: train on some of the demo's generator families, test on others
 the detectors never saw, over several seeds, with the spectral baseline beside them.
 
-For each seed: `fakedet demo-data --holdout` (held-out up-sampling families plus the test-only
-`laundered` and `spectrum_matched` families of fakedet/data/hard_fakes.py), `fakedet train` of
-each model, `fakedet evaluate` on the test set with JPEG and blur perturbations, and
-benchmarks/spectral_baseline.py on the same images. The report is AUC mean ± std over seeds per
-family and perturbation, as a markdown table.
+For each seed: `fakedet demo-data --holdout` at 192 px (held-out up-sampling families plus the
+test-only `laundered` and `spectrum_matched` families of fakedet/data/hard_fakes.py), `fakedet
+train` of each model on 128 px crops, `fakedet evaluate` on the test set (centre crops) with
+JPEG and blur perturbations, and benchmarks/spectral_baseline.py on the same crops. The report
+is AUC mean ± std over seeds per family and perturbation, as a markdown table.
 
     python benchmarks/generalization.py --out xgen                      # the README's protocol
     python benchmarks/generalization.py --out xgen-aug -- --blur-prob 0.5 --jpeg-prob 0.5
     python benchmarks/generalization.py --out xgen --report-only        # re-print a finished run
+    python benchmarks/generalization.py --out xgen --seeds 3 4 5        # more seeds, same folder
 
 Arguments after `--` go to every `fakedet train` (to measure a change on the protocol).
 """
@@ -38,7 +39,7 @@ def one_seed(args: argparse.Namespace, seed: int, train_extra: list[str]) -> Non
     fakedet = [sys.executable, "-m", "fakedet"]
     if not (data / "demo_info.json").is_file():
         run([*fakedet, "demo-data", str(data), "--num-images", str(args.num_images),
-             "--img-size", str(args.img_size), "--holdout", HOLDOUT, "--seed", str(seed)])  # fmt: skip
+             "--img-size", str(args.data_size), "--holdout", HOLDOUT, "--seed", str(seed)])  # fmt: skip
     for model in args.models:
         if (runs / model / "best_model.pt").is_file():
             continue
@@ -111,6 +112,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["fast", "full"])
     parser.add_argument("--num-images", type=int, default=400)
     parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument(
+        "--data-size",
+        type=int,
+        default=192,
+        help="side of the demo's images; larger than --img-size, as in real datasets, so "
+        "training crops move and a down-scale augmentation has room",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--report-only", action="store_true")

@@ -78,6 +78,16 @@ class TrainingConfig(BaseModel):
     blur_sigma_max: float = Field(
         3.0, gt=0, le=10, description="Largest Gaussian blur sigma (drawn from 0 to this)."
     )
+    resize_prob: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Probability of an anti-aliased down-scale before the crop (train; only "
+        "images larger than the crop can shrink).",
+    )
+    resize_min_scale: float = Field(
+        0.5, gt=0, le=1, description="Smallest down-scale factor (drawn from this to 1)."
+    )
     early_stopping_patience: int = Field(
         15, ge=0, description="Validations without val_loss improvement before stopping (0: off)."
     )

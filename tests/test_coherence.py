@@ -1,5 +1,6 @@
-"""The spectral-coherence branch (fakedet 0.2): what it measures, its invariances, its training
-term, and that fakedet 0.1's fast / full weights still load without it."""
+"""The spectral-coherence branch (after fakedet 0.1.0): what its two logits measure, their
+invariances, their training term, and that fakedet 0.1's fast / full weights still load without
+the branch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.nn import functional as F
 from fakedet.engine.build import build_model
 from fakedet.engine.losses import AUX_LOSS_WEIGHT, detector_loss
 from fakedet.models import create_model
-from fakedet.models.coherence import COHERENCE_BINS, SpectralCoherenceBranch
+from fakedet.models.coherence import COHERENCE_BINS, SPECTRUM_BINS, SpectralCoherenceBranch
 
 
 def camera_like(batch: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -73,6 +74,30 @@ def test_features_are_fp32_profiles_under_autocast() -> None:
     assert features.dtype == torch.float32
     assert features.shape == (2, 3 * COHERENCE_BINS)
     assert bool(((features >= 0) & (features <= 1 + 1e-4)).all())  # a coherence is in [0, 1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, spectrum = SpectralCoherenceBranch().profiles(camera_like(batch=2))
+    assert spectrum.dtype == torch.float32 and spectrum.shape == (2, SPECTRUM_BINS)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])  # (nearest keeps its replicas' power)
+def test_the_radial_spectrum_shows_an_up_sampled_image_s_missing_top_band(mode: str) -> None:
+    real = camera_like(seed=2)
+    _, real_profile = SpectralCoherenceBranch().profiles(real)
+    _, fake_profile = SpectralCoherenceBranch().profiles(upsampled(real, mode))
+    top = slice(SPECTRUM_BINS * 3 // 4, None)  # the top quarter of the band (and the corners)
+    assert fake_profile[:, top].mean(dim=1).max() < real_profile[:, top].mean(dim=1).min() - 1.0
+    # The image is normalised first: contrast moves the profile only by the normaliser's guard
+    # (RMS + 1e-3), here 0.026 in log power, against the 4+ that separates the fakes above.
+    torch.testing.assert_close(
+        SpectralCoherenceBranch().profiles(0.5 * real + 0.25)[1], real_profile, atol=0.05, rtol=0
+    )
+
+
+def test_the_spectrum_logit_starts_at_zero() -> None:
+    # Zero-initialised: the branch's second logit moves an untrained model's score by nothing.
+    branch = SpectralCoherenceBranch().eval()
+    with torch.no_grad():
+        assert torch.equal(branch(camera_like(batch=2))[:, 1], torch.zeros(2))
 
 
 @pytest.mark.parametrize("name", ["fast", "full"])
@@ -80,11 +105,11 @@ def test_training_outputs_carry_the_branch_logit_and_inference_outputs_do_not(na
     model = create_model(name, img_size=64)
     images = camera_like(batch=3)
     training = model(images)
-    assert training["aux_logits"].shape == (3, 1)
+    assert training["aux_logits"].shape == (3, 2)  # coherence, radial spectrum
     model.eval()
     with torch.no_grad():
         inference = model(images)
-        branch_logit = model.coherence_branch(images)
+        branch_logit = model.coherence_branch(images).sum(dim=1)
     assert set(inference) == {"score", "logits"}
     # The branch's logit moves the score and the real class's logit alike.
     score_logit = torch.logit(inference["score"].double())
@@ -115,10 +140,14 @@ def test_the_loss_adds_the_branch_term_only_when_the_model_gives_it() -> None:
     score = torch.tensor([0.7, 0.2, 0.6, 0.4])
     logits = torch.tensor([[0.1, 0.9], [1.0, -1.0], [0.0, 0.0], [0.3, 0.2]])
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    aux = torch.tensor([[2.0], [-1.0], [0.5], [0.3]])
+    aux = torch.tensor([[2.0, 0.1], [-1.0, 0.4], [0.5, -2.0], [0.3, 1.0]])
     plain = detector_loss(score, logits, labels, 1.0, 0.3, 0.2, 0.3)
     with_aux = detector_loss(score, logits, labels, 1.0, 0.3, 0.2, 0.3, aux)
-    expected = F.binary_cross_entropy_with_logits(aux.squeeze(1), labels)
+    # The mean over every branch logit, each trained towards the same label.
+    expected = (
+        F.binary_cross_entropy_with_logits(aux[:, 0], labels)
+        + F.binary_cross_entropy_with_logits(aux[:, 1], labels)
+    ) / 2
     # Minimised, not logged: the logged loss stays the measure the val loss uses.
     assert torch.isclose(with_aux.objective, plain.total + AUX_LOSS_WEIGHT * expected)
     assert torch.equal(with_aux.total, plain.total) and torch.equal(plain.objective, plain.total)

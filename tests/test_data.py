@@ -314,3 +314,20 @@ def test_blur_sigma_max_bounds_the_training_blur() -> None:
 
     assert detail_left(0.05) > 0.99  # sigma at most 0.05: nearly untouched
     assert detail_left(10.0) < detail_left(1.0) < detail_left(0.05)  # same draw, scaled
+
+
+def test_train_downscale_shrinks_by_a_drawn_factor_and_never_below_the_crop() -> None:
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))  # value = x: slope 1 per pixel
+    image = Image.fromarray(np.stack([ramp] * 3, axis=-1))
+    train = TrainTransform(64, False, 0.0, 0.0, resize_prob=1.0, resize_min_scale=0.5)
+    generator = torch.Generator().manual_seed(0)
+    slopes = []
+    for _ in range(12):
+        crop = train(image, generator)[0].float()
+        # A crop of an image down-scaled by s: the ramp climbs 1/s per pixel.
+        slopes.append(float((crop[:, 1:] - crop[:, :-1]).mean()))
+    assert all(0.99 <= slope <= 2.05 for slope in slopes)
+    assert max(slopes) > 1.3 and len({round(slope, 2) for slope in slopes}) > 3
+    small = Image.fromarray(np.stack([ramp[:64, :64]] * 3, axis=-1))
+    # An image the size of the crop cannot shrink: it comes back unchanged.
+    assert torch.equal(train(small, generator), torch.from_numpy(np.array(small)).permute(2, 0, 1))

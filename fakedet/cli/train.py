@@ -104,6 +104,8 @@ def train(
     blur_prob: Annotated[float | None, config_option("blur_prob")] = None,
     jpeg_prob: Annotated[float | None, config_option("jpeg_prob")] = None,
     blur_sigma_max: Annotated[float | None, config_option("blur_sigma_max")] = None,
+    resize_prob: Annotated[float | None, config_option("resize_prob")] = None,
+    resize_min_scale: Annotated[float | None, config_option("resize_min_scale")] = None,
     early_stopping_patience: Annotated[int | None, config_option("early_stopping_patience")] = None,
     validate_interval: Annotated[int | None, config_option("validate_interval")] = None,
     save_every: Annotated[int | None, config_option("save_every")] = None,

@@ -1,7 +1,9 @@
 """Image decoding to RGB and the train/val transforms (crop, flip, blur + JPEG augmentation).
 
-Crops keep the pixel grid: images are only resized when smaller than the crop, because the
-traces of generator up-sampling live in exactly the high frequencies a resize would smear.
+Crops keep the pixel grid: images are only up-scaled when smaller than the crop, because the
+traces of generator up-sampling live in exactly the high frequencies a resize would smear. The
+optional train-time down-scale (`resize_prob`) is anti-aliased and never goes below the crop:
+it moves those traces to other frequencies, the way a re-sized fake on the web carries them.
 """
 
 from __future__ import annotations
@@ -77,8 +79,18 @@ def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
+# Down-scaling filters drawn from (all anti-aliased in Pillow): what web pipelines use.
+_RESIZE_FILTERS = (
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+    Image.Resampling.BOX,
+)
+
+
 class TrainTransform:
-    """Random crop, horizontal flip, and Wang et al. (2020) blur + JPEG, from a per-sample generator."""
+    """Optional down-scale, random crop, horizontal flip, and Wang et al. (2020) blur + JPEG,
+    from a per-sample generator."""
 
     def __init__(
         self,
@@ -87,15 +99,35 @@ class TrainTransform:
         blur_prob: float,
         jpeg_prob: float,
         blur_sigma_max: float = 3.0,
+        resize_prob: float = 0.0,
+        resize_min_scale: float = 0.5,
     ) -> None:
         self.img_size = img_size
+        self.resize_prob = resize_prob
+        self.resize_min_scale = resize_min_scale
         self.hflip = hflip
         self.blur_prob = blur_prob
         self.jpeg_prob = jpeg_prob
         self.blur_sigma_max = blur_sigma_max
 
+    def _downscale(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
+        # Drawn even when the image cannot shrink, so every sample uses the same random stream.
+        scale = _uniform(generator, self.resize_min_scale, 1.0)
+        choice = int(torch.randint(len(_RESIZE_FILTERS), (1,), generator=generator))
+        scale = max(scale, self.img_size / min(image.size))
+        if scale >= 1.0:
+            return image
+        width, height = image.size
+        new_size = (
+            max(self.img_size, round(width * scale)),
+            max(self.img_size, round(height * scale)),
+        )
+        return image.resize(new_size, _RESIZE_FILTERS[choice])
+
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
         image = _at_least(image, self.img_size)
+        if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
+            image = self._downscale(image, generator)
         width, height = image.size
         left = int(torch.randint(width - self.img_size + 1, (1,), generator=generator))
         top = int(torch.randint(height - self.img_size + 1, (1,), generator=generator))

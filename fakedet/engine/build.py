@@ -256,6 +256,8 @@ def build_training(
             config.blur_prob,
             config.jpeg_prob,
             config.blur_sigma_max,
+            config.resize_prob,
+            config.resize_min_scale,
         ),
         batch_size,
         train=True,

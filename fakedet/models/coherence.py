@@ -14,7 +14,12 @@ per image, so content and contrast drop out. On the cross-generator protocol (RE
 took the full model's held-out mean AUC from 0.82 to about 0.96.
 
 It does not see resampling by other factors (an up-sampled fake that was then scaled by 0.6-0.85,
-the protocol's `laundered` family): there the repetition sits at another shift.
+the protocol's `laundered` family): there the repetition sits at another shift. For those the
+branch has a second logit from the same FFT, linear in the radial log power spectrum (the
+classic spectral detector, Durall et al. 2020): a fake's missing or re-shaped top of the band
+shows there at any scale. Being linear in log power it moves every image alike under a blur (a
+blur adds the same log|H(f)|^2 to each) wherever the power stays above float precision, and the
+image is normalised first, so contrast drops out.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ from torch.nn import functional as F
 COHERENCE_BLOCK = 4
 COHERENCE_BINS = 16  # radial profile bins per shift
 SHIFTS = 3  # half a band along x, along y, along both
+SPECTRUM_BINS = 32  # rings of the radial log power spectrum, DC (left out) to the band's edge
+# The spectrum logit is GAIN * linear(profile), a reparametrisation that multiplies that layer's
+# effective Adam step: a linear model on 32 numbers needs far more steps than a short run gives
+# it at the CNN's learning rate (protocol, README: gain 1 / 10 / 30 / 100 gave full 0.951 /
+# 0.962 / 0.970 / 0.967 mean AUC). It starts at zero, so an untrained model's score is unmoved.
+SPECTRUM_GAIN = 30.0
 # Quadrants of the FFT's (unshifted) spectrum as (row, column) halves, and the pairs that each
 # half-band shift matches: along x, along y, along both.
 QUADRANTS = {"top_left": (0, 0), "top_right": (0, 1), "bottom_left": (1, 0), "bottom_right": (1, 1)}
@@ -73,12 +84,14 @@ def _block_centres(size: int, device: torch.device) -> torch.Tensor:
 
 
 class SpectralCoherenceBranch(nn.Module):
-    """Coherence between the spectrum and its half-band shifts, as a realness logit.
+    """Two realness logits from one FFT of the grey image: coherence and radial log spectrum.
 
-    Features: for each of the three shifts, the coherence of each block of frequencies, averaged
-    in `COHERENCE_BINS` rings of radial frequency (48 values in [0, 1]); then BatchNorm and a
-    two-layer MLP to one logit that the detector adds to its own (and that is also trained
-    alone, see losses.AUX_LOSS_WEIGHT).
+    Coherence: for each of the three half-band shifts, the coherence of each block of
+    frequencies, averaged in `COHERENCE_BINS` rings of radial frequency (48 values in [0, 1]);
+    then BatchNorm and a two-layer MLP to a logit. Spectrum: the mean log power in
+    `SPECTRUM_BINS` rings; BatchNorm and a linear layer (x SPECTRUM_GAIN).
+    The detector adds both logits to its own, and each is also trained alone (see
+    losses.AUX_LOSS_WEIGHT).
     """
 
     def __init__(self, hidden: int = 64) -> None:
@@ -88,14 +101,15 @@ class SpectralCoherenceBranch(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
         )
-        self._cache: dict[
-            tuple[int, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-        ] = {}
+        self.spectrum_norm = nn.BatchNorm1d(SPECTRUM_BINS)
+        self.spectrum_linear = nn.Linear(SPECTRUM_BINS, 1)
+        nn.init.zeros_(self.spectrum_linear.weight)
+        nn.init.zeros_(self.spectrum_linear.bias)
+        self._cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
-    def _constants(
-        self, height: int, width: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Hann window, radial bin of each frequency block, bin counts) for one image size."""
+    def _constants(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(Hann window, radial bin of each frequency block, bin counts, ring of each
+        frequency, 0 for DC and 1 elsewhere, ring counts) for one image size."""
         key = (height, width, str(device))
         if key not in self._cache:
             # Written with arange and cos: the ONNX exporter maps neither hann_window nor fftfreq.
@@ -105,11 +119,20 @@ class SpectralCoherenceBranch(nn.Module):
             radius = torch.sqrt(fy**2 + fx**2) / 0.5**0.5  # 0 at DC, 1 in the corner
             index = (radius * COHERENCE_BINS).long().clamp(max=COHERENCE_BINS - 1)  # (H/K, W/K)
             counts = torch.bincount(index.flatten(), minlength=COHERENCE_BINS).clamp_min(1).float()
-            self._cache[key] = (window, index, counts)
+            fy = _frequencies(height, device)[:, None]
+            fx = _frequencies(width, device)[None, :]
+            rings = (torch.sqrt(fy**2 + fx**2) / 0.5 * SPECTRUM_BINS).long()  # 1 at mid-edge
+            rings = rings.clamp(max=SPECTRUM_BINS - 1).flatten()  # the corners join the last
+            # DC is left out: the image is zero-mean, so its log power is float noise.
+            keep = torch.ones(height * width, device=device)
+            keep[0] = 0.0
+            ring_counts = torch.zeros(SPECTRUM_BINS, device=device).index_add(0, rings, keep)
+            self._cache[key] = (window, index, counts, rings, keep, ring_counts.clamp_min(1))
         return self._cache[key]
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, 48) coherence profiles, in fp32 whatever autocast says."""
+    def profiles(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> (B, 48) coherence profiles and (B, SPECTRUM_BINS) radial
+        log power, in fp32 whatever autocast says."""
         with torch.autocast(device_type=images.device.type, enabled=False):
             weights = images.new_tensor([0.299, 0.587, 0.114], dtype=torch.float32)
             gray = (images.float() * weights.view(1, 3, 1, 1)).sum(dim=1)  # (B, H, W)
@@ -117,13 +140,22 @@ class SpectralCoherenceBranch(nn.Module):
             # The RMS of a zero-mean image (the std without Bessel's correction: one pass less).
             gray = gray / (gray.square().mean(dim=(1, 2), keepdim=True).sqrt() + 1e-3)
             height, width = gray.shape[-2:]
-            window, index, counts = self._constants(height, width, gray.device)
+            window, index, counts, rings, keep, ring_counts = self._constants(
+                height, width, gray.device
+            )
             # The window stops the image's borders from making every spectrum coherent.
             spectrum = torch.fft.fft2(gray * window)
             # Contiguous copies: .real and .imag are strided views, which every product below
             # would otherwise walk at half speed.
             real, imag = spectrum.real.contiguous(), spectrum.imag.contiguous()
             power = _block_mean(real * real + imag * imag)  # (B, H/K, W/K)
+            # The radial spectrum without the window: windowed, a logistic regression on it
+            # scored 0.87 / 0.86 / 0.93 on `laundered` (3 seeds), without 0.95 / 0.89 / 0.93.
+            plain = torch.fft.fft2(gray)
+            plain_real, plain_imag = plain.real, plain.imag
+            log_power = torch.log(plain_real.square() + plain_imag.square() + 1e-6).flatten(1)
+            spectrum_profile = log_power.new_zeros(log_power.shape[0], SPECTRUM_BINS)
+            spectrum_profile = spectrum_profile.index_add(1, rings, log_power * keep) / ring_counts
             # Shifting by half the band pairs each quadrant of the spectrum with another (left
             # with right, top with bottom, diagonal opposites), and a pair's coherence is the same
             # seen from either side: so each pair is computed once, on quarter-size maps, with
@@ -146,8 +178,14 @@ class SpectralCoherenceBranch(nn.Module):
                     profile.index_add_(1, index[by, bx].flatten(), coherence)
                     profile.index_add_(1, index[cy, cx].flatten(), coherence)
                 profiles.append(profile / counts)
-            return torch.cat(profiles, dim=1)
+            return torch.cat(profiles, dim=1), spectrum_profile
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 48) coherence profiles (fp32)."""
+        return self.profiles(images)[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B,) realness logit."""
-        return self.mlp(self.norm(self.features(images))).squeeze(1)
+        """(B, 3, H, W) in [0, 1] -> (B, 2) realness logits: coherence, radial spectrum."""
+        coherence, spectrum = self.profiles(images)
+        spectrum_logit = self.spectrum_linear(self.spectrum_norm(spectrum)) * SPECTRUM_GAIN
+        return torch.cat([self.mlp(self.norm(coherence)), spectrum_logit], dim=1)
