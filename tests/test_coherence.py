@@ -11,7 +11,12 @@ from torch.nn import functional as F
 from fakedet.engine.build import build_model
 from fakedet.engine.losses import AUX_LOSS_WEIGHT, detector_loss
 from fakedet.models import create_model
-from fakedet.models.coherence import COHERENCE_BINS, SPECTRUM_BINS, SpectralCoherenceBranch
+from fakedet.models.coherence import (
+    COHERENCE_BINS,
+    SPECTRUM_BINS,
+    SpectralCoherenceBranch,
+    _hann_windowed,
+)
 
 
 def camera_like(batch: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -66,6 +71,16 @@ def test_coherence_survives_blur_and_ignores_contrast() -> None:
     torch.testing.assert_close(
         branch.features(0.5 * fake + 0.25), branch.features(fake), atol=0.02, rtol=0
     )
+
+
+def test_the_windowed_spectrum_comes_from_the_plain_one() -> None:
+    # One FFT serves both logits: three taps per axis in frequency = a periodic Hann in space.
+    images = torch.randn(2, 64, 32, generator=torch.Generator().manual_seed(0))
+    window = torch.outer(torch.hann_window(64), torch.hann_window(32))  # periodic by default
+    expected = torch.fft.fft2(images * window)
+    plain = torch.fft.fft2(images)
+    torch.testing.assert_close(_hann_windowed(plain.real), expected.real, atol=1e-4, rtol=0)
+    torch.testing.assert_close(_hann_windowed(plain.imag), expected.imag, atol=1e-4, rtol=0)
 
 
 def test_features_are_fp32_profiles_under_autocast() -> None:
