@@ -63,11 +63,16 @@ def _quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
     return {name: (rows[row], columns[col]) for name, (row, col) in QUADRANTS.items()}
 
 
+def _hann(size: int, device: torch.device) -> torch.Tensor:
+    """torch.hann_window(size) (periodic)."""
+    steps = torch.arange(size, device=device, dtype=torch.float32)
+    return 0.5 - 0.5 * torch.cos(2 * torch.pi * steps / size)
+
+
 def _hann_windowed(spectrum_part: torch.Tensor) -> torch.Tensor:
     """The real or imaginary part of an image's FFT -> that of the image times a 2-D periodic
     Hann window. The window is 1/2 - (e^{i2pi n/N} + e^{-i2pi n/N}) / 4 along each axis, so in
-    frequency it is three taps, (-1/4, 1/2, -1/4), along each: one FFT serves both spectra (an
-    FFT is most of this branch's cost in ONNX Runtime, whose DFT is slow)."""
+    frequency it is three taps, (-1/4, 1/2, -1/4), along each."""
     for dim in (-1, -2):
         spectrum_part = 0.5 * spectrum_part - 0.25 * (
             spectrum_part.roll(1, dim) + spectrum_part.roll(-1, dim)
@@ -114,11 +119,12 @@ class SpectralCoherenceBranch(nn.Module):
         self._cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
     def _constants(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(Radial bin of each frequency block, bin counts, ring of each frequency, 0 for DC and
-        1 elsewhere, ring counts) for one image size."""
+        """(Hann window, radial bin of each frequency block, bin counts, ring of each
+        frequency, 0 for DC and 1 elsewhere, ring counts) for one image size."""
         key = (height, width, str(device))
         if key not in self._cache:
-            # Written with arange: the ONNX exporter does not map fftfreq.
+            # Written with arange and cos: the ONNX exporter maps neither hann_window nor fftfreq.
+            window = torch.outer(_hann(height, device), _hann(width, device))
             fy = _block_centres(height, device)[:, None]
             fx = _block_centres(width, device)[None, :]
             radius = torch.sqrt(fy**2 + fx**2) / 0.5**0.5  # 0 at DC, 1 in the corner
@@ -132,7 +138,7 @@ class SpectralCoherenceBranch(nn.Module):
             keep = torch.ones(height * width, device=device)
             keep[0] = 0.0
             ring_counts = torch.zeros(SPECTRUM_BINS, device=device).index_add(0, rings, keep)
-            self._cache[key] = (index, counts, rings, keep, ring_counts.clamp_min(1))
+            self._cache[key] = (window, index, counts, rings, keep, ring_counts.clamp_min(1))
         return self._cache[key]
 
     def profiles(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +151,9 @@ class SpectralCoherenceBranch(nn.Module):
             # The RMS of a zero-mean image (the std without Bessel's correction: one pass less).
             gray = gray / (gray.square().mean(dim=(1, 2), keepdim=True).sqrt() + 1e-3)
             height, width = gray.shape[-2:]
-            index, counts, rings, keep, ring_counts = self._constants(height, width, gray.device)
+            window, index, counts, rings, keep, ring_counts = self._constants(
+                height, width, gray.device
+            )
             spectrum = torch.fft.fft2(gray)
             plain_real, plain_imag = spectrum.real, spectrum.imag
             # The radial log power spectrum without a window: windowed, a logistic regression
@@ -154,9 +162,16 @@ class SpectralCoherenceBranch(nn.Module):
             spectrum_profile = log_power.new_zeros(log_power.shape[0], SPECTRUM_BINS)
             spectrum_profile = spectrum_profile.index_add(1, rings, log_power * keep) / ring_counts
             # Coherence needs the window: without it the image's borders make every spectrum
-            # coherent. (Rolls make contiguous tensors: .real and .imag are strided views, which
-            # every product below would otherwise walk at half speed.)
-            real, imag = _hann_windowed(plain_real), _hann_windowed(plain_imag)
+            # coherent. The same numbers two ways: in an ONNX export, three taps in frequency
+            # (ONNX Runtime's DFT is slow: a second FFT made the branch 109 instead of 67 ms per
+            # 16 images at 256 px there); in PyTorch a second FFT (1.8 ms against 7-18 ms for
+            # the taps). Contiguous: .real and .imag are strided views, which every product
+            # below would otherwise walk at half speed.
+            if torch.onnx.is_in_onnx_export():
+                real, imag = _hann_windowed(plain_real), _hann_windowed(plain_imag)
+            else:
+                windowed = torch.fft.fft2(gray * window)
+                real, imag = windowed.real.contiguous(), windowed.imag.contiguous()
             power = _block_mean(real * real + imag * imag)  # (B, H/K, W/K)
             # Shifting by half the band pairs each quadrant of the spectrum with another (left
             # with right, top with bottom, diagonal opposites), and a pair's coherence is the same
