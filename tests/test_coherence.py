@@ -49,7 +49,7 @@ def blurred(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
 
 def half_band_coherence(images: torch.Tensor) -> torch.Tensor:
     """(B,) mean coherence over every shift and radius."""
-    return SpectralCoherenceBranch().features(images).mean(dim=1)
+    return SpectralCoherenceBranch().profiles(images)[0].mean(dim=1)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
@@ -69,7 +69,7 @@ def test_coherence_survives_blur_and_ignores_contrast() -> None:
     # sits at the branch's noise floor (1e-6), here by at most 0.014 of a coherence in [0, 1].
     branch = SpectralCoherenceBranch()
     torch.testing.assert_close(
-        branch.features(0.5 * fake + 0.25), branch.features(fake), atol=0.02, rtol=0
+        branch.profiles(0.5 * fake + 0.25)[0], branch.profiles(fake)[0], atol=0.02, rtol=0
     )
 
 
@@ -85,7 +85,7 @@ def test_the_windowed_spectrum_comes_from_the_plain_one() -> None:
 
 def test_features_are_fp32_profiles_under_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        features = SpectralCoherenceBranch().features(camera_like(batch=2))
+        features, _ = SpectralCoherenceBranch().profiles(camera_like(batch=2))
     assert features.dtype == torch.float32
     assert features.shape == (2, 3 * COHERENCE_BINS)
     assert bool(((features >= 0) & (features <= 1 + 1e-4)).all())  # a coherence is in [0, 1]

@@ -85,21 +85,20 @@ class Heads(nn.Module):
     def forward(
         self, pooled: torch.Tensor, extra_logit: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """`extra_logit` (B,) or (B, K): other branches' realness log-odds, added (summed) to
-        the score's and to the real class's logit, so both outputs say the same thing."""
+        """`extra_logit` (B, K): other branches' realness log-odds, added (summed) to the
+        score's and to the real class's logit, so both outputs say the same thing."""
         hidden = self.trunk(pooled)
         score_logit = self.score(hidden).squeeze(1)  # (B,)
         logits = self.logits(hidden)  # (B, 2)
         if extra_logit is None:
             return {"score": torch.sigmoid(score_logit), "logits": logits}
-        branches = extra_logit if extra_logit.dim() == 2 else extra_logit.unsqueeze(1)
-        extra = branches.sum(dim=1).to(score_logit.dtype)
+        extra = extra_logit.sum(dim=1).to(score_logit.dtype)
         outputs = {
             "score": torch.sigmoid(score_logit + extra),
             "logits": logits + F.pad(extra.unsqueeze(1), (1, 0)),  # + (0, extra)
         }
         if self.training:  # the branch is also trained alone (losses.AUX_LOSS_WEIGHT)
-            outputs["aux_logits"] = branches
+            outputs["aux_logits"] = extra_logit  # (B, K)
         return outputs
 
 
