@@ -119,11 +119,12 @@ class MemoryProfile:
     activation_bytes_per_image: int  # what autograd keeps for backward, per image
     parameter_count: int
     amp: bool = False  # measured under autocast
+    transient_bytes_per_image: int = 0  # forward-only buffers alive at the peak (spectral FFTs)
 
     def per_image_bytes(self) -> float:
         """What one image adds to the training peak on CUDA, allocator overhead included."""
         factor = ACTIVATION_OVERHEAD_AMP if self.amp else ACTIVATION_OVERHEAD
-        return self.activation_bytes_per_image * factor
+        return self.activation_bytes_per_image * factor + self.transient_bytes_per_image
 
     def fixed_bytes(self) -> int:
         # fp32 weights + gradients + AdamW's two moments.
@@ -168,6 +169,11 @@ def measure_memory(mode: str, img_size: int, amp: bool) -> MemoryProfile:
         activation_bytes_per_image=max(saved_bytes(3) - saved_bytes(2), 1),
         parameter_count=sum(p.numel() for p in model.parameters()),
         amp=amp,
+        transient_bytes_per_image=(
+            SPECTRAL_FORWARD_FLOATS * 4 * img_size**2
+            if getattr(model, "coherence_branch", None) is not None
+            else 0
+        ),
     )
 
 
@@ -178,6 +184,13 @@ def measure_memory(mode: str, img_size: int, amp: bool) -> MemoryProfile:
 # with these factors every estimate was 1.08-1.17x what a training step used of the card
 # (fast and full, fp32 and bf16, batch 32 and 128, 256 px). In bf16 the old single 1.25x
 # fell 18% short, which the 15% margin would not have covered.
+# The spectral-coherence branch runs its FFTs in fp32 on the input images, which need no grad,
+# so autograd saves none of it, but its buffers (two complex spectra, their parts, the log
+# power: about 9 floats per pixel) are alive at the end of the forward, when the saved
+# activations peak. On the H200 the branch added 2.1-2.3 MB per image at 256 px to what a fast
+# training step used of the card (batch 128; memory.py before and after it), which the factors
+# above did not cover (one estimate fell to 0.98x).
+SPECTRAL_FORWARD_FLOATS = 9
 VRAM_USABLE = 0.85
 VRAM_RESERVED_GB = 1.0
 ACTIVATION_OVERHEAD = 1.25

@@ -84,6 +84,13 @@ def test_activation_memory_is_measured_per_image() -> None:
     assert 3.0 < large.activation_bytes_per_image / small.activation_bytes_per_image < 5.0
     assert half.activation_bytes_per_image < large.activation_bytes_per_image
     assert small.parameter_count == pytest.approx(2.5e6, rel=0.1)
+    # The spectral branch's fp32 FFT buffers: per pixel, in both precisions, outside the factor.
+    assert large.transient_bytes_per_image == 4 * small.transient_bytes_per_image > 0
+    assert half.transient_bytes_per_image == large.transient_bytes_per_image
+    factor = advisor.ACTIVATION_OVERHEAD
+    assert large.per_image_bytes() == pytest.approx(
+        large.activation_bytes_per_image * factor + large.transient_bytes_per_image
+    )
 
 
 def _check_recommendation(item: dict, img_size: int) -> None:

@@ -95,6 +95,57 @@ def test_export_reproduces_the_checkpoint(
     torch.testing.assert_close(got["logits"], expected["logits"], atol=1e-4, rtol=0)
 
 
+@needs_onnx
+def test_onnx_scores_each_image_of_a_large_batch_as_pytorch_does(
+    checkpoints: dict[str, Path], parity_batch: torch.Tensor, tmp_path: Path
+) -> None:
+    # ONNX Runtime ran the Scatter-add that index_add exported to on several threads, with a race
+    # on repeated indices: from about 250k updates (a batch of 64 at 64 px) the radial profiles
+    # came out wrong and a trained model's realness moved by up to 0.99. The radial means are
+    # matrix products now; a full model with a non-zero spectrum read, so both profiles count.
+    import onnx
+
+    checkpoint = load_checkpoint(checkpoints["full"])
+    torch.manual_seed(1)
+    model = create_model("full", img_size=64)
+    with torch.no_grad():
+        model.coherence_branch.spectrum_linear.weight.normal_(0, 1e-3)
+    checkpoint.model_state = model.state_dict()
+    save_checkpoint(tmp_path / "full.pt", checkpoint)
+    output = export_model(tmp_path / "full.pt", "onnx", tmp_path / "m.onnx", parity_batch).path
+    reductions = [
+        attribute.s
+        for node in onnx.load(str(output)).graph.node
+        if node.op_type.startswith("Scatter")
+        for attribute in node.attribute
+        if attribute.name == "reduction"
+    ]
+    assert b"add" not in reductions
+    images = torch.rand(128, 3, 64, 64)
+    expected = pytorch_outputs(tmp_path / "full.pt", images)
+    got = load_exported(output, "cpu")[0](images)
+    torch.testing.assert_close(got["logits"], expected["logits"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(got["score"], expected["score"], atol=PARITY_LIMIT, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_torchscript_export_names_no_device(
+    mode: str, checkpoints: dict[str, Path], parity_batch: torch.Tensor, tmp_path: Path
+) -> None:
+    # A traced graph that creates a tensor "on cpu" (torch.ones(..., device=x.device) while
+    # tracing) keeps that device: loaded on CUDA, the export then fails on mixed devices. The
+    # graph may hold tensor constants (moved by map_location), never a device. Fresh weights:
+    # the fast fixture is 0.1.0's, without the spectral-coherence branch.
+    checkpoint = load_checkpoint(checkpoints[mode])
+    checkpoint.model_state = create_model(mode, img_size=64).state_dict()
+    save_checkpoint(tmp_path / "model.pt", checkpoint)
+    output = export_model(
+        tmp_path / "model.pt", "torchscript", tmp_path / "m.ts", parity_batch
+    ).path
+    graph = str(torch.jit.load(str(output)).inlined_graph)
+    assert "Device = prim::Constant" not in graph
+
+
 class ScoresAsGiven(torch.nn.Module):
     """A stand-in detector whose raw score is its input, to probe the calibration's edges."""
 
@@ -197,6 +248,11 @@ def test_export_cli_prints_parity_and_writes_beside_the_checkpoint(
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run.ts").is_file()
     assert "max abs realness difference" in result.output
+    # Without --format, the output's suffix names it.
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "m.ts")])
+    assert result.exit_code == 0, result.output
+    assert "(torchscript," in " ".join(result.output.split())
+    assert torch.jit.load(str(tmp_path / "m.ts")) is not None
 
 
 def test_bad_format_or_suffix_is_a_usage_error(checkpoints: dict[str, Path]) -> None:

@@ -13,11 +13,14 @@ from fakedet.cli.base import CheckpointArgument, console, errors_to_exit_codes
 def export(
     checkpoint: CheckpointArgument,
     fmt: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--format", "-f", help="onnx (needs the onnx extra), torchscript or safetensors."
+            "--format",
+            "-f",
+            help="onnx (needs the onnx extra), torchscript or safetensors \\[default: from the "
+            "--output suffix, else onnx].",
         ),
-    ] = "onnx",
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -35,10 +38,15 @@ def export(
 
         fakedet export runs/demo/best_model.pt
 
-        fakedet export runs/demo/best_model.pt --format safetensors -o model.safetensors
+        fakedet export runs/demo/best_model.pt -o model.safetensors   # format from the suffix
     """
     with errors_to_exit_codes():
         from fakedet.engine.export import PARITY_LIMIT, export_model
+        from fakedet.engine.exported import SUFFIXES
+
+        if fmt is None:  # `-o model.ts` says which format is wanted
+            by_suffix = {suffix: name for name, suffix in SUFFIXES.items()}
+            fmt = by_suffix.get(output.suffix.lower(), "onnx") if output is not None else "onnx"
 
         with console.status(f"Exporting {checkpoint} to {fmt} ..."):
             result = export_model(checkpoint, fmt, output)

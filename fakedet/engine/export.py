@@ -153,6 +153,11 @@ def _export_torchscript(wrapper: nn.Module, img_size: int, path: Path, metadata:
     # Traced, not scripted: the models use Python-level caches and dict outputs that script
     # rejects; their only shape-dependent branches depend on img_size, which the export fixes.
     check = torch.rand(3, 3, img_size, img_size)
+    # One call first fills the models' per-size caches (FFT windows, bin matrices): traced from
+    # a cache they are tensor constants, which torch.jit.load's map_location moves to the
+    # device asked for; built while tracing, they would stay on the CPU.
+    with torch.no_grad():
+        wrapper(example)
     traced = torch.jit.trace(wrapper, example, check_inputs=[(check,)], check_tolerance=1e-5)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})

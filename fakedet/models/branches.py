@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fakedet.models.layers import ConvBNAct, conv_stage
+from fakedet.models.layers import ConvBNAct, bin_average_matrix, conv_stage
 
 StageSpec = tuple[int, int, int]  # (out_channels, depth, stride)
 
@@ -70,9 +70,10 @@ class ResidualAuxBranch(nn.Module):
         return self.project(self.trunk(npr_residual(images)))  # (B, C, H/32, W/32)
 
 
-def _grayscale(images: torch.Tensor) -> torch.Tensor:
-    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, H, W) luma (ITU-R 601 weights). Python-float weights, not a tensor:
+    a tensor made here would be traced into a TorchScript export on the tracing device."""
+    return images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114
 
 
 class SpectralBranch(nn.Module):
@@ -101,35 +102,33 @@ class SpectralBranch(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(out_channels, out_channels),
         )
-        self._bin_cache: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bin_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
-    def _radial_bins(
-        self, height: int, width: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (height, width, str(device))
+    def _radial_bins(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """(H*W, profile_bins): the centred spectrum's flattened values -> radial means."""
+        key = (int(height), int(width), str(device))  # ints: traced sizes never hit a cache
         if key not in self._bin_cache:
             ys = torch.arange(height, device=device, dtype=torch.float32) - height // 2
             xs = torch.arange(width, device=device, dtype=torch.float32) - width // 2
             radius = torch.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
             radius = radius / radius.max()
-            index = (radius * (self.profile_bins - 1)).round().long().flatten()  # (H*W,)
-            counts = torch.bincount(index, minlength=self.profile_bins).clamp_min(1).float()
-            self._bin_cache[key] = (index, counts)
+            index = (radius * (self.profile_bins - 1)).round().long()
+            self._bin_cache[key] = bin_average_matrix(index, self.profile_bins)
         return self._bin_cache[key]
 
     def log_spectrum(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) centred log-magnitude spectrum, zero mean and unit std per image."""
         with torch.autocast(device_type=images.device.type, enabled=False):
-            gray = _grayscale(images.float())
+            gray = grayscale(images.float()).unsqueeze(1)  # (B, 1, H, W)
             gray = gray - gray.mean(dim=(2, 3), keepdim=True)
             spectrum = torch.fft.fftshift(torch.fft.fft2(gray, norm="ortho"), dim=(-2, -1))
             height, width = spectrum.shape[-2:]
             # The DC bin of a zero-mean image is 0 up to float rounding, which the log turned
             # into anything from -4 to -16 std, different per FFT library, device and batch
             # (an ONNX export differed by 3e-4 in realness from it alone): pinned to exactly 0.
-            not_dc = torch.ones(height, width, device=spectrum.device)
-            not_dc[height // 2, width // 2] = 0.0
-            log_magnitude = torch.log(spectrum.abs() * not_dc + 1e-6)
+            magnitude = spectrum.abs()
+            magnitude[..., height // 2, width // 2] = 0.0
+            log_magnitude = torch.log(magnitude + 1e-6)
             mean = log_magnitude.mean(dim=(2, 3), keepdim=True)
             std = log_magnitude.std(dim=(2, 3), keepdim=True) + 1e-6
             return (log_magnitude - mean) / std
@@ -140,10 +139,9 @@ class SpectralBranch(nn.Module):
         features = F.adaptive_avg_pool2d(features, self.tokens_side)
         tokens = features.flatten(2).transpose(1, 2)  # (B, T, C)
         height, width = spectrum.shape[-2:]
-        index, counts = self._radial_bins(height, width, spectrum.device)
-        profile = spectrum.new_zeros(spectrum.shape[0], self.profile_bins)
-        profile.index_add_(1, index, spectrum.flatten(1))
-        profile = profile / counts  # (B, bins) azimuthal average
+        average = self._radial_bins(height, width, spectrum.device)
+        with torch.autocast(device_type=spectrum.device.type, enabled=False):
+            profile = spectrum.flatten(1) @ average  # (B, bins) azimuthal average, in fp32
         profile_token = self.profile_mlp(profile).unsqueeze(1)  # (B, 1, C)
         return tokens, profile_token
 
