@@ -11,6 +11,7 @@ is AUC mean ± std over seeds per family and perturbation, as a markdown table.
     python benchmarks/generalization.py --out xgen-aug -- --blur-prob 0.5 --jpeg-prob 0.5
     python benchmarks/generalization.py --out xgen --report-only        # re-print a finished run
     python benchmarks/generalization.py --out xgen --seeds 3 4 5        # more seeds, same folder
+    python benchmarks/generalization.py --out xgen --crops 5            # re-score: 5 views per image
 
 Arguments after `--` go to every `fakedet train` (to measure a change on the protocol).
 """
@@ -50,28 +51,35 @@ def one_seed(args: argparse.Namespace, seed: int, train_extra: list[str]) -> Non
     # best_model.pt: the epoch with the best val loss, what a user deploys (a run folder alone
     # would mean latest_model.pt).
     checkpoints = [str(runs / model / "best_model.pt") for model in args.models]
-    command = [*fakedet, "evaluate", str(data / "test"), *checkpoints, *perturb, "--json"]
+    crops = ["--crops", str(args.crops)]
+    command = [*fakedet, "evaluate", str(data / "test"), *checkpoints, *perturb, *crops, "--json"]
     print("$", " ".join(command), flush=True)
     evaluated = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    (folder / "evaluate.json").write_text(evaluated, encoding="utf-8")
-    if not (folder / "baseline.json").is_file():
+    (folder / f"evaluate{suffix(args)}.json").write_text(evaluated, encoding="utf-8")
+    if not (folder / f"baseline{suffix(args)}.json").is_file():
         run([sys.executable, str(Path(__file__).with_name("spectral_baseline.py")), str(data),
              str(data / "test"), "--img-size", str(args.img_size), "--perturb", *PERTURB,
-             "--json", str(folder / "baseline.json")])  # fmt: skip
+             *crops, "--json", str(folder / f"baseline{suffix(args)}.json")])  # fmt: skip
+
+
+def suffix(args: argparse.Namespace) -> str:
+    """Result files per scoring mode, so that --crops 5 re-scores a finished run beside it."""
+    return "" if args.crops == 1 else f"-crops{args.crops}"
 
 
 def collect(args: argparse.Namespace) -> dict[tuple[str, str, str], list[float]]:
     """(model, group, perturbation) -> AUC per seed."""
     found: dict[tuple[str, str, str], list[float]] = {}
     for folder in sorted(args.out.glob("seed*")):
-        if not (folder / "baseline.json").is_file():
+        baseline = folder / f"baseline{suffix(args)}.json"
+        if not baseline.is_file():
             continue  # a seed still running
-        evaluated = json.loads((folder / "evaluate.json").read_text(encoding="utf-8"))
+        evaluated = json.loads((folder / f"evaluate{suffix(args)}.json").read_text("utf-8"))
         for row in evaluated["results"]:
             model = Path(row["checkpoint"]).parent.name  # runs/<model>/best_model.pt
             key = (model, row["group"], row["perturbation"])
             found.setdefault(key, []).append(row["auc"])
-        for row in json.loads((folder / "baseline.json").read_text(encoding="utf-8")):
+        for row in json.loads(baseline.read_text(encoding="utf-8")):
             key = ("spectral baseline", row["group"], row["perturbation"])
             found.setdefault(key, []).append(row["auc"])
     return found
@@ -121,13 +129,20 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--crops",
+        type=int,
+        default=1,
+        choices=(1, 5),
+        help="views per test image for the detectors and the baseline alike (evaluate --crops)",
+    )
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     if not args.report_only:
         for seed in args.seeds:
             one_seed(args, seed, train_extra)
     text = report(collect(args))
-    (args.out / "report.md").write_text(text + "\n", encoding="utf-8")
+    (args.out / f"report{suffix(args)}.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
 

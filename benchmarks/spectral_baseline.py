@@ -8,6 +8,7 @@ the cross-generator protocol has it as a row.
 
     python benchmarks/spectral_baseline.py demo demo/test --img-size 128 --perturb jpeg:75 blur:1
     python benchmarks/spectral_baseline.py demo demo/test --json baseline.json
+    python benchmarks/spectral_baseline.py demo demo/test --crops 5   # centre + corners, as evaluate
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ def radial_log_spectrum(image: Image.Image) -> np.ndarray:
     return (sums / np.maximum(counts, 1))[1:]
 
 
-def features(paths: list[str], img_size: int, perturbation: Perturbation) -> np.ndarray:
-    crop = EvalTransform(img_size)
+def features(
+    paths: list[str], img_size: int, perturbation: Perturbation, crops: int = 1
+) -> np.ndarray:
+    """(images, crops, bins): the radial spectrum of each view `fakedet evaluate` scores."""
+    crop = EvalTransform(img_size, crops)
     rows = []
     for path in paths:
         image = perturbation.apply(load_rgb(path), key=path)
-        pixels = crop(image)  # the crop `fakedet evaluate` scores: (3, S, S) uint8
-        rows.append(radial_log_spectrum(Image.fromarray(pixels.permute(1, 2, 0).numpy())))
-    return np.stack(rows)
+        views = crop(image).view(crops, 3, img_size, img_size)  # uint8, as evaluate crops
+        rows.append(
+            [radial_log_spectrum(Image.fromarray(v.permute(1, 2, 0).numpy())) for v in views]
+        )
+    return np.array(rows)
 
 
 def main() -> None:
@@ -61,10 +67,13 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=128)
     parser.add_argument("--perturb", nargs="*", default=[], help="e.g. jpeg:75 blur:1")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument(
+        "--crops", type=int, default=1, choices=(1, 5), help="views per test image, as evaluate's"
+    )
     args = parser.parse_args()
 
     index = build_index(args.data_root, False, 0.1, 42)
-    train_x = features([s.path for s in index.train], args.img_size, Perturbation("none"))
+    train_x = features([s.path for s in index.train], args.img_size, Perturbation("none"))[:, 0]
     train_y = np.array([s.label >= 0.5 for s in index.train], int)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     model.fit(train_x, train_y)
@@ -72,8 +81,10 @@ def main() -> None:
     test_set = discover_test_set(args.test_root)
     rows = []
     for perturbation in parse_perturbations(list(args.perturb)):
-        x = features([s.path for s in test_set.samples], args.img_size, perturbation)
-        realness = model.predict_proba(x)[:, 1]
+        x = features([s.path for s in test_set.samples], args.img_size, perturbation, args.crops)
+        # The views' decision values (logits) averaged, as `fakedet evaluate --crops` does.
+        logits = model.decision_function(x.reshape(-1, x.shape[-1])).reshape(x.shape[:2])
+        realness = 1 / (1 + np.exp(-logits.mean(axis=1)))
         labels = np.array([s.label for s in test_set.samples])
         groups = np.array([s.group for s in test_set.samples])
         aucs = []

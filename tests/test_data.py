@@ -18,7 +18,7 @@ from fakedet.data.dataset import ImageDataset, collate
 from fakedet.data.layouts import build_index
 from fakedet.data.loader import EpochSampler, make_loader
 from fakedet.data.transforms import EvalTransform, TrainTransform, load_rgb
-from fakedet.errors import DataError
+from fakedet.errors import DataError, UsageError
 
 
 def test_folder_layout_labels_real_as_one(folder_dataset: Path) -> None:
@@ -138,6 +138,20 @@ def test_transforms_output_crops_and_small_images_are_upscaled() -> None:
     assert train(small, generator).shape == (3, 64, 64)
     assert train(large, generator).shape == (3, 64, 64)
     assert EvalTransform(64)(large).shape == (3, 64, 64)
+
+
+def test_five_crops_are_the_centre_and_the_four_corners() -> None:
+    pixels = np.arange(100 * 80 * 3, dtype=np.uint32).reshape(80, 100, 3) % 251
+    image = Image.fromarray(pixels.astype(np.uint8))  # 100 wide, 80 high
+    views = EvalTransform(64, crops=5)(image)
+    assert views.shape == (5, 3, 64, 64)
+    whole = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    assert torch.equal(views[0], EvalTransform(64)(image))  # the centre crop, as with crops=1
+    corners = [(0, 0), (0, 36), (16, 0), (16, 36)]  # (top, left): right and bottom edges touch
+    for view, (top, left) in zip(views[1:], corners, strict=True):
+        assert torch.equal(view, whole[:, top : top + 64, left : left + 64])
+    with pytest.raises(UsageError, match="--crops 3 is not 1 or 5"):
+        EvalTransform(64, crops=3)
 
 
 def test_sampler_order_is_a_function_of_seed_and_epoch() -> None:

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -159,6 +160,48 @@ def test_predict_threshold_moves_the_verdict(trained: tuple[Path, Path]) -> None
     lenient = _json(["predict", str(out), image, "--threshold", "0.0", "--json"])
     assert strict[0]["realness"] == lenient[0]["realness"]
     assert (strict[0]["verdict"], lenient[0]["verdict"]) == ("fake", "real")
+
+
+def test_score_views_averages_the_views_as_logits() -> None:
+    import torch
+
+    from fakedet.engine.inference import score_views
+
+    def mean_pixel(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"score": images.mean(dim=(1, 2, 3))}
+
+    images = torch.rand(4, 5, 3, 8, 8)
+    images[0] = 1.0  # a view the model is sure of: logit clamped, not infinite
+    one = score_views(mean_pixel, images[:, 0])
+    torch.testing.assert_close(one, images[:, 0].mean(dim=(1, 2, 3)))
+    five = score_views(mean_pixel, images)
+    each = torch.logit(images.mean(dim=(2, 3, 4)).clamp(1e-6, 1 - 1e-6))
+    torch.testing.assert_close(five, torch.sigmoid(each.mean(dim=1)))
+    assert torch.isfinite(five).all() and five[0] > 0.999
+
+
+def test_predict_and_evaluate_score_five_crops(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    _, out = trained
+    folder = tmp_path / "images"
+    big = folder / "big.png"
+    write_image(big, seed=3, size=96)  # larger than the run's 64 px
+    exact = folder / "exact.png"
+    Image.open(big).crop((16, 16, 80, 80)).save(exact)  # every view is the same 64 px
+    args = ["predict", str(out), str(folder), "--json", "--raw"]
+    centre = {Path(r["path"]).name: r for r in _json(args)}
+    five = {Path(r["path"]).name: r for r in _json([*args, "--crops", "5"])}
+    assert five["exact.png"]["raw"] == pytest.approx(centre["exact.png"]["raw"], abs=1e-5)
+    views = tmp_path / "views"
+    views.mkdir()
+    for left, top in [(16, 16), (0, 0), (32, 0), (0, 32), (32, 32)]:  # centre and corners
+        Image.open(big).crop((left, top, left + 64, top + 64)).save(views / f"{left}_{top}.png")
+    singles = [r["raw"] for r in _json(["predict", str(out), str(views), "--json", "--raw"])]
+    expected = 1 / (1 + np.exp(-np.mean([np.log(r / (1 - r)) for r in singles])))
+    assert five["big.png"]["raw"] == pytest.approx(expected, abs=1e-4)
+    bad = runner.invoke(app, ["evaluate", str(tmp_path), str(out), "--crops", "3"])
+    assert bad.exit_code == 2 and "--crops 3 is not 1 or 5" in " ".join(bad.output.split())
 
 
 def test_predict_bad_input_exits_2(trained: tuple[Path, Path], tmp_path: Path) -> None:

@@ -143,6 +143,15 @@ WorkersOption = Annotated[
         help="Loader workers \\[default: min(4, cores); min(12, cores) on CUDA].",
     ),
 ]
+CropsOption = Annotated[
+    int,
+    typer.Option(
+        "--crops",
+        help="Views per image: 1 (the centre crop at the checkpoint's img_size) or 5 (the centre "
+        "and the four corners, their scores averaged as logits: more of an image larger than "
+        "img_size is seen, at 5x the cost). Calibrate with the same views you score with.",
+    ),
+]
 CheckpointBatchOption = Annotated[
     int | None,
     typer.Option("--batch-size", min=1, help="Images per batch \\[default: the checkpoint's]."),

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from fakedet.cli.base import (
+    CropsOption,
     DeviceOption,
     JsonOption,
     WorkersOption,
@@ -138,6 +139,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
     num_workers: WorkersOption = None,
     device: DeviceOption = "auto",
+    crops: CropsOption = 1,
     use_csv: Annotated[
         bool,
         typer.Option(
@@ -174,6 +176,7 @@ def evaluate(
                 use_csv,
                 on_start=lambda total: progress.update(task, total=total),
                 on_images=lambda done: progress.advance(task, done),
+                crops=crops,
             )
         written = []
         if csv_file is not None:

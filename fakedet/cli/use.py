@@ -14,6 +14,7 @@ from fakedet.cli.base import (
     CheckpointArgument,
     CheckpointBatchOption,
     CheckpointCsvOption,
+    CropsOption,
     DeviceOption,
     JsonOption,
     WorkersOption,
@@ -66,12 +67,14 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
     device: DeviceOption = "auto",
     num_workers: WorkersOption = None,
+    crops: CropsOption = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Score images: calibrated realness in [0, 1] (1 = real photo) and a real/fake verdict.
 
-    Each image is scored on its centre crop at the checkpoint's img_size, as in validation; the
-    score is calibrated and the verdict taken at the threshold the checkpoint stores.
+    Each image is scored on its centre crop at the checkpoint's img_size, as in validation
+    (--crops 5: also the four corners); the score is calibrated and the verdict taken at the
+    threshold the checkpoint stores.
 
     Examples:
 
@@ -102,7 +105,7 @@ def predict(
         if loaded.calibration is None:
             note_uncalibrated(checkpoint)
         predictions = predict_images(
-            model, images, loaded.img_size, calibration, threshold, batch_size, num_workers
+            model, images, loaded.img_size, calibration, threshold, batch_size, num_workers, crops
         )
         cut = calibration.threshold if threshold is None else threshold
         rows = [prediction.as_row(raw) for prediction in predictions]

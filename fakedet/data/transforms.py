@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
+from fakedet.errors import UsageError
+
 # Pillow's own guard (about 179M pixels raises) stays on: larger files are refused as bombs.
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -75,7 +77,7 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A uint8 (B, 3, H, W) batch on `device` as float32 in [0, 1]."""
+    """A uint8 (B, 3, H, W) or (B, views, 3, H, W) batch on `device` as float32 in [0, 1]."""
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
@@ -146,17 +148,39 @@ class TrainTransform:
         return to_tensor(image)
 
 
-class EvalTransform:
-    """Deterministic: upscale only if smaller than the crop, then a centre crop."""
+# Views `--crops` can score: the centre crop alone, or the centre and the four corners.
+CROP_CHOICES = (1, 5)
 
-    def __init__(self, img_size: int) -> None:
+
+def check_crops(crops: int) -> int:
+    """Raises: UsageError: `crops` is not one of CROP_CHOICES."""
+    if crops not in CROP_CHOICES:
+        choices = " or ".join(str(c) for c in CROP_CHOICES)
+        raise UsageError(f"--crops {crops} is not {choices} (the centre, or centre and corners).")
+    return crops
+
+
+class EvalTransform:
+    """Deterministic: upscale only if smaller than the crop, then a centre crop (3, S, S); with
+    `crops` 5, the centre and the four corners (5, 3, S, S), for images larger than the crop."""
+
+    def __init__(self, img_size: int, crops: int = 1) -> None:
         self.img_size = img_size
+        self.crops = check_crops(crops)
 
     def __call__(
         self, image: Image.Image, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         image = _at_least(image, self.img_size)
         width, height = image.size
-        left = (width - self.img_size) // 2
-        top = (height - self.img_size) // 2
-        return to_tensor(image.crop((left, top, left + self.img_size, top + self.img_size)))
+        size = self.img_size
+        corners = [((width - size) // 2, (height - size) // 2)]
+        if self.crops == 5:
+            corners += [
+                (0, 0),
+                (width - size, 0),
+                (0, height - size),
+                (width - size, height - size),
+            ]
+        views = [to_tensor(image.crop((x, y, x + size, y + size))) for x, y in corners]
+        return views[0] if self.crops == 1 else torch.stack(views)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from torch import nn
 from fakedet.config import config_to_dict
 from fakedet.data.loader import make_loader
 from fakedet.data.samples import IMAGE_SUFFIXES, DatasetIndex, Sample
-from fakedet.data.transforms import EvalTransform, pixels_to_float
+from fakedet.data.transforms import EvalTransform, check_crops, pixels_to_float
 from fakedet.engine.build import build_loss, build_model, index_dataset, loader_options
 from fakedet.engine.calibration import (
     IDENTITY,
@@ -118,6 +118,25 @@ def calibration_of(checkpoint: Checkpoint) -> Calibration:
     return checkpoint.calibration or IDENTITY
 
 
+# Scores are clamped this far from 0 and 1 before their logits are averaged: an fp32 sigmoid
+# saturates to exactly 1.0, whose logit is infinite.
+VIEW_SCORE_EPS = 1e-6
+
+
+def score_views(
+    model: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor
+) -> torch.Tensor:
+    """Raw realness (B,) of float images (B, 3, S, S), or of (B, V, 3, S, S) views of each image:
+    the views' scores are averaged as logits (a view that is sure counts for more than one
+    near 0.5, as the detector's evidence adds up), then mapped back to [0, 1]."""
+    if images.dim() == 4:
+        return model(images)["score"].float()
+    batch, views = images.shape[:2]
+    scores = model(images.flatten(0, 1))["score"].float()
+    logits = torch.logit(scores.clamp(VIEW_SCORE_EPS, 1 - VIEW_SCORE_EPS)).view(batch, views)
+    return torch.sigmoid(logits.mean(dim=1))
+
+
 @torch.no_grad()
 def predict_images(
     model: nn.Module,
@@ -127,16 +146,19 @@ def predict_images(
     threshold: float | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
+    crops: int = 1,
 ) -> list[Prediction]:
-    """Calibrated realness of each image (a centre crop of `img_size`, as in validation) and its
-    verdict at `threshold` (default: the calibration's), in input order."""
+    """Calibrated realness of each image (a centre crop of `img_size`, as in validation; with
+    `crops` 5 also the four corners, see `score_views`) and its verdict at `threshold`
+    (default: the calibration's), in input order."""
+    check_crops(crops)
     device = next(model.parameters()).device
     samples = [Sample(str(path), 0.0) for path in paths]
     workers = default_num_workers(device_type=device.type) if num_workers is None else num_workers
     workers = min(workers, max(0, len(samples) // batch_size))  # no processes for a few images
     loader = make_loader(
         samples,
-        EvalTransform(img_size),
+        EvalTransform(img_size, crops),
         batch_size,
         train=False,
         seed=0,
@@ -150,7 +172,7 @@ def predict_images(
         errors.update(dict(batch["skipped"]))
         if batch["images"] is None:
             continue
-        scores = model(pixels_to_float(batch["images"], device))["score"].float().cpu()
+        scores = score_views(model, pixels_to_float(batch["images"], device)).cpu()
         realness.update(zip(batch["indices"].tolist(), scores.tolist(), strict=True))
     cut = calibration.threshold if threshold is None else threshold
     predictions = []

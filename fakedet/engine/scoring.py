@@ -24,11 +24,11 @@ from fakedet.data.layouts import TestSet, discover_test_set
 from fakedet.data.loader import init_worker
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.samples import Sample
-from fakedet.data.transforms import EvalTransform, load_rgb, pixels_to_float
+from fakedet.data.transforms import EvalTransform, check_crops, load_rgb, pixels_to_float
 from fakedet.engine.build import loader_options
 from fakedet.engine.calibration import Calibration
 from fakedet.engine.checkpoint import checkpoint_path
-from fakedet.engine.inference import calibration_of, load_detector
+from fakedet.engine.inference import calibration_of, load_detector, score_views
 from fakedet.engine.metrics import TEST_METRICS, group_metrics, mean_over_groups
 from fakedet.engine.runtime import resolve_device
 from fakedet.hardware import default_num_workers
@@ -53,14 +53,19 @@ class Detector:
 
 
 class PerturbedCrops(Dataset):
-    """Item i: sample i decoded once, perturbed, and centre-cropped at every size in `sizes`."""
+    """Item i: sample i decoded once, perturbed, and cropped at every size in `sizes` (the centre,
+    or with `views` 5 the centre and the four corners)."""
 
     def __init__(
-        self, samples: Sequence[Sample], perturbation: Perturbation, sizes: Sequence[int]
+        self,
+        samples: Sequence[Sample],
+        perturbation: Perturbation,
+        sizes: Sequence[int],
+        views: int = 1,
     ) -> None:
         self.samples = list(samples)
         self.perturbation = perturbation
-        self.crops = {size: EvalTransform(size) for size in sizes}
+        self.crops = {size: EvalTransform(size, views) for size in sizes}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -95,10 +100,13 @@ def score_samples(
     batch_size: int = 32,
     num_workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    crops: int = 1,
 ) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Realness of every sample under `perturbation` by every detector: (detectors, samples),
-    NaN where the file could not be decoded; plus those files as (path, reason)."""
-    dataset = PerturbedCrops(samples, perturbation, sorted({d.img_size for d in detectors}))
+    NaN where the file could not be decoded; plus those files as (path, reason). With `crops`
+    5 each image's five views are scored and averaged as logits (`score_views`)."""
+    sizes = sorted({d.img_size for d in detectors})
+    dataset = PerturbedCrops(samples, perturbation, sizes, crops)
     options = loader_options(device, num_workers)
     loader = DataLoader(
         dataset,
@@ -118,7 +126,7 @@ def score_samples(
                 size: pixels_to_float(crops, device) for size, crops in batch["crops"].items()
             }
             for row, detector in enumerate(detectors):
-                realness = detector.model(images[detector.img_size])["score"].float().cpu()
+                realness = score_views(detector.model, images[detector.img_size]).cpu()
                 scores[row, batch["indices"]] = realness.numpy()
         if on_batch is not None:
             on_batch(len(batch["indices"]) + len(batch["skipped"]))
@@ -193,6 +201,7 @@ def evaluate_test_set(
     use_csv: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_images: Callable[[int], None] | None = None,
+    crops: int = 1,
 ) -> dict[str, Any]:
     """Score every image under `test_root` with every checkpoint, per group and perturbation.
 
@@ -204,13 +213,16 @@ def evaluate_test_set(
         use_csv: read labels (and generators) from labels.csv or test.csv.
         on_start: called once with the number of images to score (all perturbations).
         on_images: called with the number of images finished after each batch.
+        crops: 1 (the centre crop) or 5 (centre and corners, scores averaged as logits).
 
     Returns:
         The SPEC 11 report: test_root, checkpoints, perturbations, results, skipped.
 
     Raises:
-        UsageError: bad perturbations, no labelled image, or a checkpoint that is not one.
+        UsageError: bad perturbations or --crops, no labelled image, or a checkpoint that is not
+            one.
     """
+    check_crops(crops)
     perturbations = parse_perturbations(list(perturb))
     test_set = discover_test_set(test_root, use_csv)
     resolved = resolve_device(device)
@@ -223,8 +235,9 @@ def evaluate_test_set(
     skipped = dict(test_set.skipped)
     for perturbation in perturbations:
         scores, unreadable = score_samples(
-            test_set.samples, detectors, perturbation, resolved, batch_size, workers, on_images
-        )
+            test_set.samples, detectors, perturbation, resolved, batch_size, workers, on_images,
+            crops,
+        )  # fmt: skip
         skipped.update(unreadable)
         for row, detector in enumerate(detectors):
             results += group_results(test_set, detector, perturbation, scores[row], list(skipped))
@@ -236,6 +249,7 @@ def evaluate_test_set(
         "checkpoints": [str(checkpoint_path(path)) for path in checkpoints],
         "calibrated": {d.name: not d.calibration.is_identity for d in detectors},
         "perturbations": [perturbation.name for perturbation in perturbations],
+        "crops": crops,
         "results": results,
         "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())],
     }
