@@ -182,6 +182,25 @@ def test_calibrate_writes_a_new_checkpoint_and_leaves_its_input_byte_identical(
     assert bad.exit_code == 2 and "threshold-rule" in bad.output
 
 
+def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
+    run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, out = run
+    args = ["calibrate", str(out / "best_model.pt"), str(data), "--json"]
+    centre = json.loads(runner.invoke(app, [*args, "-o", str(tmp_path / "c.pt")]).output)
+    five = runner.invoke(app, [*args, "--crops", "5", "-o", str(tmp_path / "5.pt")])
+    assert five.exit_code == 0, five.output
+    fitted = json.loads(five.output)["calibration"]
+    assert (
+        "5 views per image" in fitted["fitted_on"]
+        and "views" not in centre["calibration"]["fitted_on"]
+    )
+    # The run's images are exactly its img_size, so all five views are the same crop: the same
+    # scores, the same fit.
+    assert fitted["params"] == pytest.approx(centre["calibration"]["params"], rel=1e-4)
+    assert fitted["n_images"] == centre["calibration"]["n_images"]
+
+
 def test_a_checkpoint_without_calibration_reads_raw_scores_at_0_5_said_once(
     tmp_path: Path,
 ) -> None:

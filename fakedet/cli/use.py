@@ -293,6 +293,7 @@ def calibrate(
     device: DeviceOption = "auto",
     num_workers: WorkersOption = None,
     use_csv: CheckpointCsvOption = None,
+    crops: CropsOption = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Refit how a checkpoint's score is read: calibration and operating threshold.
@@ -321,6 +322,7 @@ def calibrate(
             batch_size,
             num_workers,
             use_csv,
+            crops,
         )
         if as_json:
             print_json({"output": str(output), "calibration": calibration.to_dict()})

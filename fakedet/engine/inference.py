@@ -351,8 +351,10 @@ def calibrate_checkpoint(
     batch_size: int | None = None,
     num_workers: int | None = None,
     use_csv: bool | None = None,
+    crops: int = 1,
 ) -> Calibration:
     """Refit a checkpoint's calibration and threshold on a labelled split; write it to `output`.
+    With `crops` 5 the fit is on the scores `predict --crops 5` gives (five views per image).
 
     Raises:
         UsageError: `output` is the input checkpoint (it is never overwritten), a bad method or
@@ -366,10 +368,24 @@ def calibrate_checkpoint(
         )
     check_method(method)
     parse_rule(rule)
+    check_crops(crops)
     result = score_labelled_set(path, data_root, split, device, batch_size, num_workers, use_csv)
-    fitted_on = f"{data_root} ({result.scored})"
+    scores, scored = result.scores.scores, result.scored
+    if crops != 1:
+        # Re-scored as predict scores them; the split, its order and its labels stay those above.
+        model, checkpoint = load_detector(path, device)
+        views = predict_images(
+            model,
+            [Path(p) for p in result.scores.paths],
+            checkpoint.img_size,
+            batch_size=batch_size or checkpoint.batch_size,
+            num_workers=num_workers,
+            crops=crops,
+        )
+        scores = np.array([np.nan if v.raw is None else v.raw for v in views])
+        scored = f"{scored}, {crops} views per image"
     calibration = fit_calibration(
-        result.scores.scores, result.scores.labels, method, rule, fitted_on
+        scores, result.scores.labels, method, rule, f"{data_root} ({scored})"
     )
     result.checkpoint.calibration = calibration
     save_checkpoint(output, result.checkpoint)
