@@ -183,7 +183,7 @@ def test_score_views_averages_the_views_as_logits() -> None:
 def test_predict_and_evaluate_score_five_crops(trained: tuple[Path, Path], tmp_path: Path) -> None:
     from PIL import Image
 
-    _, out = trained
+    data, out = trained
     folder = tmp_path / "images"
     big = folder / "big.png"
     write_image(big, seed=3, size=96)  # larger than the run's 64 px
@@ -200,6 +200,13 @@ def test_predict_and_evaluate_score_five_crops(trained: tuple[Path, Path], tmp_p
     singles = [r["raw"] for r in _json(["predict", str(out), str(views), "--json", "--raw"])]
     expected = 1 / (1 + np.exp(-np.mean([np.log(r / (1 - r)) for r in singles])))
     assert five["big.png"]["raw"] == pytest.approx(expected, abs=1e-4)
+    table = tmp_path / "table.md"
+    args = ["evaluate", str(data / "val"), str(out), "--crops", "5", "--markdown", str(table)]
+    evaluated = runner.invoke(app, args)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "5 views per image" in " ".join(evaluated.output.split())
+    assert "5 views per image" in table.read_text()
+    assert json.loads(runner.invoke(app, [*args, "--json"]).stdout)["crops"] == 5
     bad = runner.invoke(app, ["evaluate", str(tmp_path), str(out), "--crops", "3"])
     assert bad.exit_code == 2 and "--crops 3 is not 1 or 5" in " ".join(bad.output.split())
 

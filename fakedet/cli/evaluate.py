@@ -77,10 +77,16 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def _views(report: dict[str, Any]) -> str:
+    """', 5 views per image' when the images were scored on several crops, else ''."""
+    crops = report.get("crops", 1)
+    return f", {crops} views per image" if crops != 1 else ""
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Paper-ready tables: one per perturbation, AUC / AP / accuracy per checkpoint."""
     names = _short_names(report["checkpoints"])
-    lines = [f"Test set: `{report['test_root']}` ({report['layout']})", ""]
+    lines = [f"Test set: `{report['test_root']}` ({report['layout']}){_views(report)}", ""]
     for perturbation in report["perturbations"]:
         header = ["group", "real/fake"]
         for checkpoint in report["checkpoints"]:
@@ -194,7 +200,8 @@ def evaluate(
             return
         console.print(
             f"{report['test_root']} ({report['layout']}): {report['images']} images in "
-            f"{len(report['groups'])} group(s), {len(report['checkpoints'])} checkpoint(s)",
+            f"{len(report['groups'])} group(s), {len(report['checkpoints'])} checkpoint(s)"
+            f"{_views(report)}",
             highlight=False,
         )
         for table in render_tables(report):
