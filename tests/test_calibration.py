@@ -199,6 +199,13 @@ def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
     # scores, the same fit.
     assert fitted["params"] == pytest.approx(centre["calibration"]["params"], rel=1e-4)
     assert fitted["n_images"] == centre["calibration"]["n_images"]
+    # An unreadable file is left out, as the centre-crop path's validation leaves it out.
+    other = make_folder_dataset(tmp_path / "other", per_class=4)
+    (other / "val" / "real" / "broken.png").write_bytes(b"not an image")
+    args = ["calibrate", str(out / "best_model.pt"), str(other), "--json", "--crops", "5"]
+    broken = runner.invoke(app, [*args, "-o", str(tmp_path / "b.pt")])
+    assert broken.exit_code == 0, broken.output
+    assert json.loads(broken.output)["calibration"]["n_images"] == 8
 
 
 def test_a_checkpoint_without_calibration_reads_raw_scores_at_0_5_said_once(

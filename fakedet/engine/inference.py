@@ -224,6 +224,31 @@ class ScoredSet:
     skipped: dict[str, str]
 
 
+def _labelled_split(
+    checkpoint: Checkpoint, data_root: Path, split: str, use_csv: bool | None
+) -> tuple[DatasetIndex, str, str, list[Sample]]:
+    """(index, split, which images in words, its samples) of `data_root` under the checkpoint's
+    split rule; `split` "auto" as `score_labelled_set` says.
+
+    Raises:
+        UsageError: an unknown split; DataError: an empty one.
+    """
+    if split not in ("auto", "val", "train", "all"):
+        raise UsageError(f"--split {split!r} is not one of auto, val, train, all.")
+    index = index_dataset(checkpoint.config, data_root, use_csv, allow_test_set=True)
+    scored = "the val split"
+    if split == "auto":
+        split = "val" if index.has_train_split else "all"
+        if split == "all":
+            scored = "every image (no train split: a test set)"
+    elif split != "val":
+        scored = "every image" if split == "all" else "the train split"
+    samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
+    if not samples:
+        raise DataError(f"The {split} split of {data_root} has no images.")
+    return index, split, scored, samples
+
+
 def score_labelled_set(
     path: Path,
     data_root: Path,
@@ -242,21 +267,9 @@ def score_labelled_set(
     Raises:
         UsageError: an unknown split; DataError / CheckpointError as the loaders raise them.
     """
-    if split not in ("auto", "val", "train", "all"):
-        raise UsageError(f"--split {split!r} is not one of auto, val, train, all.")
     model, checkpoint = load_detector(path, device)
     config = checkpoint.config
-    index = index_dataset(config, data_root, use_csv, allow_test_set=True)
-    scored = "the val split"
-    if split == "auto":
-        split = "val" if index.has_train_split else "all"
-        if split == "all":
-            scored = "every image (no train split: a test set)"
-    elif split != "val":
-        scored = "every image" if split == "all" else "the train split"
-    samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
-    if not samples:
-        raise DataError(f"The {split} split of {data_root} has no images.")
+    index, split, scored, samples = _labelled_split(checkpoint, data_root, split, use_csv)
     on_device = next(model.parameters()).device
     workers = (
         default_num_workers(device_type=on_device.type) if num_workers is None else num_workers
@@ -369,26 +382,31 @@ def calibrate_checkpoint(
     check_method(method)
     parse_rule(rule)
     check_crops(crops)
-    result = score_labelled_set(path, data_root, split, device, batch_size, num_workers, use_csv)
-    scores, scored = result.scores.scores, result.scored
-    if crops != 1:
-        # Re-scored as predict scores them; the split, its order and its labels stay those above.
+    if crops == 1:  # as the trainer validates
+        result = score_labelled_set(
+            path, data_root, split, device, batch_size, num_workers, use_csv
+        )
+        checkpoint, scored = result.checkpoint, result.scored
+        scores, labels = result.scores.scores, result.scores.labels
+    else:  # as `predict --crops` scores; unreadable files are left out, as validation does
         model, checkpoint = load_detector(path, device)
-        views = predict_images(
+        _, _, scored, samples = _labelled_split(checkpoint, data_root, split, use_csv)
+        predictions = predict_images(
             model,
-            [Path(p) for p in result.scores.paths],
+            [Path(sample.path) for sample in samples],
             checkpoint.img_size,
             batch_size=batch_size or checkpoint.batch_size,
             num_workers=num_workers,
             crops=crops,
-        )
-        scores = np.array([np.nan if v.raw is None else v.raw for v in views])
+        )  # in input order: prediction i is sample i
+        read = [
+            (p.raw, s.label) for p, s in zip(predictions, samples, strict=True) if p.raw is not None
+        ]
+        scores, labels = np.array([raw for raw, _ in read]), np.array([label for _, label in read])
         scored = f"{scored}, {crops} views per image"
-    calibration = fit_calibration(
-        scores, result.scores.labels, method, rule, f"{data_root} ({scored})"
-    )
-    result.checkpoint.calibration = calibration
-    save_checkpoint(output, result.checkpoint)
+    calibration = fit_calibration(scores, labels, method, rule, f"{data_root} ({scored})")
+    checkpoint.calibration = calibration
+    save_checkpoint(output, checkpoint)
     return calibration
 
 
