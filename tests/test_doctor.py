@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conftest import make_folder_dataset, tiny_train_args
+from conftest import make_folder_dataset, tiny_train_args, write_image
 from fakedet import doctor
 from fakedet.advisor import HardwareInfo, recommend
 from fakedet.cli import app
@@ -426,6 +426,10 @@ def stalled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 3-epoch run at an LR far below the seed's range (2e-6 at effective batch 8)."""
     root = tmp_path_factory.mktemp("doctor")
     data = make_folder_dataset(root / "data")
+    # Fakes drawn like the reals: the spectrum read, fitted before the first step, would
+    # separate noise from up-sampled noise perfectly, and the loss fall without any learning.
+    for number, path in enumerate(sorted(data.glob("*/fake/*.png"))):
+        write_image(path, 1000 + number)
     args = tiny_train_args(data, root / "run")
     args[args.index("--lr") + 1] = "2e-6"
     args[args.index("--epochs") + 1] = "3"

@@ -55,6 +55,7 @@ def test_resume_from_epoch_2_is_bit_exact(
     )
     assert result.exit_code == 0, result.output
     assert "LR" in result.output and "schedule unchanged" in result.output
+    assert "spectrum read fitted" not in result.output  # the checkpoint's read, not a new fit
     _assert_same_weights(full_run / "latest_model.pt", resumed_run / "latest_model.pt")
     full_history = json.loads((full_run / "training_history.json").read_text())
     resumed_history = json.loads((resumed_run / "training_history.json").read_text())

@@ -66,6 +66,9 @@ def test_train_writes_the_output_folder(folder_dataset: Path, tmp_path: Path) ->
     assert state.state.epoch == 2 and state.model_name == "fast"
     assert state.config.img_size == 64
     assert "val_auc" in result.output or "val AUC" in result.output
+    # The spectrum read was fitted before the first step, on the 16 train images, and saved.
+    assert "spectrum read fitted on 16 train images" in result.output
+    assert bool(state.model_state["coherence_branch.spectrum_read_fitted"])
 
 
 def test_tensorboard_has_the_spec_tags(folder_dataset: Path, tmp_path: Path) -> None:

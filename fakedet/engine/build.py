@@ -31,6 +31,7 @@ from fakedet.engine.logging import Reporter
 from fakedet.engine.losses import DetectorLoss
 from fakedet.engine.runtime import Precision, resolve_device, resolve_precision
 from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
+from fakedet.engine.spectrum_read import fit_spectrum_read
 from fakedet.engine.state import Checkpoint, TrainState
 from fakedet.errors import CheckpointError
 from fakedet.models import create_model
@@ -281,6 +282,12 @@ def build_training(
         module = build_model(config.mode, config.img_size, runtime.device, weights)
     else:
         module = model.to(runtime.device)
+    if resume is None:  # a resumed run has its fitted read in the checkpoint's weights
+        fitted = fit_spectrum_read(
+            module, index.train, config.img_size, batch_size, runtime.device, config.seed, options
+        )
+        if fitted is not None:
+            reporter.info(fitted.describe())
     optimizer = torch.optim.AdamW(parameter_groups(module, config.weight_decay), lr=config.lr)
     scaler = torch.amp.GradScaler(
         runtime.device.type, enabled=runtime.precision.use_scaler, **GRAD_SCALER_OPTIONS

@@ -19,10 +19,14 @@ branch has a second logit from the same FFT, linear in the radial log power spec
 classic spectral detector, Durall et al. 2020): a fake's missing or re-shaped top of the band
 shows there at any scale. Being linear in log power it moves every image alike under a blur (a
 blur adds the same log|H(f)|^2 to each) wherever the power stays above float precision, and the
-image is normalised first, so contrast drops out.
+image is normalised first, so contrast drops out. That read is a logistic regression on fixed
+features, so it is fitted in closed form before training and then frozen
+(engine/spectrum_read.py), not trained by SGD.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -39,11 +43,13 @@ COHERENCE_BLOCK = 4
 COHERENCE_BINS = 16  # radial profile bins per shift
 SHIFTS = 3  # half a band along x, along y, along both
 SPECTRUM_BINS = 32  # rings of the radial log power spectrum, DC (left out) to the band's edge
-# The spectrum logit is GAIN * linear(profile), a reparametrisation that multiplies that layer's
-# effective Adam step: a linear model on 32 numbers needs far more steps than a short run gives
-# it at the CNN's learning rate (protocol, README: gain 1 / 10 / 30 / 100 gave full 0.951 /
-# 0.962 / 0.970 / 0.967 mean AUC). It starts at zero, so an untrained model's score is unmoved.
-SPECTRUM_GAIN = 30.0
+# The coherence logit is GAIN * mlp(profile), a reparametrisation that multiplies the MLP's
+# effective Adam step. Next to the fitted spectrum read (a logit of a few units either way on
+# every image) the coherence cue must be the louder one where it fires, or the read's spread
+# over real-looking spectra drowns it on fakes whose spectrum was equalised. On the protocol
+# (seeds 0-2, README) gain 1 / 3 / 6 / 10 gave `spectrum_matched` 0.906 / 0.981 / 0.991 / 0.995
+# (full; fast 0.881 / 0.943 / 0.983 / 0.991) and `laundered` 0.921 / 0.924 / 0.918 / 0.914.
+COHERENCE_GAIN = 6.0
 # Quadrants of the FFT's (unshifted) spectrum as (row, column) halves, and the pairs that each
 # half-band shift matches: along x, along y, along both.
 QUADRANTS = {"top_left": (0, 0), "top_right": (0, 1), "bottom_left": (1, 0), "bottom_right": (1, 1)}
@@ -102,10 +108,11 @@ class SpectralCoherenceBranch(nn.Module):
 
     Coherence: for each of the three half-band shifts, the coherence of each block of
     frequencies, averaged in `COHERENCE_BINS` rings of radial frequency (48 values in [0, 1]);
-    then BatchNorm and a two-layer MLP to a logit. Spectrum: the mean log power in
-    `SPECTRUM_BINS` rings; BatchNorm and a linear layer (x SPECTRUM_GAIN).
-    The detector adds both logits to its own, and each is also trained alone (see
-    losses.AUX_LOSS_WEIGHT).
+    then BatchNorm and a two-layer MLP to a logit (x COHERENCE_GAIN), trained with the model
+    and alone too (losses.AUX_LOSS_WEIGHT). Spectrum: the mean log power in `SPECTRUM_BINS`
+    rings, standardised and read by a linear layer: both frozen, set by `set_spectrum_read`
+    (the engine's closed-form fit) and zero until then, so an unfitted read moves no score.
+    The detector adds both logits to its own.
     """
 
     def __init__(self, hidden: int = 64) -> None:
@@ -115,11 +122,35 @@ class SpectralCoherenceBranch(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
         )
-        self.spectrum_norm = nn.BatchNorm1d(SPECTRUM_BINS)
+        # The read's standardisation is a BatchNorm kept in eval mode (see `train`): its running
+        # mean and variance are the fit's, never batch statistics.
+        self.spectrum_norm = nn.BatchNorm1d(SPECTRUM_BINS, affine=False)
         self.spectrum_linear = nn.Linear(SPECTRUM_BINS, 1)
         nn.init.zeros_(self.spectrum_linear.weight)
         nn.init.zeros_(self.spectrum_linear.bias)
+        self.spectrum_linear.requires_grad_(False)
+        # Saved with the weights: whether the read was fitted (checkpoints of the weeks when it
+        # was trained by SGD lack it, and do not load: their scores would differ).
+        self.register_buffer("spectrum_read_fitted", torch.zeros((), dtype=torch.bool))
         self._cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
+
+    def train(self, mode: bool = True) -> SpectralCoherenceBranch:
+        super().train(mode)
+        self.spectrum_norm.eval()  # fixed standardisation, in training too
+        return self
+
+    @torch.no_grad()
+    def set_spectrum_read(
+        self, mean: Sequence[float], variance: Sequence[float], weight: Sequence[float], bias: float
+    ) -> None:
+        """Set the spectrum read to a fitted logistic regression: realness logit = weight .
+        (profile - mean) / sqrt(variance + eps) + bias, per SPECTRUM_BINS ring."""
+        norm = self.spectrum_norm
+        norm.running_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        norm.running_var.copy_(torch.as_tensor(variance, dtype=torch.float32))
+        self.spectrum_linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).view(1, -1))
+        self.spectrum_linear.bias.fill_(float(bias))
+        self.spectrum_read_fitted.fill_(True)
 
     def _constants(
         self, height: int, width: int, device: torch.device
@@ -206,5 +237,6 @@ class SpectralCoherenceBranch(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 2) realness logits: coherence, radial spectrum."""
         coherence, spectrum = self.profiles(images)
-        spectrum_logit = self.spectrum_linear(self.spectrum_norm(spectrum)) * SPECTRUM_GAIN
-        return torch.cat([self.mlp(self.norm(coherence)), spectrum_logit], dim=1)
+        spectrum_logit = self.spectrum_linear(self.spectrum_norm(spectrum))
+        coherence_logit = self.mlp(self.norm(coherence)) * COHERENCE_GAIN
+        return torch.cat([coherence_logit, spectrum_logit], dim=1)
