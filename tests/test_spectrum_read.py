@@ -96,3 +96,20 @@ def test_weights_with_an_sgd_trained_read_do_not_load() -> None:
     state["coherence_branch.spectrum_norm.bias"] = torch.zeros(32)
     with pytest.raises(CheckpointError, match="do not fit"):
         build_model("fast", 64, torch.device("cpu"), state)
+
+
+def test_a_large_train_split_is_fitted_on_a_seeded_draw(
+    folder_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fakedet.engine.spectrum_read as spectrum_read
+
+    monkeypatch.setattr(spectrum_read, "READ_FIT_IMAGES", 10)
+    samples = train_samples(folder_dataset)
+    reads = []
+    for seed in (0, 0, 1):
+        model = create_model("fast", img_size=64)
+        fit = fit_spectrum_read(model, samples, 64, 4, torch.device("cpu"), seed, OPTIONS)
+        assert fit is not None and fit.images == 10
+        reads.append(model.coherence_branch.spectrum_linear.weight.clone())
+    # The same seed draws the same images (every DDP rank fits the same read); another, others.
+    assert torch.equal(reads[0], reads[1]) and not torch.equal(reads[0], reads[2])
