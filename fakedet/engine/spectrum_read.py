@@ -50,7 +50,7 @@ class ReadFit:
 
 
 def _profiles(
-    model: nn.Module,
+    branch: nn.Module,
     samples: Sequence[Sample],
     img_size: int,
     batch_size: int,
@@ -58,7 +58,6 @@ def _profiles(
     loader_options: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, bins) radial log spectra of the samples' centre crops, and their labels (1 = real)."""
-    branch = model.coherence_branch
     loader = make_eval_loader(samples, img_size, batch_size, seed=0, **loader_options)
     rows, labels = [], []
     with torch.no_grad():
@@ -92,7 +91,7 @@ def fit_spectrum_read(
     if len(chosen) > READ_FIT_IMAGES:
         chosen = random.Random(seed).sample(chosen, READ_FIT_IMAGES)
     options = {**loader_options, "persistent_workers": False}  # one pass: no workers kept
-    features, labels = _profiles(model, chosen, img_size, batch_size, device, options)
+    features, labels = _profiles(branch, chosen, img_size, batch_size, device, options)
     if len(np.unique(labels)) < 2:
         return None
     mean, variance = features.mean(axis=0), features.var(axis=0)

@@ -129,8 +129,8 @@ class SpectralCoherenceBranch(nn.Module):
         nn.init.zeros_(self.spectrum_linear.weight)
         nn.init.zeros_(self.spectrum_linear.bias)
         self.spectrum_linear.requires_grad_(False)
-        # Saved with the weights: whether the read was fitted (checkpoints of the weeks when it
-        # was trained by SGD lack it, and do not load: their scores would differ).
+        # Saved with the weights: whether the read was fitted. (Checkpoints of the weeks when it
+        # was trained by SGD do not load: they lack this and have the affine norm's two keys.)
         self.register_buffer("spectrum_read_fitted", torch.zeros((), dtype=torch.bool))
         self._cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
