@@ -31,18 +31,13 @@ from torch.utils.data import DataLoader
 from fakedet.advisor import detect_hardware, recommend
 from fakedet.config import TrainingConfig
 from fakedet.data.demo import build_demo_dataset
-from fakedet.data.loader import make_loader
+from fakedet.data.layouts import index_dataset
+from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.transforms import TrainTransform
-from fakedet.engine.build import (
-    build_runtime,
-    build_training,
-    index_dataset,
-    loader_options,
-    seed_everything,
-)
-from fakedet.engine.checkpointer import Checkpointer
-from fakedet.engine.logging import Reporter
-from fakedet.engine.trainer import Trainer
+from fakedet.training.build import build_runtime, build_training, seed_everything
+from fakedet.training.checkpointer import Checkpointer
+from fakedet.training.logging import Reporter
+from fakedet.training.trainer import Trainer
 
 
 class CachedLoader:

@@ -17,9 +17,9 @@ import torch
 
 from fakedet.config import TrainingConfig
 from fakedet.data.demo import build_demo_dataset
-from fakedet.engine import run
-from fakedet.engine.inference import validate_checkpoint
-from fakedet.engine.scoring import evaluate_test_set
+from fakedet.evaluation.labelled import validate_checkpoint
+from fakedet.evaluation.testset import evaluate_test_set
+from fakedet.training import run
 
 
 def seconds(function: object, *args: object, **kwargs: object) -> float:

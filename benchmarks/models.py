@@ -46,7 +46,7 @@ def onnx_session(model: torch.nn.Module, size: int) -> object:
     """The model exported as `fakedet export` does (dynamo, opset 20), in an onnxruntime session."""
     import onnxruntime
 
-    from fakedet.engine.export import CalibratedDetector, write_onnx
+    from fakedet.export.writer import CalibratedDetector, write_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from fakedet.data.layouts import build_index, discover_test_set
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.transforms import EvalTransform, load_rgb
-from fakedet.engine.metrics import detection_metrics
+from fakedet.evaluation.metrics import detection_metrics
 
 
 def radial_log_spectrum(image: Image.Image) -> np.ndarray:

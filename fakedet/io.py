@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -76,3 +77,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes.
     atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
+
+
+def finite_or_none(value: object) -> object:
+    """NaN and inf become None (JSON has neither); anything else is returned as it is."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def json_safe(values: dict[str, object]) -> dict[str, object]:
+    """NaN and inf become None, so the history stays valid JSON."""
+    return {key: finite_or_none(value) for key, value in values.items()}

@@ -11,9 +11,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from conftest import make_folder_dataset
 from fakedet.config import TrainingConfig
-from fakedet.engine import run
-from fakedet.engine.trainer import accumulation_window
 from fakedet.models import create_model
+from fakedet.training import run
+from fakedet.training.trainer import accumulation_window
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_folder_dataset, tiny_train_args, write_image
+from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
 from fakedet.cli import app
-from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
 
 V010 = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"
 runner = CliRunner()

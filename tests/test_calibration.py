@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_folder_dataset, tiny_train_args
+from fakedet.checkpoints.calibration import Calibration
+from fakedet.checkpoints.files import load_checkpoint
 from fakedet.cli import app
-from fakedet.engine.calibration import Calibration, choose_threshold, fit_calibration
-from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.errors import UsageError
+from fakedet.evaluation.calibration import choose_threshold, fit_calibration
 
 V010 = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"
 runner = CliRunner()

@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_folder_dataset
+from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
+from fakedet.checkpoints.schema import Checkpoint, merge_history, split_history
 from fakedet.cli import app
-from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
-from fakedet.engine.state import Checkpoint, merge_history, split_history
 from fakedet.errors import CheckpointError, WriteError
 from fakedet.io import atomic_write_bytes
 

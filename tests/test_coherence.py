@@ -8,8 +8,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fakedet.engine.build import build_model
-from fakedet.engine.losses import AUX_LOSS_WEIGHT, detector_loss
 from fakedet.models import create_model
 from fakedet.models.coherence import (
     COHERENCE_BINS,
@@ -17,6 +15,8 @@ from fakedet.models.coherence import (
     SpectralCoherenceBranch,
     _hann_windowed,
 )
+from fakedet.models.loading import build_model
+from fakedet.models.losses import AUX_LOSS_WEIGHT, detector_loss
 
 
 def camera_like(batch: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:

@@ -267,8 +267,8 @@ def test_default_workers_follow_the_os_the_cores_and_the_device(
 
     from fakedet import hardware
     from fakedet.config import TrainingConfig
-    from fakedet.engine.build import resolve_num_workers
-    from fakedet.engine.distributed import DistContext
+    from fakedet.training.build import resolve_num_workers
+    from fakedet.training.distributed import DistContext
 
     def workers(device: str, world_size: int = 1) -> int:
         runtime = SimpleNamespace(device=torch.device(device), dist=DistContext(0, 0, world_size))

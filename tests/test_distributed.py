@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
+from fakedet.checkpoints.files import load_checkpoint
 from fakedet.cli import app
-from fakedet.engine.checkpoint import load_checkpoint
 
 
 def test_two_processes_train_gather_validation_and_resume_exactly(tmp_path: Path) -> None:

@@ -410,7 +410,7 @@ def test_render_findings_keeps_commands_on_one_line() -> None:
 
 def test_checkpoint_calibration_is_read_as_a_dict() -> None:
     @dataclass
-    class Stored:  # the shape of engine/calibration.py's Calibration
+    class Stored:  # the shape of fakedet/checkpoints/calibration.py's Calibration
         method: str = "temperature"
         ece_before: float | None = 0.2
         ece_after: float | None = 0.15
@@ -469,7 +469,7 @@ def test_doctor_command_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
 
 def test_a_noisy_ece_on_a_small_val_set_is_not_a_finding() -> None:
     """The quickstart's own calibration (160 val images): 0.095 -> 0.105 is chance, not a flaw."""
-    from fakedet.engine.metrics import ECE_BINS
+    from fakedet.evaluation.metrics import ECE_BINS
 
     assert doctor.rules.CALIBRATION_BINS == ECE_BINS
     history = [{"epoch": 5, "val_loss": 0.12, "val_auc": 0.99, "val_regression": 0.047}]

@@ -13,19 +13,20 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import write_image
+from fakedet.checkpoints.calibration import Calibration
+from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
 from fakedet.data.samples import IMAGE_SUFFIXES
-from fakedet.engine.calibration import Calibration, fit_calibration
-from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
-from fakedet.engine.export import CalibratedDetector, export_model
-from fakedet.engine.exported import (
+from fakedet.errors import UsageError
+from fakedet.evaluation.calibration import fit_calibration
+from fakedet.export.writer import CalibratedDetector, export_model
+from fakedet.inference.exported import (
     PARITY_LIMIT,
     SUFFIXES,
     ExportError,
     exported_checkpoint,
     load_exported,
 )
-from fakedet.engine.inference import load_detector, predict_images
-from fakedet.errors import UsageError
+from fakedet.inference.predictor import load_detector, predict_images
 from fakedet.models import create_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"
@@ -268,7 +269,7 @@ def test_export_beyond_the_parity_limit_fails_and_removes_the_file(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import fakedet.engine.export as export_module
+    import fakedet.export.writer as export_module
 
     monkeypatch.setattr(export_module, "parity_difference", lambda *args: 3e-4)
     output = tmp_path / "model.ts"

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_train_args
+from fakedet.checkpoints.files import load_checkpoint
 from fakedet.cli import app
-from fakedet.engine.checkpoint import load_checkpoint
 from fakedet.models import create_model
 
 pytestmark = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fakedet.engine.losses import detector_loss, ranking_loss
+from fakedet.models.losses import detector_loss, ranking_loss
 
 
 def test_ranking_without_pairs_is_zero_not_nan() -> None:

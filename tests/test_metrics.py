@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fakedet.engine.metrics import detection_metrics
+from fakedet.evaluation.metrics import detection_metrics
 
 
 def test_perfect_separation_gives_auc_and_ap_of_one() -> None:

@@ -11,10 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
+from fakedet.checkpoints.files import load_checkpoint
 from fakedet.cli import app
-from fakedet.engine.checkpoint import load_checkpoint
-from fakedet.engine.schedule import build_schedule, resumed_schedule
 from fakedet.errors import ConfigError
+from fakedet.training.schedule import build_schedule, resumed_schedule
 
 runner = CliRunner()
 TIMING_KEYS = {"images_per_sec", "epoch_time_s"}
@@ -200,7 +200,7 @@ def test_resume_with_a_smaller_batch_after_running_out_of_memory(
 
 
 def test_batch_size_cannot_change_mid_epoch() -> None:
-    from fakedet.engine.resume import resume_config
+    from fakedet.training.resume import resume_config
 
     checkpoint = load_checkpoint(Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt")
     checkpoint.state.batches_done = 1  # as if interrupted in the middle of an epoch

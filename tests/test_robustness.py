@@ -14,23 +14,18 @@ import pytest
 import torch
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
+from fakedet.checkpoints.files import load_checkpoint
 from fakedet.config import TrainingConfig, build_config
-from fakedet.engine import run
-from fakedet.engine.build import (
-    build_loss,
-    build_runtime,
-    build_training,
-    index_dataset,
-    seed_everything,
-)
-from fakedet.engine.checkpoint import load_checkpoint
-from fakedet.engine.checkpointer import Checkpointer
-from fakedet.engine.evaluate import LossFunction
-from fakedet.engine.logging import Reporter
-from fakedet.engine.losses import LossTerms
-from fakedet.engine.trainer import Trainer
+from fakedet.data.layouts import index_dataset
 from fakedet.errors import TrainingError
+from fakedet.evaluation.validation import LossFunction, build_loss
 from fakedet.models import create_model
+from fakedet.models.losses import LossTerms
+from fakedet.training import run
+from fakedet.training.build import build_runtime, build_training, seed_everything
+from fakedet.training.checkpointer import Checkpointer
+from fakedet.training.logging import Reporter
+from fakedet.training.trainer import Trainer
 
 
 def _config(data_root: Path, output_dir: Path, **overrides: object) -> TrainingConfig:

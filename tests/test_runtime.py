@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fakedet import hardware
-from fakedet.engine import runtime
+from fakedet import hardware, runtime
 from fakedet.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from fakedet.engine.schedule import build_schedule
+from fakedet.training.schedule import build_schedule
 
 
 def test_warmup_is_linear_then_cosine_reaches_min_lr() -> None:
@@ -33,7 +33,7 @@ def test_warmup_as_long_as_the_run_is_shortened_with_a_warning() -> None:
 
 
 def test_schedule_state_round_trips() -> None:
-    from fakedet.engine.schedule import WarmupCosine
+    from fakedet.training.schedule import WarmupCosine
 
     schedule, _ = build_schedule(1e-3, 1e-6, 1, 4, 3, "cosine")
     restored = WarmupCosine.from_state_dict(schedule.state_dict())

@@ -1,5 +1,5 @@
 """The spectral branch's linear read of the radial log spectrum: fitted in closed form before
-training (engine/spectrum_read.py), frozen after, saved with the weights."""
+training (fakedet/training/spectrum_read.py), frozen after, saved with the weights."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from sklearn.metrics import roc_auc_score
 
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, load_rgb
-from fakedet.engine.build import build_model, parameter_groups
-from fakedet.engine.spectrum_read import fit_spectrum_read
 from fakedet.errors import CheckpointError
 from fakedet.models import create_model
+from fakedet.models.loading import build_model
+from fakedet.training.build import parameter_groups
+from fakedet.training.spectrum_read import fit_spectrum_read
 
 OPTIONS = {"num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": 2}
 
@@ -101,7 +102,7 @@ def test_weights_with_an_sgd_trained_read_do_not_load() -> None:
 def test_a_large_train_split_is_fitted_on_a_seeded_draw(
     folder_dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fakedet.engine.spectrum_read as spectrum_read
+    import fakedet.training.spectrum_read as spectrum_read
 
     monkeypatch.setattr(spectrum_read, "READ_FIT_IMAGES", 10)
     samples = train_samples(folder_dataset)

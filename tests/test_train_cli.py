@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import make_folder_dataset, tiny_train_args
+from fakedet.checkpoints.files import load_checkpoint
+from fakedet.checkpoints.schema import REQUIRED_KEYS
 from fakedet.cli import app
-from fakedet.engine.checkpoint import load_checkpoint
-from fakedet.engine.state import REQUIRED_KEYS
 from fakedet.plots import PLOT_FILES
 
 runner = CliRunner()
@@ -300,7 +300,7 @@ def test_resume_takes_exactly_the_settings_a_resume_may_change() -> None:
 
     from fakedet.cli.train import resume
     from fakedet.config import TrainingConfig
-    from fakedet.engine.resume import RESUME_OVERRIDES
+    from fakedet.training.resume import RESUME_OVERRIDES
 
     parameters = set(inspect.signature(resume).parameters)
     assert parameters & set(TrainingConfig.model_fields) == {*RESUME_OVERRIDES, "epochs", "lr"}

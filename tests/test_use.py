@@ -165,7 +165,7 @@ def test_predict_threshold_moves_the_verdict(trained: tuple[Path, Path]) -> None
 def test_score_views_averages_the_views_as_logits() -> None:
     import torch
 
-    from fakedet.engine.inference import score_views
+    from fakedet.inference.predictor import score_views
 
     def mean_pixel(images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"score": images.mean(dim=(1, 2, 3))}

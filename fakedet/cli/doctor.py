@@ -19,7 +19,7 @@ from fakedet.cli.base import JsonOption, console, errors_to_exit_codes, print_js
 from fakedet.doctor import Finding, diagnose
 
 if TYPE_CHECKING:
-    from fakedet.engine.state import Checkpoint
+    from fakedet.checkpoints.schema import Checkpoint
 
 HEALTHY = "No findings: the run looks healthy."
 SEVERITY_STYLE = {"warning": "bold yellow", "info": "cyan"}
@@ -110,7 +110,7 @@ def path_findings(path: Path) -> list[Finding]:
     Raises:
         CheckpointError: no readable fakedet checkpoint at `path`.
     """
-    from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
+    from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
 
     return checkpoint_findings(load_checkpoint(path), checkpoint_path(path).parent)
 

@@ -106,7 +106,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def results_csv(report: dict[str, Any]) -> str:
     """One row per result, the JSON result keys as columns (notes joined by '; ')."""
-    from fakedet.engine.scoring import RESULT_KEYS
+    from fakedet.evaluation.testset import RESULT_KEYS
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(RESULT_KEYS))
@@ -167,7 +167,7 @@ def evaluate(
         fakedet evaluate ./testset runs/demo --json --csv results.csv --markdown results.md
     """
     with errors_to_exit_codes():
-        from fakedet.engine.scoring import evaluate_test_set
+        from fakedet.evaluation.testset import evaluate_test_set
         from fakedet.io import atomic_write_text
 
         with progress_bar("evaluate", quiet=as_json) as progress:

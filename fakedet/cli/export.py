@@ -41,8 +41,8 @@ def export(
         fakedet export runs/demo/best_model.pt -o model.safetensors   # format from the suffix
     """
     with errors_to_exit_codes():
-        from fakedet.engine.export import PARITY_LIMIT, export_model
-        from fakedet.engine.exported import SUFFIXES
+        from fakedet.export.writer import PARITY_LIMIT, export_model
+        from fakedet.inference.exported import SUFFIXES
 
         if fmt is None:  # `-o model.ts` says which format is wanted
             by_suffix = {suffix: name for name, suffix in SUFFIXES.items()}

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from fakedet.cli.base import printable
 from fakedet.cli.doctor import render_findings
-from fakedet.engine.logging import Reporter
+from fakedet.training.logging import Reporter
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -30,13 +30,13 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 
 def _launch(devices: int | None) -> bool:
     """True when this process should start torchrun rather than train itself."""
-    from fakedet.engine.distributed import launched_by_torchrun
+    from fakedet.training.distributed import launched_by_torchrun
 
     return devices is not None and devices > 1 and not launched_by_torchrun()
 
 
 def _run_launcher(devices: int) -> None:
-    from fakedet.engine.launch import launch_torchrun
+    from fakedet.training.launch import launch_torchrun
 
     code = launch_torchrun(
         devices, lambda text: console.print(text, highlight=False, soft_wrap=True)
@@ -163,7 +163,7 @@ def train(
         if fast is not None:
             given["mode"] = "fast" if fast else "full"
         if resume is not None:
-            from fakedet.engine import run
+            from fakedet.training import run
 
             if config_file is not None:
                 raise UsageError(
@@ -188,7 +188,7 @@ def train(
                 "Give the dataset folder: fakedet train DATA_ROOT (or --data-root PATH)."
             )
         config = build_config(settings)
-        from fakedet.engine import run
+        from fakedet.training import run
 
         if _launch(devices):
             run.preflight(config)  # bad input once, not once per rank
@@ -258,7 +258,7 @@ def resume(
     given.pop("epochs", None)
     given.pop("lr", None)
     with errors_to_exit_codes():
-        from fakedet.engine import run
+        from fakedet.training import run
 
         if _launch(devices):
             run.preflight_resume(checkpoint, given, epochs, lr)

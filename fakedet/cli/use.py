@@ -85,7 +85,7 @@ def predict(
     with errors_to_exit_codes():
         import torch
 
-        from fakedet.engine.inference import (
+        from fakedet.inference.predictor import (
             calibration_of,
             collect_images,
             load_detector,
@@ -195,7 +195,7 @@ def validate(
         fakedet validate runs/demo/best_model.pt ./other_dataset --plots runs/demo/other_plots
     """
     with errors_to_exit_codes():
-        from fakedet.engine.inference import validate_checkpoint
+        from fakedet.evaluation.labelled import validate_checkpoint
 
         result = validate_checkpoint(
             checkpoint, data_root, split, device, batch_size, num_workers, use_csv, plots
@@ -241,7 +241,7 @@ def inspect_checkpoint(
     """
     with errors_to_exit_codes():
         from fakedet.cli.doctor import path_findings, render_findings
-        from fakedet.engine.inference import describe_checkpoint
+        from fakedet.inference.describe import describe_checkpoint
 
         info = describe_checkpoint(checkpoint)
         findings = path_findings(checkpoint)
@@ -309,7 +309,7 @@ def calibrate(
         fakedet calibrate runs/demo demo --threshold-rule fpr:0.01 -o runs/demo/fpr1.pt
     """
     with errors_to_exit_codes():
-        from fakedet.engine.inference import calibrate_checkpoint
+        from fakedet.evaluation.labelled import calibrate_checkpoint
 
         calibration = calibrate_checkpoint(
             checkpoint,

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,9 @@ from fakedet.data.samples import (
     stratified_split,
 )
 from fakedet.errors import DataError
+
+if TYPE_CHECKING:
+    from fakedet.config import TrainingConfig
 
 # Folder names (lower-cased) that mark a class, and the layout family each one belongs to.
 CLASS_FOLDERS: dict[str, tuple[float, str]] = {
@@ -376,3 +380,29 @@ def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
         )
     group_of = {sample.path: sample.group for sample in samples}
     return TestSet(good, layout, [*skipped, *bad], group_of)
+
+
+def index_dataset(
+    config: TrainingConfig,
+    data_root: Path | None = None,
+    use_csv: bool | None = None,
+    allow_test_set: bool = False,
+    on_note: Callable[[str], None] | None = None,
+    is_builder: bool = True,
+    barrier: Callable[[], None] | None = None,
+) -> DatasetIndex:
+    """The dataset's index with the config's split rule; `data_root`/`use_csv` override it, and
+    `allow_test_set` accepts a set without a train split (validation). Under DDP each node's local
+    rank 0 (`is_builder`) builds the cached index while the others wait at `barrier`, then read
+    it."""
+    return build_index(
+        data_root or Path(config.data_root),
+        config.use_csv if use_csv is None else use_csv,
+        config.val_split,
+        config.seed,
+        config.skip_missing,
+        allow_test_set,
+        on_note,
+        is_builder=is_builder,
+        barrier=barrier or (lambda: None),
+    )

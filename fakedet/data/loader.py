@@ -7,11 +7,13 @@ import math
 import os
 import random
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
+from fakedet import hardware
 from fakedet.data.dataset import ImageDataset, Transform, collate
 from fakedet.data.samples import Sample
 
@@ -114,3 +116,20 @@ def make_loader(
         worker_init_fn=functools.partial(init_worker, nice=worker_nice),
         **extra,
     )
+
+
+def loader_options(
+    device: torch.device,
+    num_workers: int,
+    pin_memory: bool = True,
+    persistent_workers: bool = True,
+    prefetch_factor: int = 2,
+) -> dict[str, Any]:
+    """The DataLoader settings that depend on the device (pinning, worker niceness)."""
+    return {
+        "num_workers": num_workers,
+        "pin_memory": pin_memory and device.type == "cuda",
+        "persistent_workers": persistent_workers,
+        "prefetch_factor": prefetch_factor,
+        "worker_nice": hardware.worker_nice(device.type),
+    }

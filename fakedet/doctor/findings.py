@@ -121,7 +121,7 @@ def constant_score_loss(
 
 
 def amp_runs(use_amp: bool, amp_dtype: str, info: HardwareInfo | None) -> bool:
-    """Whether `--use-amp` really autocasts on `info` (the rules of engine/runtime.py).
+    """Whether `--use-amp` really autocasts on `info` (the rules of fakedet/runtime.py).
 
     Unknown hardware (None) takes the config's word.
     """

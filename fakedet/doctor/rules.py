@@ -75,7 +75,7 @@ HIGH_ECE = 0.1
 # The binned ECE is noisy on a small val set: a perfectly calibrated detector still shows about
 # sqrt(2 / pi) * 0.5 * sqrt(bins / n) (half-width of each bin's binomial error, averaged), 0.12
 # at the demo's 160 val images. The rule asks for HIGH_ECE above that floor, so a small healthy
-# run is not called miscalibrated. The bins are engine/metrics.py's ECE_BINS (a test holds them
+# run is not called miscalibrated. The bins are fakedet/evaluation/metrics.py's ECE_BINS (a test holds them
 # equal; the doctor does not import the engine).
 CALIBRATION_BINS = 15
 

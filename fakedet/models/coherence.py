@@ -21,7 +21,7 @@ shows there at any scale. Being linear in log power it moves every image alike u
 blur adds the same log|H(f)|^2 to each) wherever the power stays above float precision, and the
 image is normalised first, so contrast drops out. That read is a logistic regression on fixed
 features, so it is fitted in closed form before training and then frozen
-(engine/spectrum_read.py), not trained by SGD.
+(fakedet/training/spectrum_read.py), not trained by SGD.
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fakedet.config import TrainingConfig
 from fakedet.data.loader import make_loader
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, pixels_to_float
-from fakedet.engine.losses import LossTerms, add_loss_terms, mean_loss_terms
-from fakedet.engine.metrics import detection_metrics
-from fakedet.engine.runtime import Precision
+from fakedet.evaluation.metrics import detection_metrics
+from fakedet.models.losses import DetectorLoss, LossTerms, add_loss_terms, mean_loss_terms
+from fakedet.runtime import Precision
 
 LossFunction = Callable[[dict[str, torch.Tensor], torch.Tensor], LossTerms]
 
@@ -123,3 +124,12 @@ def summarize(
     )
     metrics = {**mean_loss_terms(sums), **detection_metrics(joined.scores, joined.labels)}
     return metrics, joined
+
+
+def build_loss(config: TrainingConfig) -> DetectorLoss:
+    return DetectorLoss(
+        config.regression_weight,
+        config.classification_weight,
+        config.ranking_weight,
+        config.ranking_margin,
+    )

@@ -5,7 +5,7 @@ ONNX and TorchScript files hold the whole model with its input normalisation and
 calibration: input `images` (N, 3, S, S) RGB float in [0, 1], outputs `realness` (calibrated,
 N), `logits` (N, 2) and `raw` (the model's own score, N). A safetensors file holds the weights
 only, with the run's config and calibration in its metadata, and loads wherever a checkpoint does
-(engine/exported.py).
+(fakedet/inference/exported.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fakedet.checkpoints.calibration import IDENTITY, Calibration
+from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
+from fakedet.checkpoints.schema import Checkpoint
+from fakedet.data.layouts import index_dataset
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, load_rgb
-from fakedet.engine.build import build_model, index_dataset
-from fakedet.engine.calibration import IDENTITY, Calibration
-from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
-from fakedet.engine.exported import (
+from fakedet.errors import FakedetError, UsageError
+from fakedet.inference.exported import (
     FORMATS,
     LOGIT_BOUND,
     METADATA_KEY,
@@ -39,8 +41,7 @@ from fakedet.engine.exported import (
     load_exported,
     require_onnxruntime,
 )
-from fakedet.engine.state import Checkpoint
-from fakedet.errors import FakedetError, UsageError
+from fakedet.models.loading import build_model
 
 
 class CalibratedDetector(nn.Module):

@@ -25,7 +25,7 @@ from torch import nn
 
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import pixels_to_float
-from fakedet.engine.evaluate import make_eval_loader
+from fakedet.evaluation.validation import make_eval_loader
 
 # Enough for 32 features (the fit's train accuracy is flat past a few hundred images) and a few
 # seconds of decoding whatever the dataset's size. A seeded draw: every DDP rank fits the same.

@@ -20,19 +20,18 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from fakedet.checkpoints.calibration import Calibration
+from fakedet.checkpoints.files import checkpoint_path
 from fakedet.data.layouts import TestSet, discover_test_set
-from fakedet.data.loader import init_worker
+from fakedet.data.loader import init_worker, loader_options
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, check_crops, load_rgb, pixels_to_float
-from fakedet.engine.build import loader_options
-from fakedet.engine.calibration import Calibration
-from fakedet.engine.checkpoint import checkpoint_path
-from fakedet.engine.inference import calibration_of, load_detector, score_views
-from fakedet.engine.metrics import TEST_METRICS, group_metrics, mean_over_groups
-from fakedet.engine.runtime import resolve_device
+from fakedet.evaluation.metrics import TEST_METRICS, group_metrics, mean_over_groups
 from fakedet.hardware import default_num_workers
+from fakedet.inference.predictor import calibration_of, load_detector, score_views
 from fakedet.models.layers import fuse_for_inference
+from fakedet.runtime import resolve_device
 
 RESULT_KEYS = ("checkpoint", "group", "perturbation", *TEST_METRICS, "notes")
 MEAN_GROUP = "mean"

@@ -39,16 +39,6 @@ def detection_metrics(
     return metrics
 
 
-def finite_or_none(value: object) -> object:
-    """NaN and inf become None (JSON has neither); anything else is returned as it is."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def json_safe(values: dict[str, object]) -> dict[str, object]:
-    """NaN and inf become None, so the history stays valid JSON."""
-    return {key: finite_or_none(value) for key, value in values.items()}
-
-
 # Equal-width bins of the expected calibration error: 15 as in Guo et al. (2017), the usual
 # choice; fewer hides miscalibration, more leaves bins empty on test sets of a few hundred.
 ECE_BINS = 15

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 # held-out families) weights 0.3, 1, 3 and 10 gave fast 0.905, 0.915, 0.923, 0.925 and full
 # 0.954, 0.958, 0.953 (10 not run): 1 is full's best, and fast's gains past it are in the noise.
 # The term is the mean over the branch's logits; its spectrum read is fitted and frozen before
-# training (engine/spectrum_read.py), so that half of it is a constant: the coherence logit's own
+# training (fakedet/training/spectrum_read.py), so that half of it is a constant: the coherence logit's own
 # BCE weighs AUX_LOSS_WEIGHT / 2, as in every run since the read came (README's tables).
 AUX_LOSS_WEIGHT = 1.0
 

@@ -10,28 +10,24 @@ import torch
 from torch import nn
 
 from fakedet import advisor, doctor
+from fakedet.checkpoints.calibration import Calibration
+from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
+from fakedet.checkpoints.schema import Checkpoint
 from fakedet.config import TrainingConfig
 from fakedet.data.audit import audit_index, audit_lines
+from fakedet.data.layouts import index_dataset
 from fakedet.data.samples import DatasetIndex
-from fakedet.engine.build import (
-    TrainingParts,
-    build_runtime,
-    build_training,
-    index_dataset,
-    seed_everything,
-)
-from fakedet.engine.calibration import Calibration, fit_calibration
-from fakedet.engine.checkpoint import checkpoint_path, load_checkpoint
-from fakedet.engine.checkpointer import Checkpointer
-from fakedet.engine.distributed import shutdown
-from fakedet.engine.logging import Reporter, TensorBoardLogger
-from fakedet.engine.resume import resume_config
-from fakedet.engine.runtime import is_out_of_memory, resolve_device
-from fakedet.engine.signals import StopSignals
-from fakedet.engine.state import Checkpoint
-from fakedet.engine.trainer import Trainer
 from fakedet.errors import FakedetError, TrainingError, UsageError
+from fakedet.evaluation.calibration import fit_calibration
 from fakedet.io import ensure_folder
+from fakedet.runtime import is_out_of_memory, resolve_device
+from fakedet.training.build import TrainingParts, build_runtime, build_training, seed_everything
+from fakedet.training.checkpointer import Checkpointer
+from fakedet.training.distributed import barrier, shutdown
+from fakedet.training.logging import Reporter, TensorBoardLogger
+from fakedet.training.resume import resume_config
+from fakedet.training.signals import StopSignals
+from fakedet.training.trainer import Trainer
 
 
 def train(
@@ -63,7 +59,12 @@ def train(
     try:
         if runtime.precision_warning:
             reporter.warning(runtime.precision_warning)
-        index = index_dataset(config, dist=runtime.dist, on_note=reporter.info)
+        index = index_dataset(
+            config,
+            on_note=reporter.info,
+            is_builder=runtime.dist.local_rank == 0,
+            barrier=lambda: barrier(runtime.dist),
+        )
         reporter.dataset(index.summary())
         checkpointer = Checkpointer(
             Path(config.output_dir), runtime.dist.is_main, config.save_every

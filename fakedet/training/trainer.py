@@ -1,6 +1,6 @@
 """The training loop: epochs of accumulated, clipped, (auto)cast steps, validation, early stopping.
 
-The trainer receives its parts (`engine/build.py`), a state, a checkpointer and a reporter; it
+The trainer receives its parts (`fakedet/training/build.py`), a state, a checkpointer and a reporter; it
 builds nothing and writes files only through the checkpointer.
 """
 
@@ -14,18 +14,18 @@ from typing import Any
 
 import torch
 
+from fakedet.checkpoints.schema import Checkpoint, TrainState, zero_epoch_sums
 from fakedet.config import TrainingConfig
 from fakedet.data.transforms import pixels_to_float
-from fakedet.engine.build import TrainingParts
-from fakedet.engine.checkpointer import Checkpointer
-from fakedet.engine.distributed import any_rank, barrier, gather, sync_buffers
-from fakedet.engine.evaluate import Scores, evaluate
-from fakedet.engine.logging import Reporter, TensorBoardLogger
-from fakedet.engine.losses import add_loss_terms, mean_loss_terms
-from fakedet.engine.metrics import json_safe
-from fakedet.engine.signals import StopSignals, TrainingInterrupted
-from fakedet.engine.state import Checkpoint, TrainState, zero_epoch_sums
 from fakedet.errors import TrainingError
+from fakedet.evaluation.validation import Scores, evaluate
+from fakedet.io import json_safe
+from fakedet.models.losses import add_loss_terms, mean_loss_terms
+from fakedet.training.build import TrainingParts
+from fakedet.training.checkpointer import Checkpointer
+from fakedet.training.distributed import any_rank, barrier, gather, sync_buffers
+from fakedet.training.logging import Reporter, TensorBoardLogger
+from fakedet.training.signals import StopSignals, TrainingInterrupted
 
 
 def accumulation_window(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fakedet.checkpoints.schema import Checkpoint
 from fakedet.config import TrainingConfig, build_config, config_to_dict
-from fakedet.engine.state import Checkpoint
 from fakedet.errors import ConfigError, DataError, UsageError
 
 # What a resume may change; everything else comes from the checkpoint's config.

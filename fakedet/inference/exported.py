@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from fakedet import __version__
+from fakedet.checkpoints.calibration import EPSILON, IDENTITY, Calibration
+from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig, config_to_dict
-from fakedet.engine.build import build_model
-from fakedet.engine.calibration import EPSILON, IDENTITY, Calibration
-from fakedet.engine.state import Checkpoint, TrainState
 from fakedet.errors import CheckpointError, FakedetError, UsageError
+from fakedet.models.loading import build_model
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "safetensors": ".safetensors"}

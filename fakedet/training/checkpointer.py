@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fakedet.checkpoints.calibration import Calibration
+from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
+from fakedet.checkpoints.schema import Checkpoint
 from fakedet.config import TrainingConfig, dump_config_yaml
 from fakedet.data.samples import DatasetIndex
-from fakedet.engine.calibration import Calibration
-from fakedet.engine.checkpoint import load_checkpoint, save_checkpoint
-from fakedet.engine.evaluate import Scores
-from fakedet.engine.state import Checkpoint
+from fakedet.evaluation.validation import Scores
 from fakedet.io import atomic_write_text, ensure_folder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fakedet.engine.state import Checkpoint
+from fakedet.checkpoints.schema import Checkpoint
 from fakedet.errors import CheckpointError
 from fakedet.io import atomic_write_bytes
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,21 +18,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fakedet import advisor, hardware
+from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
-from fakedet.data.layouts import build_index
-from fakedet.data.loader import make_loader
+from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.samples import DatasetIndex
 from fakedet.data.transforms import TrainTransform
-from fakedet.engine.distributed import DistContext, barrier, init_distributed
-from fakedet.engine.evaluate import LossFunction, make_eval_loader
-from fakedet.engine.logging import Reporter
-from fakedet.engine.losses import DetectorLoss
-from fakedet.engine.runtime import Precision, resolve_device, resolve_precision
-from fakedet.engine.schedule import WarmupCosine, build_schedule, resumed_schedule
-from fakedet.engine.spectrum_read import fit_spectrum_read
-from fakedet.engine.state import Checkpoint, TrainState
-from fakedet.errors import CheckpointError
-from fakedet.models import create_model
+from fakedet.evaluation.validation import LossFunction, build_loss, make_eval_loader
+from fakedet.models.loading import build_model
+from fakedet.runtime import Precision, resolve_device, resolve_precision
+from fakedet.training.distributed import DistContext, init_distributed
+from fakedet.training.logging import Reporter
+from fakedet.training.schedule import WarmupCosine, build_schedule, resumed_schedule
+from fakedet.training.spectrum_read import fit_spectrum_read
 
 # The conservative GradScaler of the seed (SPEC 4): start low, grow slowly, back off gently.
 GRAD_SCALER_OPTIONS = {
@@ -76,23 +71,6 @@ def build_runtime(device: str, use_amp: bool = False, amp_dtype: str = "auto") -
     return Runtime(resolved, precision, dist, warning)
 
 
-def loader_options(
-    device: torch.device,
-    num_workers: int,
-    pin_memory: bool = True,
-    persistent_workers: bool = True,
-    prefetch_factor: int = 2,
-) -> dict[str, Any]:
-    """The DataLoader settings that depend on the device (pinning, worker niceness)."""
-    return {
-        "num_workers": num_workers,
-        "pin_memory": pin_memory and device.type == "cuda",
-        "persistent_workers": persistent_workers,
-        "prefetch_factor": prefetch_factor,
-        "worker_nice": hardware.worker_nice(device.type),
-    }
-
-
 def resolve_num_workers(num_workers: int | None, runtime: Runtime) -> int:
     """The config's worker count, or unset: the device's default over this process's share of
     the CPU cores (DDP processes on one machine split them)."""
@@ -101,74 +79,6 @@ def resolve_num_workers(num_workers: int | None, runtime: Runtime) -> int:
     # torchrun names how many processes share this machine; a plain run is alone on it.
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if runtime.dist.enabled else 1
     return hardware.default_num_workers(device_type=runtime.device.type, processes=local)
-
-
-def build_loss(config: TrainingConfig) -> DetectorLoss:
-    return DetectorLoss(
-        config.regression_weight,
-        config.classification_weight,
-        config.ranking_weight,
-        config.ranking_margin,
-    )
-
-
-def index_dataset(
-    config: TrainingConfig,
-    data_root: Path | None = None,
-    use_csv: bool | None = None,
-    allow_test_set: bool = False,
-    dist: DistContext | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> DatasetIndex:
-    """The dataset's index with the config's split rule; `data_root`/`use_csv` override it, and
-    `allow_test_set` accepts a set without a train split (validation). Under DDP (`dist`) each
-    node's local rank 0 builds the cached index while the others wait, then read it."""
-    dist = dist or DistContext()
-    return build_index(
-        data_root or Path(config.data_root),
-        config.use_csv if use_csv is None else use_csv,
-        config.val_split,
-        config.seed,
-        config.skip_missing,
-        allow_test_set,
-        on_note,
-        is_builder=dist.local_rank == 0,
-        barrier=lambda: barrier(dist),
-    )
-
-
-# Models that gained the spectral-coherence branch after fakedet 0.1.0 (models/coherence.py).
-LEGACY_WITHOUT_COHERENCE = ("fast", "full")
-
-
-def build_model(
-    name: str, img_size: int, device: torch.device, weights: dict[str, torch.Tensor] | None = None
-) -> nn.Module:
-    """A registered model, with `weights` when given, placed on `device`.
-
-    Weights of fast / full without a spectral-coherence branch were written before it existed
-    (fakedet 0.1.0 and the commits after it until the branch came): they load into the model as
-    it was then, so older checkpoints and exports keep working unchanged.
-
-    Raises:
-        CheckpointError: the weights do not fit this version's model of that name.
-    """
-    legacy = (
-        weights is not None
-        and name in LEGACY_WITHOUT_COHERENCE
-        and not any(key.startswith("coherence_branch.") for key in weights)
-    )
-    model = create_model(name, img_size=img_size, **({"coherence": False} if legacy else {}))
-    if weights is not None:
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:160]
-            raise CheckpointError(
-                f"The checkpoint's weights do not fit this fakedet's {name} model ({first}); "
-                "use the fakedet version that trained it."
-            ) from None
-    return model.to(device)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

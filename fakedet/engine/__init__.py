@@ -1,1 +1,0 @@
-"""The training engine: losses, LR schedule, metrics, checkpoints, logging and the Trainer."""

@@ -1,0 +1,197 @@
+"""Using a trained detector: load it from a checkpoint, score image files, validate a labelled
+set, and describe what a checkpoint holds. The CLI's predict / validate / inspect-checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fakedet.checkpoints.calibration import IDENTITY, Calibration
+from fakedet.checkpoints.files import load_checkpoint
+from fakedet.checkpoints.schema import Checkpoint
+from fakedet.data.loader import loader_options, make_loader
+from fakedet.data.samples import IMAGE_SUFFIXES, Sample
+from fakedet.data.transforms import EvalTransform, check_crops, pixels_to_float
+from fakedet.errors import UsageError
+from fakedet.hardware import default_num_workers
+from fakedet.inference.exported import exported_checkpoint, is_exported_file, load_exported
+from fakedet.io import atomic_write_text
+from fakedet.models.loading import build_model
+from fakedet.runtime import resolve_device
+
+
+def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, Checkpoint]:
+    """Load a checkpoint (file or output folder), or an exported .onnx / .ts / .safetensors file,
+    into a ready model, in eval mode, on `device`.
+
+    Raises:
+        CheckpointError: not a usable fakedet checkpoint.
+    """
+    if is_exported_file(path):
+        # An export: ONNX and TorchScript run as they are; safetensors weights load into the
+        # registry's model. Either way the stored calibration is read like a checkpoint's.
+        checkpoint = exported_checkpoint(path)
+        if path.suffix.lower() != ".safetensors":
+            model, _ = load_exported(path, resolve_device(device))
+            return model, checkpoint  # type: ignore[return-value]
+    else:
+        checkpoint = load_checkpoint(path)
+    model = build_model(
+        checkpoint.model_name, checkpoint.img_size, resolve_device(device), checkpoint.model_state
+    )
+    return model.eval(), checkpoint
+
+
+def collect_images(inputs: Sequence[Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images; sorted, without repeats.
+
+    Raises:
+        UsageError: a path that does not exist, or no images at all.
+    """
+    found: dict[Path, None] = {}
+    for item in inputs:
+        if item.is_dir():
+            images = sorted(
+                path
+                for path in item.rglob("*")
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+            )
+            found.update(dict.fromkeys(images))
+        elif item.is_file():
+            found[item] = None
+        else:
+            raise UsageError(f"{item} does not exist; give image files or folders of images.")
+    if not found:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise UsageError(
+            f"No images found in {', '.join(map(str, inputs))} (looked for {suffixes})."
+        )
+    return list(found)
+
+
+@dataclass
+class Prediction:
+    """One image's verdict; `realness` is None when the file could not be read (see `error`)."""
+
+    path: str
+    realness: float | None  # calibrated
+    verdict: str  # "real", "fake", "unreadable", or "error" (a non-finite score)
+    error: str | None = None
+    raw: float | None = None  # the model's own score, before calibration
+
+    def as_row(self, with_raw: bool = False) -> dict[str, Any]:
+        """What predict prints as JSON and writes as CSV (scores to 6 decimals)."""
+        row = {**asdict(self), "realness": _rounded(self.realness), "raw": _rounded(self.raw)}
+        if not with_raw:
+            del row["raw"]
+        return row
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def calibration_of(checkpoint: Checkpoint) -> Calibration:
+    """The checkpoint's calibration, or identity with threshold 0.5 for one that has none."""
+    return checkpoint.calibration or IDENTITY
+
+
+# Scores are clamped this far from 0 and 1 before their logits are averaged: an fp32 sigmoid
+# saturates to exactly 1.0, whose logit is infinite.
+VIEW_SCORE_EPS = 1e-6
+
+
+def score_views(
+    model: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor
+) -> torch.Tensor:
+    """Raw realness (B,) of float images (B, 3, S, S), or of (B, V, 3, S, S) views of each image:
+    the views' scores are averaged as logits (a view that is sure counts for more than one
+    near 0.5, as the detector's evidence adds up), then mapped back to [0, 1]."""
+    if images.dim() == 4:
+        return model(images)["score"].float()
+    batch, views = images.shape[:2]
+    scores = model(images.flatten(0, 1))["score"].float()
+    logits = torch.logit(scores.clamp(VIEW_SCORE_EPS, 1 - VIEW_SCORE_EPS)).view(batch, views)
+    return torch.sigmoid(logits.mean(dim=1))
+
+
+@torch.no_grad()
+def predict_images(
+    model: nn.Module,
+    paths: Sequence[Path],
+    img_size: int,
+    calibration: Calibration = IDENTITY,
+    threshold: float | None = None,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    crops: int = 1,
+) -> list[Prediction]:
+    """Calibrated realness of each image (a centre crop of `img_size`, as in validation; with
+    `crops` 5 also the four corners, see `score_views`) and its verdict at `threshold`
+    (default: the calibration's), in input order."""
+    check_crops(crops)
+    device = next(model.parameters()).device
+    samples = [Sample(str(path), 0.0) for path in paths]
+    workers = default_num_workers(device_type=device.type) if num_workers is None else num_workers
+    workers = min(workers, max(0, len(samples) // batch_size))  # no processes for a few images
+    loader = make_loader(
+        samples,
+        EvalTransform(img_size, crops),
+        batch_size,
+        train=False,
+        seed=0,
+        drop_last=False,
+        **loader_options(device, workers, persistent_workers=False),
+    )
+    model.eval()
+    realness: dict[int, float] = {}
+    errors: dict[str, str] = {}
+    for batch in loader:
+        errors.update(dict(batch["skipped"]))
+        if batch["images"] is None:
+            continue
+        scores = score_views(model, pixels_to_float(batch["images"], device)).cpu()
+        realness.update(zip(batch["indices"].tolist(), scores.tolist(), strict=True))
+    cut = calibration.threshold if threshold is None else threshold
+    predictions = []
+    for index, sample in enumerate(samples):
+        if index in realness and not np.isfinite(realness[index]):
+            reason = "the model gave a non-finite score (its weights diverged)"
+            predictions.append(Prediction(sample.path, None, "error", reason))
+        elif index in realness:
+            calibrated = float(calibration.apply(np.array(realness[index])))
+            verdict = "real" if calibrated >= cut else "fake"
+            predictions.append(Prediction(sample.path, calibrated, verdict, raw=realness[index]))
+        else:
+            reason = errors.get(sample.path, "could not be read")
+            predictions.append(Prediction(sample.path, None, "unreadable", reason))
+    return predictions
+
+
+def predictions_csv(predictions: Sequence[Prediction], with_raw: bool = False) -> str:
+    """The CSV text: path, realness, verdict, error (and raw) per image."""
+    buffer = io.StringIO()
+    columns = ["path", "realness", "verdict", "error"] + (["raw"] if with_raw else [])
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(prediction.as_row(with_raw) for prediction in predictions)
+    return buffer.getvalue()
+
+
+def write_predictions_csv(
+    path: Path, predictions: Sequence[Prediction], with_raw: bool = False
+) -> None:
+    """predictions_csv, written atomically to `path`.
+
+    Raises:
+        WriteError: the file cannot be written.
+    """
+    atomic_write_text(path, predictions_csv(predictions, with_raw))
