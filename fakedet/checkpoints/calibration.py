@@ -116,5 +116,3 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise UsageError(f"--calibration {method!r} is not one of {', '.join(METHODS)}.")
     return method
-
-

@@ -17,8 +17,8 @@ import torch
 from pydantic import ValidationError
 
 from fakedet import __version__
-from fakedet.config import TrainingConfig, config_to_dict, describe_validation_error
 from fakedet.checkpoints.calibration import Calibration
+from fakedet.config import TrainingConfig, config_to_dict, describe_validation_error
 from fakedet.errors import CheckpointError
 
 # What every fakedet checkpoint holds (the seed's keys plus ours).

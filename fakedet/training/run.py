@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fakedet import advisor, doctor
-from fakedet.checkpoints.calibration import Calibration
+from fakedet import advisor
 from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.config import TrainingConfig
 from fakedet.data.audit import audit_index, audit_lines
 from fakedet.data.layouts import index_dataset
 from fakedet.data.samples import DatasetIndex
-from fakedet.errors import FakedetError, TrainingError, UsageError
-from fakedet.evaluation.calibration import fit_calibration
+from fakedet.errors import TrainingError, UsageError
 from fakedet.io import ensure_folder
 from fakedet.runtime import is_out_of_memory, resolve_device
 from fakedet.training.build import TrainingParts, build_runtime, build_training, seed_everything
+from fakedet.training.callbacks import default_callbacks
 from fakedet.training.checkpointer import Checkpointer
 from fakedet.training.distributed import barrier, shutdown
-from fakedet.training.logging import Reporter, TensorBoardLogger
+from fakedet.training.logging import Reporter
 from fakedet.training.resume import resume_config
 from fakedet.training.signals import StopSignals
 from fakedet.training.trainer import Trainer
@@ -55,7 +53,7 @@ def train(
     runtime = build_runtime(config.device, config.use_amp, config.amp_dtype)
     if not runtime.dist.is_main or reporter is None:
         reporter = Reporter()  # rank 0 alone prints
-    stop, tensorboard = StopSignals(), TensorBoardLogger(None)
+    stop, trainer = StopSignals(), None
     try:
         if runtime.precision_warning:
             reporter.warning(runtime.precision_warning)
@@ -72,39 +70,39 @@ def train(
         if runtime.dist.is_main:
             checkpointer.audit = _audit(index, Path(config.data_root), reporter)
         checkpointer.write_dataset_summary(index, config.data_root)
-        parts, state = build_training(
-            config, runtime, index, reporter, resume, new_lr, reset_scheduler, model
-        )
+        try:  # the spectrum read's fit already runs the model on the device
+            parts, state = build_training(
+                config, runtime, index, reporter, resume, new_lr, reset_scheduler, model
+            )
+        except RuntimeError as error:
+            if not is_out_of_memory(error) or not isinstance(config.batch_size, int):
+                raise
+            epoch = resume.state.epoch if resume is not None else 0
+            raise out_of_memory_error(
+                config, runtime.device, config.batch_size, epoch, checkpointer
+            ) from None
         checkpointer.write_config(config)
+        log_dir = None
         if config.use_tensorboard and runtime.dist.is_main:
-            tensorboard = TensorBoardLogger(checkpointer.output_dir / "logs")
+            log_dir = checkpointer.output_dir / "logs"
         reporter.run_start(_run_info(config, parts, state.epoch + 1, checkpointer.output_dir))
-        trainer = Trainer(config, parts, state, checkpointer, reporter, tensorboard, stop)
+        callbacks = default_callbacks(config, log_dir)
+        trainer = Trainer(config, parts, state, checkpointer, reporter, callbacks, stop)
         stop.install()
         try:
             result = trainer.fit()
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
-            raise out_of_memory_error(config, parts, state.epoch, checkpointer) from None
-        calibration = _calibrate_outputs(config, trainer, checkpointer, reporter)
-        result["calibration"] = calibration.describe() if calibration else None
-        findings = doctor.diagnose(
-            state.history,
-            config,
-            state.nonfinite_steps,
-            calibration=calibration.to_dict() if calibration else None,
-            hardware=replace(advisor.detect_hardware(), device=parts.runtime.device.type),
-            run_dir=checkpointer.output_dir,
-            amp_active=parts.runtime.precision.enabled,  # whether autocast really ran
-            batch_size=parts.batch_size,
-        )
-        result["findings"] = [finding.as_dict() for finding in findings]
+            raise out_of_memory_error(
+                config, parts.runtime.device, parts.batch_size, state.epoch, checkpointer
+            ) from None
         reporter.run_end(result)
         return result
     finally:
         stop.restore()
-        tensorboard.close()
+        if trainer is not None:
+            trainer.close()
         shutdown(runtime.dist)
 
 
@@ -156,35 +154,6 @@ def _audit(index: DatasetIndex, data_root: Path, reporter: Reporter) -> dict[str
     return audit
 
 
-def _calibrate_outputs(
-    config: TrainingConfig, trainer: Trainer, checkpointer: Checkpointer, reporter: Reporter
-) -> Calibration | None:
-    """Fit the calibration and threshold on the val scores of the models in latest_model.pt and
-    best_model.pt, and store them there; the latest's, or None when nothing was fit.
-    A failed fit (one class in val) is a warning: the run itself succeeded."""
-    fits = []
-    if trainer.last_scores is not None:
-        fits.append((checkpointer.latest, trainer.last_scores[1]))
-    if trainer.best_scores is not None:
-        fits.append((checkpointer.output_dir / "best_model.pt", trainer.best_scores))
-    described = None
-    for path, scores in fits:
-        try:
-            calibration = fit_calibration(
-                scores.scores,
-                scores.labels,
-                config.calibration_method,
-                config.threshold_rule,
-                fitted_on=f"the val split ({config.data_root})",
-            )
-        except FakedetError as error:
-            reporter.warning(f"no calibration stored in {path.name}: {error}")
-            continue
-        checkpointer.store_calibration(path, calibration)
-        described = described or calibration
-    return described
-
-
 def preflight(config: TrainingConfig) -> None:
     """What every rank would check first, checked once before `--devices N` starts torchrun, so
     bad input is one sentence rather than one error per rank and torchrun's traceback.
@@ -232,20 +201,23 @@ def _run_info(
 
 
 def out_of_memory_error(
-    config: TrainingConfig, parts: TrainingParts, epoch: int, checkpointer: Checkpointer
+    config: TrainingConfig,
+    device: torch.device,
+    batch_size: int,
+    epoch: int,
+    checkpointer: Checkpointer,
 ) -> TrainingError:
     """One sentence: where memory ran out, the advisor's smaller batch, and the resume line."""
-    device = parts.runtime.device
     where = f"{device}"
     if device.type == "cuda":
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(device).total_memory / 1024**3
         where += f" ({total:.1f} GB)"
     text = (
-        f"Out of memory on {where} in epoch {epoch} at batch size {parts.batch_size} "
+        f"Out of memory on {where} in epoch {epoch} at batch size {batch_size} "
         f"({config.mode} model, {config.img_size} px). "
     )
-    smaller = advisor.smaller_batch(parts.batch_size, config.gradient_accumulation_steps)
+    smaller = advisor.smaller_batch(batch_size, config.gradient_accumulation_steps)
     if smaller is None:
         return TrainingError(
             text + "Batch size 1 does not fit either: try --fast, a smaller --img-size, "

@@ -10,6 +10,7 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,9 +23,10 @@ from fakedet.evaluation.validation import Scores, evaluate
 from fakedet.io import json_safe
 from fakedet.models.losses import add_loss_terms, mean_loss_terms
 from fakedet.training.build import TrainingParts
+from fakedet.training.callbacks import Callback, default_callbacks
 from fakedet.training.checkpointer import Checkpointer
 from fakedet.training.distributed import any_rank, barrier, gather, sync_buffers
-from fakedet.training.logging import Reporter, TensorBoardLogger
+from fakedet.training.logging import Reporter
 from fakedet.training.signals import StopSignals, TrainingInterrupted
 
 
@@ -42,7 +44,11 @@ def accumulation_window(
 
 
 class Trainer:
-    """Runs the remaining epochs of `state` with `parts`; `fit()` returns the run's result."""
+    """Runs the remaining epochs of `state` with `parts`; `fit()` returns the run's result.
+
+    Side jobs (saving, TensorBoard, early stopping, plots, calibration, the doctor) are
+    `callbacks`, called at named hooks; by default those of `default_callbacks(config)`.
+    """
 
     def __init__(
         self,
@@ -51,7 +57,7 @@ class Trainer:
         state: TrainState,
         checkpointer: Checkpointer,
         reporter: Reporter | None = None,
-        tensorboard: TensorBoardLogger | None = None,
+        callbacks: Sequence[Callback] | None = None,
         stop: StopSignals | None = None,
     ) -> None:
         self.config = config
@@ -59,14 +65,11 @@ class Trainer:
         self.state = state
         self.checkpointer = checkpointer
         self.reporter = reporter or Reporter()
-        self.tensorboard = tensorboard or TensorBoardLogger(None)
+        self.callbacks = list(default_callbacks(config) if callbacks is None else callbacks)
         self.stop = stop or StopSignals()
         self.dist = parts.runtime.dist
         self.skipped_files: dict[str, str] = dict(parts.index.skipped)
-        # Validation scores for the plots: of the best epoch when this process saw it, else the
-        # last validated epoch (a resumed run may have found its best before the resume).
-        self.best_scores: Scores | None = None
-        self.last_scores: tuple[int, Scores] | None = None
+        self.stop_reason: str | None = None  # set by a callback that ends the run early
 
     def checkpoint(self) -> Checkpoint:
         """The run as it stands, ready to save."""
@@ -86,7 +89,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train (and validate) the remaining epochs; returns why it stopped, best metrics, paths."""
         state, config = self.state, self.config
-        stop_reason = "completed"
+        self._call("on_fit_start")
         start = state.epoch + 1 if state.batches_done == 0 else state.epoch
         for epoch in range(start, config.epochs + 1):
             state.epoch = epoch
@@ -95,25 +98,21 @@ class Trainer:
             if epoch % config.validate_interval == 0 or epoch == config.epochs:
                 metrics, scores = self.validate()
                 row.update(metrics)
-                self.last_scores = (epoch, scores)
                 improved = row["val_loss"] < state.best_val_loss
                 if improved:
                     state.best_val_loss, state.best_epoch = row["val_loss"], epoch
-                    self.best_scores = scores
                     state.epochs_without_improvement = 0
                 else:
                     state.epochs_without_improvement += 1
+                self._call("on_validation_end", epoch, scores)
             state.history.append(json_safe(row))
-            self.tensorboard.epoch(row, state.nonfinite_steps)
-            self.checkpointer.save_epoch(self.checkpoint(), improved)
-            self.reporter.epoch_end(epoch, json_safe(row))
-            patience = config.early_stopping_patience
-            if patience and state.epochs_without_improvement >= patience:
-                stop_reason = f"early stopping: no val_loss improvement in {patience} validations"
+            self._call("on_epoch_end", state.history[-1], improved)
+            self.reporter.epoch_end(epoch, state.history[-1])
+            if self.stop_reason:
                 break
         self._write_skipped()
-        return {
-            "stop_reason": stop_reason,
+        result = {
+            "stop_reason": self.stop_reason or "completed",
             "epochs_run": state.epoch,
             "best_epoch": state.best_epoch,
             "best_val_loss": state.best_val_loss,
@@ -122,8 +121,19 @@ class Trainer:
             "nonfinite_steps": state.nonfinite_steps,
             "skipped_files": len(self.skipped_files),
             "output_dir": str(self.checkpointer.output_dir),
-            "plots": [path.name for path in self._write_plots()],
+            "plots": [],
         }
+        self._call("on_fit_end", result)
+        return result
+
+    def close(self) -> None:
+        """Close every callback's files; safe to call on any path out of the run."""
+        for callback in self.callbacks:
+            callback.close()
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the train loader (from `state.batches_done` when resuming mid-epoch)."""
@@ -176,10 +186,9 @@ class Trainer:
                 window_bad = False
                 state.global_step += 1
                 state.batches_done = batch_index + 1
-                if batch["images"] is not None:
-                    self.tensorboard.scalars(
-                        {"train/batch_loss": terms.total.item()}, state.global_step
-                    )
+                self._call(
+                    "on_optimizer_step", terms.total if batch["images"] is not None else None
+                )
                 if consecutive_bad >= config.max_nonfinite_steps:
                     self._abort_nonfinite(consecutive_bad)
                 if any_rank(self.dist, self.stop.received is not None):
@@ -265,22 +274,6 @@ class Trainer:
         self.checkpointer.write_dataset_summary(
             self.parts.index, self.config.data_root, self.skipped_files
         )
-
-    def _write_plots(self) -> list[Any]:
-        """The run's figures; a failure to draw is a warning, never a failed run."""
-        if not self.config.plots:
-            return []
-        if self.best_scores is not None:
-            scores, caption = self.best_scores, f"best epoch {self.state.best_epoch}"
-        elif self.last_scores is not None:
-            scores, caption = self.last_scores[1], f"epoch {self.last_scores[0]}"
-        else:
-            scores, caption = None, ""
-        try:
-            return self.checkpointer.write_plots(self.state.history, scores, caption)
-        except Exception as exc:
-            self.reporter.warning(f"could not draw the plots ({exc.__class__.__name__}: {exc})")
-            return []
 
     def _abort_nonfinite(self, count: int) -> None:
         latest = self.checkpointer.save_latest(self.checkpoint())
