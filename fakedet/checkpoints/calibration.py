@@ -1,4 +1,4 @@
-"""Calibrated realness and the operating threshold a checkpoint stores (SPEC 12).
+"""Calibrated realness and the operating threshold a checkpoint stores.
 
 A detector's raw score is not a probability. Calibration maps it to one, fitted on held-out
 images: temperature (one parameter on the score's logit, keeps the ranking), Platt (a slope and

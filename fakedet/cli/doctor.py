@@ -61,7 +61,7 @@ def render_findings(console: Console, findings: Sequence[Finding | Mapping[str, 
 
 
 def calibration_as_dict(calibration: object) -> dict[str, Any] | None:
-    """The checkpoint's calibration (SPEC 12) as a dict, whether it is stored as one or not."""
+    """The checkpoint's calibration as a dict, whether it is stored as one or not."""
     if calibration is None:
         return None
     if is_dataclass(calibration) and not isinstance(calibration, type):

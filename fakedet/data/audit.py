@@ -178,7 +178,7 @@ def audit_records(
     unreadable files are left out).
 
     Returns:
-        SPEC 13's audit JSON: splits -> class -> summary, shortcuts, duplicates, warnings.
+        The audit JSON: splits -> class -> summary, shortcuts, duplicates, warnings.
     """
     split_of = np.asarray(splits, dtype=object)
     real = np.asarray(labels, np.float64) >= 0.5
@@ -209,7 +209,7 @@ def audit_index(
     reads every file's bytes once, then the hashes are cached too).
 
     Returns:
-        SPEC 13's audit JSON (see audit_records).
+        The audit JSON (see audit_records).
     """
     if index.audit_input is not None:  # what build_index read, hashes included or not needed
         records, labels, splits = index.audit_input

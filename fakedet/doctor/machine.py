@@ -15,7 +15,7 @@ from fakedet.hardware import cuda_amp_is_faster, default_num_workers
 # Under-used hardware. Nothing here predicts images per second: `fakedet recommend` predicts a
 # batch size, AMP, workers and an LR, not a throughput. So the rule compares the run's settings
 # with the advisor's, and reports the measured img/s as context only. AMP counts only where it
-# speeds training up: bf16 on a CPU with native bf16 (2.4x measured, SPEC 4) and fp16 on Volta
+# speeds training up: bf16 on a CPU with native bf16 (2.4x measured) and fp16 on Volta
 # and Turing GPUs (the seed's 1.5-2x); from Ampere on, fp32 runs as TF32 and bf16 autocast was
 # slower on an H200 (`hardware.cuda_amp_is_faster`). On a GPU, loader workers are the gain.
 

@@ -29,7 +29,7 @@ from fakedet.doctor.findings import (
     stopped_early,
 )
 
-# Not learning. The first epochs: the default-LR demo ran 3. By its 3rd epoch the
+# Not learning. The first epochs: the default-LR demo run ran 3. By its 3rd epoch the
 # quickstart (lr 1e-3) had its train loss 60% below the constant-score loss and the default-LR
 # run 9%; a quarter lies well between them, and the rule also needs an LR below the range. The
 # spectrum read, fitted before the first step, starts a model below the constant score where

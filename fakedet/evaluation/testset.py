@@ -215,7 +215,7 @@ def evaluate_test_set(
         crops: 1 (the centre crop) or 5 (centre and corners, scores averaged as logits).
 
     Returns:
-        The SPEC 11 report: test_root, checkpoints, perturbations, results, skipped.
+        The report: test_root, checkpoints, perturbations, results, skipped.
 
     Raises:
         UsageError: bad perturbations or --crops, no labelled image, or a checkpoint that is not

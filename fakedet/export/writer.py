@@ -1,5 +1,5 @@
 """Exporting a trained detector (ONNX, TorchScript, safetensors) and checking the export against
-PyTorch on real images (SPEC 14).
+PyTorch on real images.
 
 ONNX and TorchScript files hold the whole model with its input normalisation and its
 calibration: input `images` (N, 3, S, S) RGB float in [0, 1], outputs `realness` (calibrated,

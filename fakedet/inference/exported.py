@@ -1,5 +1,5 @@
 """Exported detectors (ONNX, TorchScript, safetensors): their shared metadata, and loading one
-back for inference wherever a checkpoint is accepted (SPEC 14). Writing them is export.py's."""
+back for inference wherever a checkpoint is accepted. Writing them is export.py's."""
 
 from __future__ import annotations
 

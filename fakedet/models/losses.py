@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 # Weight of the BCE on a branch's own logit (the spectral-coherence branch). Trained alone as well
 # as through the sum, the branch becomes a detector in its own right instead of a correction the
-# CNN leans on. On the cross-generator protocol (README, issue 16; 3 seeds, mean AUC over the
+# CNN leans on. On the cross-generator protocol (docs/protocol.md; 3 seeds, mean AUC over the
 # held-out families) weights 0.3, 1, 3 and 10 gave fast 0.905, 0.915, 0.923, 0.925 and full
 # 0.954, 0.958, 0.953 (10 not run): 1 is full's best, and fast's gains past it are in the noise.
 # The term is the mean over the branch's logits; its spectrum read is fitted and frozen before

@@ -31,7 +31,7 @@ from fakedet.training.logging import Reporter
 from fakedet.training.schedule import WarmupCosine, build_schedule, resumed_schedule
 from fakedet.training.spectrum_read import fit_spectrum_read
 
-# The conservative GradScaler of the seed (SPEC 4): start low, grow slowly, back off gently.
+# The conservative GradScaler of the seed: start low, grow slowly, back off gently.
 GRAD_SCALER_OPTIONS = {
     "init_scale": 128.0,
     "growth_factor": 1.5,

@@ -39,7 +39,7 @@ class Reporter:
 
 
 class TensorBoardLogger:
-    """Scalars under the tags of SPEC 6; a no-op when disabled or on non-zero ranks."""
+    """Scalars under fixed train/ and val/ tags; a no-op when disabled or on non-zero ranks."""
 
     def __init__(self, log_dir: Path | None) -> None:
         self.writer = None
@@ -56,7 +56,7 @@ class TensorBoardLogger:
                 self.writer.add_scalar(tag, value, step)
 
     def epoch(self, row: dict[str, Any], nonfinite_steps: int) -> None:
-        """An epoch's history row under the SPEC's tags, at the epoch number."""
+        """An epoch's history row under train/ and val/ tags, at the epoch number."""
 
         def finite(value: Any) -> float | None:
             return value if isinstance(value, float) and math.isfinite(value) else None

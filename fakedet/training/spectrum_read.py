@@ -6,7 +6,7 @@ well under a second. Trained by SGD inside the detector instead, it stayed far f
 short run (the cross-generator protocol's 5 epochs are 50 steps: train accuracy 0.82-0.91 where
 the fit reaches 0.90-0.98, a quarter of the weight norm), and an SGD step large enough to get there
 made it noisy. Fitted first and then frozen, it is the classic spectral detector at full strength
-inside the model, and the CNN and the coherence cue train around it (README, issue 16: full model
+inside the model, and the CNN and the coherence cue train around it (docs/protocol.md: full model
 `laundered` 0.881 -> 0.918 mean AUC over seeds 0-2).
 """
 
