@@ -83,3 +83,8 @@ def cuda_amp_dtype(capability: tuple[int, int], requested: str = "auto") -> str 
     if requested == "bf16" or (requested == "auto" and capability >= BF16_MIN_CAPABILITY):
         return "bf16"
     return "fp16"
+
+
+def workers_or_default(num_workers: int | None, device_type: str) -> int:
+    """`num_workers` when given, else the default for one process on `device_type`."""
+    return default_num_workers(device_type=device_type) if num_workers is None else num_workers

@@ -19,13 +19,8 @@ from fakedet.data.samples import IMAGE_SUFFIXES
 from fakedet.errors import UsageError
 from fakedet.evaluation.calibration import fit_calibration
 from fakedet.export.writer import CalibratedDetector, export_model
-from fakedet.inference.exported import (
-    PARITY_LIMIT,
-    SUFFIXES,
-    ExportError,
-    exported_checkpoint,
-    load_exported,
-)
+from fakedet.inference.exported import exported_checkpoint, load_exported
+from fakedet.inference.metadata import PARITY_LIMIT, SUFFIXES, ExportError
 from fakedet.inference.predictor import load_detector, predict_images
 from fakedet.models import create_model
 
@@ -315,3 +310,33 @@ def test_predict_command_on_a_safetensors_export_matches_the_checkpoint(tmp_path
     for ours, theirs in zip(rows[FIXTURE], rows[exported], strict=True):
         assert ours["verdict"] == theirs["verdict"]
         assert ours["raw"] == pytest.approx(theirs["raw"], abs=1e-5)
+
+
+@needs_onnx
+def test_torch_free_onnx_predict_matches_the_checkpoint(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """`predict MODEL.onnx` scores with numpy and ONNX Runtime alone: the same views, averaging,
+    calibration and verdicts as the checkpoint scored in PyTorch, with one view and with five."""
+    from fakedet.data.demo import build_demo_dataset
+    from fakedet.inference.onnx_scoring import OnnxDetector, predict_onnx
+
+    build_demo_dataset(tmp_path / "images", num_images=8, img_size=96, seed=3)
+    images = demo_images(tmp_path / "images")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    images = [*images, broken]
+    output = export_model(checkpoints["fast"], "onnx", tmp_path / "model.onnx").path
+    reference, checkpoint = load_detector(checkpoints["fast"], "cpu")
+    detector = OnnxDetector(output, "cpu")
+    for crops in (1, 5):
+        expected = predict_images(
+            reference, images, checkpoint.img_size, num_workers=0, crops=crops
+        )
+        got = predict_onnx(detector, images, batch_size=3, crops=crops)
+        assert [p.path for p in got] == [p.path for p in expected]
+        assert [p.verdict for p in got] == [p.verdict for p in expected]
+        assert got[-1].verdict == "unreadable" and got[-1].error
+        np.testing.assert_allclose(
+            [p.realness for p in got[:-1]], [p.realness for p in expected[:-1]], atol=1e-5, rtol=0
+        )

@@ -312,3 +312,24 @@ def test_a_file_given_as_the_dataset_is_called_a_file(folder_dataset: Path, tmp_
         result = runner.invoke(app, tiny_train_args(image, tmp_path / "run", *extra))
         assert result.exit_code == 2, result.output
         assert "is a file, not a dataset folder" in " ".join(result.output.split())
+
+
+def test_every_train_option_takes_its_help_from_the_config_field() -> None:
+    """One source of truth: a field's description is its option's help, word for word, and
+    `--dashed-name` its flag; a field cannot get a second, different help text."""
+    import typing
+
+    from rich.markup import escape
+
+    from fakedet.cli.train import train
+    from fakedet.config import TrainingConfig
+
+    hints = typing.get_type_hints(train, include_extras=True)
+    for name, field in TrainingConfig.model_fields.items():
+        option = typing.get_args(hints[name])[1]
+        flag = f"--{name.replace('_', '-')}"
+        # Typer keeps the first flag in `default` (its older calling convention).
+        declared = [option.default, *option.param_decls]
+        assert any(isinstance(d, str) and flag in d.split("/") for d in declared), name
+        assert field.description, f"TrainingConfig.{name} has no description"
+        assert option.help.startswith(escape(field.description)), name

@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fakedet.advisor import HardwareInfo
 from fakedet.cli.base import JsonOption, console, errors_to_exit_codes, print_json
-from fakedet.doctor import Finding, diagnose
 
 if TYPE_CHECKING:
+    from fakedet.advisor import HardwareInfo
     from fakedet.checkpoints.schema import Checkpoint
+    from fakedet.doctor import Finding
 
 HEALTHY = "No findings: the run looks healthy."
 SEVERITY_STYLE = {"warning": "bold yellow", "info": "cyan"}
@@ -40,6 +40,8 @@ def render_findings(console: Console, findings: Sequence[Finding | Mapping[str, 
     Takes findings or their `as_dict()` form (a run's JSON-safe result). Commands are printed
     unwrapped (soft wrap) so that they can be copied whole.
     """
+    from fakedet.doctor import Finding
+
     shown = [Finding(**item) if isinstance(item, Mapping) else item for item in findings]
     if not shown:
         console.print(f"Doctor: {HEALTHY}", highlight=False)
@@ -93,6 +95,8 @@ def checkpoint_findings(checkpoint: Checkpoint, run_dir: Path) -> list[Finding]:
     """The findings for a loaded checkpoint, on the hardware of this machine."""
     config = checkpoint.config
     machine = run_hardware(config.device)
+    from fakedet.doctor import diagnose
+
     return diagnose(
         checkpoint.state.history,
         config,

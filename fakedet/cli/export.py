@@ -42,7 +42,7 @@ def export(
     """
     with errors_to_exit_codes():
         from fakedet.export.writer import PARITY_LIMIT, export_model
-        from fakedet.inference.exported import SUFFIXES
+        from fakedet.inference.metadata import SUFFIXES
 
         if fmt is None:  # `-o model.ts` says which format is wanted
             by_suffix = {suffix: name for name, suffix in SUFFIXES.items()}

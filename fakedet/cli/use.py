@@ -25,7 +25,6 @@ from fakedet.cli.base import (
     print_json,
     printable,
 )
-from fakedet.cli.reporting import metrics_table
 from fakedet.errors import UsageError
 
 
@@ -83,31 +82,26 @@ def predict(
         fakedet predict runs/demo ./incoming --output scores.csv
     """
     with errors_to_exit_codes():
-        import torch
-
-        from fakedet.inference.predictor import (
-            calibration_of,
+        from fakedet.inference.results import (
             collect_images,
-            load_detector,
-            predict_images,
             predictions_csv,
             write_predictions_csv,
         )
-        from fakedet.models.layers import fuse_for_inference
 
         images = collect_images(paths)
-        model, loaded = load_detector(checkpoint, device)
-        if isinstance(model, torch.nn.Module):
-            # BatchNorm folded and channels-last: 1.3x (fast) and 1.03x (full) eval speed here,
-            # the same scores to float rounding (benchmarks/models.py).
-            model = fuse_for_inference(model)
-        calibration = calibration_of(loaded)
-        if loaded.calibration is None:
-            note_uncalibrated(checkpoint)
-        predictions = predict_images(
-            model, images, loaded.img_size, calibration, threshold, batch_size, num_workers, crops
-        )
-        cut = calibration.threshold if threshold is None else threshold
+        if checkpoint.suffix.lower() == ".onnx":  # ONNX Runtime, numpy and Pillow: no torch
+            from fakedet.inference.onnx_scoring import OnnxDetector, predict_onnx
+
+            detector = OnnxDetector(checkpoint, device)
+            predictions = predict_onnx(detector, images, threshold, batch_size, crops)
+            cut = detector.metadata.threshold if threshold is None else threshold
+            title = f"{detector.metadata.mode} model (ONNX export), threshold {cut:.4g}"
+            if detector.metadata.calibration is None:
+                note_uncalibrated(checkpoint)
+        else:
+            predictions, title = _predict_with_torch(
+                checkpoint, images, threshold, batch_size, device, num_workers, crops
+            )
         rows = [prediction.as_row(raw) for prediction in predictions]
         to_stdout = output is not None and str(output) == "-"
         if output is not None and not to_stdout:
@@ -125,10 +119,7 @@ def predict(
             print_json(rows)
             return
         shown = rows[:50]
-        table = Table(
-            title=f"{loaded.model_name} model, epoch {loaded.state.epoch}, threshold {cut:.4g}",
-            title_justify="left",
-        )
+        table = Table(title=title, title_justify="left")
         table.add_column("image", overflow="fold")
         table.add_column("realness", justify="right")
         if raw:
@@ -152,6 +143,36 @@ def predict(
             + (f"; wrote {output}" if output else ""),
             highlight=False,
         )
+
+
+def _predict_with_torch(
+    checkpoint: Path,
+    images: list[Path],
+    threshold: float | None,
+    batch_size: int,
+    device: str,
+    num_workers: int | None,
+    crops: int,
+) -> tuple[list, str]:
+    """predict's rows from a checkpoint, TorchScript or safetensors file, and the table title."""
+    from fakedet.inference.predictor import (
+        calibration_of,
+        load_detector,
+        predict_images,
+        prepared_for_scoring,
+    )
+
+    model, loaded = load_detector(checkpoint, device)
+    model = prepared_for_scoring(model)
+    calibration = calibration_of(loaded)
+    if loaded.calibration is None:
+        note_uncalibrated(checkpoint)
+    predictions = predict_images(
+        model, images, loaded.img_size, calibration, threshold, batch_size, num_workers, crops
+    )
+    cut = calibration.threshold if threshold is None else threshold
+    title = f"{loaded.model_name} model, epoch {loaded.state.epoch}, threshold {cut:.4g}"
+    return predictions, title
 
 
 def validate(
@@ -201,26 +222,26 @@ def validate(
             checkpoint, data_root, split, device, batch_size, num_workers, use_csv, plots
         )
         if as_json:
-            print_json(result)
+            print_json(result.to_dict())
             return
-        if result["calibration"] is None:
+        if result.calibration is None:
             note_uncalibrated(checkpoint)
         console.print(
-            f"{result['checkpoint']} on {result['data_root']} ({result['layout']}), "
-            f"{result['scored']}: {result['images']} images ({result['real']} real, "
-            f"{result['fake']} fake)",
+            f"{result.checkpoint} on {result.data_root} ({result.layout}), "
+            f"{result.scored}: {result.images} images ({result.real} real, "
+            f"{result.fake} fake)",
             highlight=False,
         )
         console.print(
-            metrics_table(
-                f"metrics (accuracy at threshold {result['threshold']:.4g})", result["metrics"]
+            _metrics_table(
+                f"metrics (accuracy at threshold {result.threshold:.4g})", result.metrics
             )
         )
-        if result["plots"]:
-            console.print(f"Plots: {', '.join(result['plots'])}", highlight=False, soft_wrap=True)
-        if result["skipped"]:
+        if result.plots:
+            console.print(f"Plots: {', '.join(result.plots)}", highlight=False, soft_wrap=True)
+        if result.skipped:
             console.print(
-                f"{len(result['skipped'])} unreadable file(s) skipped, e.g. {result['skipped'][0][0]}: {result['skipped'][0][1]}",
+                f"{len(result.skipped)} unreadable file(s) skipped, e.g. {result.skipped[0][0]}: {result.skipped[0][1]}",
                 highlight=False,
             )
 
@@ -246,30 +267,30 @@ def inspect_checkpoint(
         info = describe_checkpoint(checkpoint)
         findings = path_findings(checkpoint)
         if as_json:
-            print_json({**info, "findings": [finding.as_dict() for finding in findings]})
+            print_json({**info.to_dict(), "findings": [finding.as_dict() for finding in findings]})
             return
-        progress = f"{info['epoch']} of {info['epochs_configured']}"
-        if info["interrupted_at_batch"]:
-            progress += f" (interrupted at batch {info['interrupted_at_batch']})"
+        progress = f"{info.epoch} of {info.epochs_configured}"
+        if info.interrupted_at_batch:
+            progress += f" (interrupted at batch {info.interrupted_at_batch})"
         fields = {
-            "model": f"{info['mode']}, {info['parameters'] / 1e6:.2f}M params, {info['img_size']} px",
+            "model": f"{info.mode}, {info.parameters / 1e6:.2f}M params, {info.img_size} px",
             "epoch": progress,
-            "global step": info["global_step"],
-            "best": f"epoch {info['best_epoch']}, val_loss {info['best_val_loss']:.4f}"
-            if info["best_val_loss"] is not None
+            "global step": info.global_step,
+            "best": f"epoch {info.best_epoch}, val_loss {info.best_val_loss:.4f}"
+            if info.best_val_loss is not None
             else "no validation yet",
-            "epochs without improvement": info["epochs_without_improvement"],
-            "non-finite steps skipped": info["nonfinite_steps"],
-            "fakedet / torch": f"{info['fakedet_version']} / {info['torch_version']}",
-            "size": f"{info['size_mb']} MB",
-            "data root": info["config"]["data_root"],
-            "calibration": info["calibration_text"],
+            "epochs without improvement": info.epochs_without_improvement,
+            "non-finite steps skipped": info.nonfinite_steps,
+            "fakedet / torch": f"{info.fakedet_version} / {info.torch_version}",
+            "size": f"{info.size_mb} MB",
+            "data root": info.config["data_root"],
+            "calibration": info.calibration_text,
         }
-        console.print(fields_table(info["path"], fields))
-        last = {k: v for k, v in info["last_metrics"].items() if k.startswith("val_")}
+        console.print(fields_table(info.path, fields))
+        last = {k: v for k, v in info.last_metrics.items() if k.startswith("val_")}
         if last:
-            console.print(metrics_table(f"epoch {info['last_metrics']['epoch']} validation", last))
-        settings = ", ".join(f"{k}={v}" for k, v in info["config"].items())
+            console.print(_metrics_table(f"epoch {info.last_metrics['epoch']} validation", last))
+        settings = ", ".join(f"{k}={v}" for k, v in info.config.items())
         console.print(f"config: {settings}", highlight=False, soft_wrap=True)
         render_findings(console, findings)
 
@@ -329,3 +350,9 @@ def calibrate(
             return
         console.print(f"Calibration: {calibration.describe()}", highlight=False, soft_wrap=True)
         console.print(f"Wrote {output}", highlight=False)
+
+
+def _metrics_table(title: str, metrics: dict) -> Table:
+    from fakedet.cli.reporting import metrics_table  # it brings the training reporter
+
+    return metrics_table(title, metrics)

@@ -9,59 +9,13 @@ it moves those traces to other frequencies, the way a re-sized fake on the web c
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from fakedet.errors import UsageError
-
-# Pillow's own guard (about 179M pixels raises) stays on: larger files are refused as bombs.
-_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-
-
-def _high_bit_to_l(image: Image.Image) -> Image.Image:
-    array = np.asarray(image, dtype=np.float32)
-    if image.mode.startswith("I;16"):
-        scaled = array / 257.0
-    else:
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode any image Pillow opens into RGB, with its EXIF orientation applied.
-
-    Raises:
-        OSError: unreadable or truncated data (Pillow's errors), or a decompression bomb.
-    """
-    with warnings.catch_warnings():
-        # Large-but-allowed images warn; the hard limit still raises DecompressionBombError.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-    if image.mode in _HIGH_BIT_MODES:
-        image = _high_bit_to_l(image)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
-        # Transparent pixels become white rather than whatever colour they happened to store.
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
-        return background
-    return image.convert("RGB")
-
-
-def _at_least(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    if min(width, height) >= size:
-        return image
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return image.resize(new_size, Image.Resampling.BICUBIC)
+from fakedet.data.images import at_least, check_crops, eval_views
+from fakedet.data.images import load_rgb as load_rgb  # re-exported: its old home
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -127,7 +81,7 @@ class TrainTransform:
         return image.resize(new_size, _RESIZE_FILTERS[choice])
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        image = _at_least(image, self.img_size)
+        image = at_least(image, self.img_size)
         if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
             image = self._downscale(image, generator)
         width, height = image.size
@@ -149,15 +103,6 @@ class TrainTransform:
 
 
 # Views `--crops` can score: the centre crop alone, or the centre and the four corners.
-CROP_CHOICES = (1, 5)
-
-
-def check_crops(crops: int) -> int:
-    """Raises: UsageError: `crops` is not one of CROP_CHOICES."""
-    if crops not in CROP_CHOICES:
-        choices = " or ".join(str(c) for c in CROP_CHOICES)
-        raise UsageError(f"--crops {crops} is not {choices} (the centre, or centre and corners).")
-    return crops
 
 
 class EvalTransform:
@@ -171,16 +116,5 @@ class EvalTransform:
     def __call__(
         self, image: Image.Image, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        image = _at_least(image, self.img_size)
-        width, height = image.size
-        size = self.img_size
-        corners = [((width - size) // 2, (height - size) // 2)]
-        if self.crops == 5:
-            corners += [
-                (0, 0),
-                (width - size, 0),
-                (0, height - size),
-                (width - size, height - size),
-            ]
-        views = [to_tensor(image.crop((x, y, x + size, y + size))) for x, y in corners]
+        views = [to_tensor(view) for view in eval_views(image, self.img_size, self.crops)]
         return views[0] if self.crops == 1 else torch.stack(views)

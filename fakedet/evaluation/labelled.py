@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from fakedet.errors import DataError, UsageError
 from fakedet.evaluation.calibration import fit_calibration
 from fakedet.evaluation.metrics import detection_metrics, expected_calibration_error
 from fakedet.evaluation.validation import Scores, build_loss, evaluate, make_eval_loader
-from fakedet.hardware import default_num_workers
+from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import calibration_of, load_detector, predict_images
 from fakedet.io import ensure_folder, json_safe
 from fakedet.runtime import FP32
@@ -85,9 +85,7 @@ def score_labelled_set(
     config = checkpoint.config
     index, split, scored, samples = _labelled_split(checkpoint, data_root, split, use_csv)
     on_device = next(model.parameters()).device
-    workers = (
-        default_num_workers(device_type=on_device.type) if num_workers is None else num_workers
-    )
+    workers = workers_or_default(num_workers, on_device.type)
     loader = make_eval_loader(
         samples,
         checkpoint.img_size,
@@ -107,6 +105,28 @@ def score_labelled_set(
     return ScoredSet(checkpoint, index, split, scored, metrics, scores, skipped)
 
 
+@dataclass
+class ValidationReport:
+    """What `fakedet validate` reports; `to_dict()` is its JSON."""
+
+    checkpoint: str
+    data_root: str
+    split: str  # val, train or all
+    scored: str  # which images, in words
+    layout: str
+    images: int
+    real: int
+    fake: int
+    calibration: dict[str, Any] | None  # the stored calibration, None for an uncalibrated one
+    threshold: float
+    skipped: list[tuple[str, str]]  # (path, reason) of unreadable files
+    metrics: dict[str, Any]  # loss terms, AUC, AP, accuracy at the threshold, ECE
+    plots: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def validate_checkpoint(
     path: Path,
     data_root: Path,
@@ -116,7 +136,7 @@ def validate_checkpoint(
     num_workers: int | None = None,
     use_csv: bool | None = None,
     plots_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> ValidationReport:
     """Score a labelled dataset with a checkpoint: the trainer's validation metrics, any split
     (see `score_labelled_set`), so on the training data it reproduces the run's own val numbers.
 
@@ -150,21 +170,21 @@ def validate_checkpoint(
         )
         plots = [str(path) for path in written]
     real = int(is_real.sum())
-    return {
-        "checkpoint": str(checkpoint_path(path)),
-        "data_root": str(data_root),
-        "split": result.split,
-        "scored": result.scored,
-        "layout": result.index.layout,
-        "images": len(scores.paths),
-        "real": real,
-        "fake": len(scores.paths) - real,
-        "calibration": calibration.to_dict() if checkpoint.calibration else None,
-        "threshold": calibration.threshold,
-        "skipped": sorted(result.skipped.items()),
-        "metrics": json_safe(metrics),
-        "plots": plots,
-    }
+    return ValidationReport(
+        checkpoint=str(checkpoint_path(path)),
+        data_root=str(data_root),
+        split=result.split,
+        scored=result.scored,
+        layout=result.index.layout,
+        images=len(scores.paths),
+        real=real,
+        fake=len(scores.paths) - real,
+        calibration=calibration.to_dict() if checkpoint.calibration else None,
+        threshold=calibration.threshold,
+        skipped=sorted(result.skipped.items()),
+        metrics=json_safe(metrics),
+        plots=plots,
+    )
 
 
 def calibrate_checkpoint(

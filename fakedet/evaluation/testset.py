@@ -28,9 +28,13 @@ from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, check_crops, load_rgb, pixels_to_float
 from fakedet.evaluation.metrics import TEST_METRICS, group_metrics, mean_over_groups
-from fakedet.hardware import default_num_workers
-from fakedet.inference.predictor import calibration_of, load_detector, score_views
-from fakedet.models.layers import fuse_for_inference
+from fakedet.hardware import workers_or_default
+from fakedet.inference.predictor import (
+    calibration_of,
+    load_detector,
+    prepared_for_scoring,
+    score_views,
+)
 from fakedet.runtime import resolve_device
 
 RESULT_KEYS = ("checkpoint", "group", "perturbation", *TEST_METRICS, "notes")
@@ -137,10 +141,7 @@ def load_detectors(paths: Sequence[Path], device: torch.device) -> list[Detector
     detectors = []
     for path in paths:
         model, checkpoint = load_detector(path, str(device))
-        if isinstance(model, nn.Module):  # an export runs as it is
-            # BatchNorm folded, channels-last: the same scores to float rounding, 1.03-1.3x
-            # faster (benchmarks/models.py); evaluation only reads scores.
-            model = fuse_for_inference(model)
+        model = prepared_for_scoring(model)  # evaluation only reads scores
         name = str(checkpoint_path(path))
         detectors.append(Detector(name, model, checkpoint.img_size, calibration_of(checkpoint)))
     return detectors
@@ -226,7 +227,7 @@ def evaluate_test_set(
     test_set = discover_test_set(test_root, use_csv)
     resolved = resolve_device(device)
     detectors = load_detectors(checkpoints, resolved)
-    workers = default_num_workers(device_type=resolved.type) if num_workers is None else num_workers
+    workers = workers_or_default(num_workers, resolved.type)
     workers = min(workers, max(0, len(test_set.samples) // batch_size))  # few images: no workers
     if on_start is not None:
         on_start(len(test_set.samples) * len(perturbations))

@@ -26,20 +26,22 @@ from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, load_rgb
 from fakedet.errors import FakedetError, UsageError
 from fakedet.inference.exported import (
+    METADATA_KEY,
+    ExportedModel,
+    ExportMetadata,
+    load_exported,
+    require_onnxruntime,
+)
+from fakedet.inference.metadata import (
     FORMATS,
     LOGIT_BOUND,
-    METADATA_KEY,
     ONNX_EXTRA_HINT,
     ONNX_OPSET,
     OUTPUT_NAMES,
     PARITY_IMAGES,
     PARITY_LIMIT,
     SUFFIXES,
-    ExportedModel,
     ExportError,
-    ExportMetadata,
-    load_exported,
-    require_onnxruntime,
 )
 from fakedet.models.loading import build_model
 

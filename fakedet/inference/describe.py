@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,30 +12,59 @@ from fakedet.inference.predictor import calibration_of, load_detector
 from fakedet.io import finite_or_none
 
 
-def describe_checkpoint(path: Path) -> dict[str, Any]:
+@dataclass
+class CheckpointDescription:
+    """What `fakedet inspect-checkpoint` shows; `to_dict()` is its JSON."""
+
+    path: str
+    size_mb: float
+    fakedet_version: str
+    torch_version: str
+    mode: str
+    img_size: int
+    parameters: int
+    epoch: int
+    epochs_configured: int
+    global_step: int
+    interrupted_at_batch: int | None
+    best_epoch: int | None
+    best_val_loss: float | None
+    epochs_without_improvement: int
+    nonfinite_steps: int
+    last_metrics: dict[str, Any]
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    calibration: dict[str, Any] | None  # method, params, ece_before/after, threshold, rule
+    calibration_text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe_checkpoint(path: Path) -> CheckpointDescription:
     """What a checkpoint holds: versions, model, progress, best and last metrics, config."""
     source = checkpoint_path(path)
     model, checkpoint = load_detector(source, "cpu")
     state = checkpoint.state
-    return {
-        "path": str(source),
-        "size_mb": round(source.stat().st_size / 1024**2, 2),
-        "fakedet_version": checkpoint.fakedet_version,
-        "torch_version": checkpoint.torch_version,
-        "mode": checkpoint.model_name,
-        "img_size": checkpoint.img_size,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "epoch": state.epoch,
-        "epochs_configured": checkpoint.config.epochs,
-        "global_step": state.global_step,
-        "interrupted_at_batch": state.batches_done or None,
-        "best_epoch": state.best_epoch,
-        "best_val_loss": finite_or_none(state.best_val_loss),
-        "epochs_without_improvement": state.epochs_without_improvement,
-        "nonfinite_steps": state.nonfinite_steps,
-        "last_metrics": state.history[-1] if state.history else {},
-        "config": config_to_dict(checkpoint.config),
-        "history": state.history,
-        "calibration": checkpoint.calibration.to_dict() if checkpoint.calibration else None,
-        "calibration_text": calibration_of(checkpoint).describe(),
-    }
+    return CheckpointDescription(
+        path=str(source),
+        size_mb=round(source.stat().st_size / 1024**2, 2),
+        fakedet_version=checkpoint.fakedet_version,
+        torch_version=checkpoint.torch_version,
+        mode=checkpoint.model_name,
+        img_size=checkpoint.img_size,
+        parameters=sum(p.numel() for p in model.parameters()),
+        epoch=state.epoch,
+        epochs_configured=checkpoint.config.epochs,
+        global_step=state.global_step,
+        interrupted_at_batch=state.batches_done or None,
+        best_epoch=state.best_epoch,
+        best_val_loss=finite_or_none(state.best_val_loss),
+        epochs_without_improvement=state.epochs_without_improvement,
+        nonfinite_steps=state.nonfinite_steps,
+        last_metrics=state.history[-1] if state.history else {},
+        config=config_to_dict(checkpoint.config),
+        history=state.history,
+        calibration=checkpoint.calibration.to_dict() if checkpoint.calibration else None,
+        calibration_text=calibration_of(checkpoint).describe(),
+    )
