@@ -12,6 +12,7 @@ from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
 from fakedet.cli.export import export
 from fakedet.cli.prepare import demo_data, recommend
+from fakedet.cli.serve import serve
 from fakedet.cli.train import resume, train
 from fakedet.cli.use import calibrate, inspect_checkpoint, predict, validate
 
@@ -27,6 +28,7 @@ app.command("inspect-checkpoint")(inspect_checkpoint)
 app.command("recommend")(recommend)
 app.command("predict")(predict)
 app.command("demo-data")(demo_data)
+app.command("serve")(serve)
 
 
 def main() -> None:
