@@ -115,6 +115,7 @@ def serve(
         # Loaded here even with workers, so that a bad checkpoint fails before a port is bound.
         served = ServedModel.load(settings.model, settings.device, settings.crops)
         logging_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+        logging_config["formatters"]["default"]["fmt"] = "%(asctime)s %(levelprefix)s %(message)s"
         logging_config["loggers"]["fakedet.serve"] = {
             "handlers": ["default"],
             "level": log_level.upper(),
