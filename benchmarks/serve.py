@@ -5,8 +5,8 @@ images are scored offline (`predict_images`, as `fakedet predict` runs it: the f
 batches of 32, its loader) and by CLIENTS concurrent HTTP clients sending one image per request
 until REQUESTS requests are done or the round's time is up; a third run makes every fifth
 request a bad upload (truncated, text, empty) and checks the good ones still succeed. The report
-gives medians over rounds: images/s, the ratio to offline, latency p50/p95/p99, errors and the
-server's peak RSS (VmHWM).
+gives medians over rounds: images/s, the ratio to offline (on as many images as a run sends),
+latency p50/p95/p99, errors and the server's peak RSS (VmHWM).
 
     python benchmarks/serve.py runs/demo/best_model.pt            # 32 clients, 256 px images
     python benchmarks/serve.py runs/demo --clients 8 --requests 200 --rounds 2
@@ -106,9 +106,11 @@ async def load(
     return run
 
 
-def offline_images_per_second(model_path: Path, paths: list[Path]) -> float:
-    """`fakedet predict`'s throughput on `paths`: the same model load and scoring call."""
+def offline_images_per_second(model_path: Path, paths: list[Path], count: int) -> float:
+    """`fakedet predict`'s throughput on `count` images cycled from `paths` (as many as a load
+    run sends, so its loader workers' start is spread alike): its model load and scoring call."""
     served = ServedModel.load(model_path, "cpu")
+    paths = [paths[number % len(paths)] for number in range(count)]
     started = time.perf_counter()
     predictions = predict_images(
         served.model, paths, served.img_size, calibration_of(served.checkpoint)
@@ -178,7 +180,7 @@ def main() -> None:
             run(0)  # warm-up: the first batches pay for oneDNN's kernel choices
             offline, clean, mixed = [], [], []
             for _ in range(args.rounds):
-                offline.append(offline_images_per_second(args.model, paths))
+                offline.append(offline_images_per_second(args.model, paths, args.requests))
                 clean.append(run(0))
                 mixed.append(run(5))
             rss = peak_rss_mb(server.pid)

@@ -159,13 +159,15 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
         dependencies=authorised,
         responses={status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 503)},
         openapi_extra={"requestBody": _REQUEST_BODY},
+        response_model=PredictResponse,
+        response_model_exclude_unset=True,  # `raw` and `explanation` only when asked for
     )
     async def predict(
         request: Request,
         explain: bool = Query(False, description="Add each image's heatmap (slower)."),
         raw: bool = Query(False, description="Add the uncalibrated score, as predict --raw."),
         name: str = Query("upload", description="The path a raw-body upload's row shows."),
-    ) -> PredictResponse:
+    ) -> PredictResponse | JSONResponse:
         """Score images: multipart files under `files`, or one image as the raw body.
 
         Each image is scored as `fakedet predict` scores a file. An upload that cannot be
@@ -173,17 +175,25 @@ def create_app(served: ServedModel, settings: ServeSettings) -> FastAPI:
         that upload's 4xx status with the reason.
         """
         uploads = await _uploads(request, settings, name)
+        # Every upload's scoring runs to its end before a failure (a full queue) is raised.
         outcomes = await asyncio.gather(
-            *(_score(server, upload_name, data, explain, raw) for upload_name, data in uploads)
+            *(_score(server, upload_name, data, explain, raw) for upload_name, data in uploads),
+            return_exceptions=True,
         )
-        rows = [row for row, _ in outcomes]
-        failures = [status for _, status in outcomes if status is not None]
+        rows, failures = [], []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            row, status = outcome
+            rows.append(row)
+            if status is not None:
+                failures.append(status)
         if len(failures) == len(rows):
-            return JSONResponse(  # type: ignore[return-value]
+            return JSONResponse(
                 status_code=failures[0],
                 content={
                     "detail": rows[0].error,
-                    "predictions": [row.model_dump() for row in rows],
+                    "predictions": [row.model_dump(exclude_unset=True) for row in rows],
                 },
             )
         return PredictResponse(predictions=rows)
