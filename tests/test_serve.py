@@ -31,7 +31,8 @@ from fakedet.cli import app as cli
 pytest.importorskip("fastapi", reason="needs the serve extra")
 from fastapi.testclient import TestClient
 
-from fakedet.serve.app import create_app
+from fakedet.errors import UsageError
+from fakedet.serve.app import app_from_env, create_app
 from fakedet.serve.batching import Batcher, Job, QueueFull
 from fakedet.serve.scoring import ServedModel
 from fakedet.serve.settings import ServeSettings, build_settings
@@ -386,6 +387,21 @@ def test_settings_travel_to_workers_without_the_key() -> None:
     again = ServeSettings.from_env(environ)
     assert again.max_batch == 3 and again.api_key is not None
     assert again.api_key.get_secret_value() == KEY
+
+
+def test_worker_factory_builds_the_app_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FAKEDET_SERVE_SETTINGS", raising=False)
+    with pytest.raises(UsageError, match="FAKEDET_SERVE_SETTINGS is not set"):
+        app_from_env()
+    settings = build_settings(model=CHECKPOINT, device="cpu")
+    monkeypatch.setenv("FAKEDET_SERVE_SETTINGS", settings.to_env())
+    monkeypatch.setenv("FAKEDET_API_KEY", KEY)
+    with TestClient(app_from_env()) as worker:
+        assert worker.get("/v1/model").status_code == 401
+        answer = worker.get("/v1/model", headers={"Authorization": f"Bearer {KEY}"})
+        assert answer.json()["mode"] == "fast"
 
 
 def test_cli_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
