@@ -32,6 +32,7 @@ pytest.importorskip("fastapi", reason="needs the serve extra")
 from fastapi.testclient import TestClient
 
 from fakedet.errors import UsageError
+from fakedet.inference.explain import explain_maps
 from fakedet.serve.app import app_from_env, create_app
 from fakedet.serve.batching import Batcher, Job, QueueFull
 from fakedet.serve.scoring import ServedModel
@@ -319,28 +320,40 @@ def test_metrics_count_requests_errors_latency_and_batches(served: ServedModel) 
     assert "# TYPE fakedet_request_duration_seconds histogram" in text
 
 
-def test_explain_returns_a_heatmap_of_crops_scored_alone(client: TestClient) -> None:
+def test_explain_returns_the_patch_map_of_inference_explain(
+    client: TestClient, served: ServedModel
+) -> None:
     image = png_bytes(11, (160, 96))
-    answer = client.post("/v1/predict?explain=1", files=_files(("wide.png", image)))
+    answer = client.post("/v1/predict?explain=1&raw=1", files=_files(("wide.png", image)))
     assert answer.status_code == 200
-    explanation = answer.json()["predictions"][0]["explanation"]
-    assert explanation["crop_size"] == 64
-    corners = [(crop["left"], crop["top"]) for crop in explanation["crops"]]
-    assert corners == [(x, y) for y in (0, 32) for x in (0, 32, 64, 96)]  # half a crop apart
+    row = answer.json()["predictions"][0]
+    explanation = row["explanation"]
+    assert (explanation["patch"], explanation["stride"]) == (64, 32)
+    pixels = torch.from_numpy(np.array(Image.open(io.BytesIO(image)))).permute(2, 0, 1)[None]
+    expected = explain_maps(served.model, pixels.float() / 255, 64, 32)[0]  # rows 0, 32
+    assert np.array(explanation["patch_map"]) == pytest.approx(expected, abs=2e-6)
     overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
     assert overlay.format == "PNG" and overlay.size == (160, 96)
-    # Each cell is the realness of that crop scored on its own, as predict would score it.
-    crop = explanation["crops"][5]
+    # A patch's value is that patch scored alone, as predict would score it as a file.
     buffer = io.BytesIO()
-    left, top = crop["left"], crop["top"]
-    Image.open(io.BytesIO(image)).crop((left, top, left + 64, top + 64)).save(buffer, "PNG")
+    Image.open(io.BytesIO(image)).crop((32, 32, 96, 96)).save(buffer, "PNG")
     alone = client.post("/v1/predict?raw=1", content=buffer.getvalue()).json()["predictions"][0]
-    assert crop["realness"] == pytest.approx(alone["realness"], abs=2e-6)
+    assert explanation["patch_map"][1][1] == pytest.approx(alone["raw"], abs=2e-6)
+    plain = client.post("/v1/predict?raw=1", content=image).json()["predictions"][0]
+    assert row["raw"] == pytest.approx(plain["raw"], abs=2e-6)  # explaining leaves the score
     tiny = client.post("/v1/predict?explain=1", content=png_bytes(12, 40)).json()
-    assert len(tiny["predictions"][0]["explanation"]["crops"]) == 1
+    assert np.array(tiny["predictions"][0]["explanation"]["patch_map"]).shape == (1, 1)
 
 
-def _constant_model(images: torch.Tensor) -> dict[str, torch.Tensor]:
+def test_explain_refuses_images_over_its_pixel_limit(served: ServedModel) -> None:
+    with _client(served, max_explain_pixels=64 * 64) as small_limit:
+        answer = small_limit.post("/v1/predict?explain=1", content=png_bytes(13, (80, 64)))
+        plain = small_limit.post("/v1/predict", content=png_bytes(13, (80, 64)))
+    assert answer.status_code == 413 and "for a heatmap" in answer.json()["detail"]
+    assert plain.status_code == 200
+
+
+def _mean_pixel_model(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Realness = each image's mean pixel: a stand-in whose answers identify its inputs."""
     return {"score": images.mean(dim=(1, 2, 3))}
 
@@ -348,22 +361,22 @@ def _constant_model(images: torch.Tensor) -> dict[str, torch.Tensor]:
 def test_batcher_groups_queued_jobs_within_max_batch_and_routes_results() -> None:
     sizes: list[int] = []
     batcher = Batcher(
-        _constant_model, torch.device("cpu"), 4, 0.0, 64, on_batch=lambda n, _: sizes.append(n)
+        _mean_pixel_model, torch.device("cpu"), 4, 0.0, 64, lambda n, _: sizes.append(n), 4, 4
     )
     jobs = [Job(torch.full((3, 8, 8), value, dtype=torch.uint8)) for value in range(10)]
-    crops = Job(torch.arange(3).view(3, 1, 1, 1).expand(3, 3, 8, 8).to(torch.uint8), True)
     futures = [batcher.submit(job) for job in jobs[:6]]
-    futures.append(batcher.submit(crops))  # 3 inputs: does not fit beside 2 more images
+    image = torch.zeros(3, 8, 4, dtype=torch.uint8)
+    image[:, 4:] = 255  # bottom half white
+    heatmap = batcher.submit(Job(image, explain=True))
     futures += [batcher.submit(job) for job in jobs[6:]]
     batcher.start()
     batcher.stop()
-    # Never above max_batch: the crop job (3 inputs) did not fit beside images 4 and 5, so it
-    # opened the next batch, which image 6 filled.
-    assert sizes == [4, 2, 4, 3]
-    scores = [future.result(timeout=5) for future in futures]
-    expected = [[value / 255] for value in range(6)] + [[0.0, 1 / 255, 2 / 255]]
-    expected += [[value / 255] for value in range(6, 10)]
-    assert scores == [pytest.approx(values) for values in expected]
+    # Never above max_batch; the heatmap ran on its own call after its batch's scores.
+    assert sizes == [4, 3, 1, 3]
+    assert [future.result(timeout=5) for future in futures] == [
+        [pytest.approx(value / 255)] for value in range(10)
+    ]
+    assert heatmap.result(timeout=5) == pytest.approx(np.array([[0.0], [1.0]]))
 
 
 def test_batcher_refuses_past_max_queue_and_reports_model_failures() -> None:

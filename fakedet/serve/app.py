@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -28,12 +29,12 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fakedet import __version__
+from fakedet.data.transforms import to_tensor
 from fakedet.errors import UsageError
+from fakedet.inference.explain import overlay_png, pixel_map
 from fakedet.serve import metrics as prometheus
 from fakedet.serve.batching import Batcher, Job, QueueFull
-from fakedet.serve.explain import CropGrid, crop_grid, overlay_png
 from fakedet.serve.schemas import (
-    CropScore,
     ErrorResponse,
     Explanation,
     Health,
@@ -48,6 +49,10 @@ from fakedet.serve.uploads import UploadRejected, decode_upload
 STATIC = Path(__file__).parent / "static"
 FILES_FIELD = "files"
 ROUTES = ("/", "/v1/predict", "/v1/health", "/v1/model", "/metrics", "/docs", "/openapi.json")
+# The heatmap's grid: explain_maps' own defaults (a 64 px patch every 32 px), whatever the
+# model's img_size, at the image's native pixels.
+PATCH, STRIDE = 64, 32
+OVERLAY_SIDE = 512  # longest side of the heatmap PNG sent back
 log = logging.getLogger("fakedet.serve")
 
 
@@ -286,17 +291,11 @@ async def _score(
     server: Server, name: str, data: bytes, explain: bool, with_raw: bool
 ) -> tuple[PredictionRow, int | None]:
     """One upload's row, and the 4xx status of a rejected one (None when scored)."""
-    served = server.served
+    served, settings = server.served, server.settings
     common = {"threshold": served.threshold, "model": served.model_id}
     try:
-        image, pixels, grid = await anyio.to_thread.run_sync(
-            _decode,
-            served,
-            data,
-            name,
-            server.settings.max_pixels,
-            explain,
-            limiter=server.decoding,
+        image, pixels = await anyio.to_thread.run_sync(
+            _decode, served, data, name, settings, explain, limiter=server.decoding
         )
     except UploadRejected as rejected:
         server.metrics.images_done("rejected")
@@ -306,7 +305,7 @@ async def _score(
         return row, rejected.status
     try:
         whole = server.batcher.submit(Job(pixels))
-        crops = server.batcher.submit(Job(grid.pixels, each_view=True)) if grid else None
+        patches = server.batcher.submit(Job(to_tensor(image), explain=True)) if explain else None
     except QueueFull:
         raise HTTPException(
             503,
@@ -316,30 +315,51 @@ async def _score(
     raw = (await asyncio.wrap_future(whole))[0]
     server.metrics.images_done("scored")
     row = PredictionRow(**served.prediction(name, raw).as_row(with_raw), **common)
-    if grid is not None and crops is not None:
-        realness = [served.calibrated(score) for score in await asyncio.wrap_future(crops)]
+    if patches is not None:
+        patch_map = await asyncio.wrap_future(patches)
         png = await anyio.to_thread.run_sync(
-            overlay_png, image, grid, realness, limiter=server.decoding
+            _heatmap_png, image, patch_map, limiter=server.decoding
         )
         row.explanation = Explanation(
             overlay_png=base64.b64encode(png).decode("ascii"),
-            crop_size=grid.size,
-            crops=[
-                CropScore(left=x, top=y, realness=round(value, 6))
-                for (x, y), value in zip(grid.corners, realness, strict=True)
-            ],
+            patch=PATCH,
+            stride=STRIDE,
+            patch_map=np.round(patch_map.astype(np.float64), 6).tolist(),
         )
     return row, None
 
 
 def _decode(
-    served: ServedModel, data: bytes, name: str, max_pixels: int, explain: bool
-) -> tuple[Image.Image, torch.Tensor, CropGrid | None]:
-    """The image, the view(s) predict scores, and the heatmap's crops when asked (in a worker
-    thread: decoding and cropping are CPU work the event loop must not wait on)."""
-    image = decode_upload(data, name, max_pixels)
-    grid = crop_grid(image, served.img_size) if explain else None
-    return image, served.pixels(image), grid
+    served: ServedModel, data: bytes, name: str, settings: ServeSettings, explain: bool
+) -> tuple[Image.Image, torch.Tensor]:
+    """The image and the view(s) predict scores of it (in a worker thread: decoding is CPU work
+    the event loop must not wait on).
+
+    Raises:
+        UploadRejected: undecodable, over the pixel limit, or with `explain` over the heatmap's.
+    """
+    image = decode_upload(data, name, settings.max_pixels)
+    pixels = image.width * image.height
+    if explain and pixels > settings.max_explain_pixels:
+        raise UploadRejected(
+            413,
+            f"{name} is {image.width}x{image.height} = {pixels:,} pixels, over this server's "
+            f"limit of {settings.max_explain_pixels:,} for a heatmap; send it without "
+            "explain=1, or a smaller image.",
+        )
+    return image, served.pixels(image)
+
+
+def _heatmap_png(image: Image.Image, patch_map: np.ndarray) -> bytes:
+    """explain's overlay at display size (longest side OVERLAY_SIDE at most): each pixel's
+    realness (the mean of the patches covering it) is taken at the image's own size, then the
+    image and that map are shrunk together."""
+    per_pixel = pixel_map(patch_map, image.height, image.width, PATCH, STRIDE)  # (H, W)
+    scale = min(1.0, OVERLAY_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    shown = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+    realness = np.asarray(Image.fromarray(per_pixel).resize(size, Image.Resampling.BILINEAR))
+    return overlay_png(shown, realness)
 
 
 _NOTHING_SENT = (

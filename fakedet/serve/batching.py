@@ -1,6 +1,7 @@
 """Dynamic batching: one thread owns the model; requests queue their images, and the thread
 scores them together, as many as `max_batch` per call, waiting at most `max_wait_s` after the
-first one for company.
+first one for company. Heatmaps (`explain_maps`) run on the same thread, after the batch's
+scores are out.
 
 One model call on a batch of 16 costs far less than 16 calls on one image each (on CPU as on a
 GPU), and concurrent requests arrive one image at a time, so gathering them is where a server's
@@ -15,10 +16,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from fakedet.data.transforms import pixels_to_float
+from fakedet.inference.explain import explain_maps
 from fakedet.inference.predictor import score_views
 
 
@@ -28,17 +31,13 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
-    """Images of one upload: (3, S, S) or (V, 3, S, S) uint8 views scored as one image
-    (`score_views`), or, when `each_view`, (N, 3, S, S) crops scored one by one (heatmaps)."""
+    """One upload's work: its (3, S, S) or (V, 3, S, S) uint8 view(s), scored as one image
+    (`score_views`), giving [raw realness]; or, when `explain`, the whole (3, H, W) uint8 image,
+    giving its patch-score map (`explain_maps`, patches of `patch` every `stride` pixels)."""
 
     pixels: torch.Tensor
-    each_view: bool = False
-    future: Future[list[float]] = field(default_factory=Future)
-
-    @property
-    def cost(self) -> int:
-        """Model inputs this job adds to a batch."""
-        return len(self.pixels) if self.each_view else 1
+    explain: bool = False
+    future: Future[Any] = field(default_factory=Future)
 
 
 _STOP = object()
@@ -55,14 +54,17 @@ class Batcher:
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[int, float], None] | None = None,
+        patch: int = 64,
+        stride: int = 32,
     ) -> None:
         self.model = model
         self.device = device
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch  # (images in the batch, seconds the model took)
+        self.patch = patch
+        self.stride = stride
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
-        self._held: Job | None = None  # taken from the queue but over the last batch's bound
         self._thread = threading.Thread(target=self._run, name="fakedet-batcher", daemon=True)
 
     def start(self) -> None:
@@ -74,9 +76,9 @@ class Batcher:
             self._queue.put(_STOP)
             self._thread.join()
 
-    def submit(self, job: Job) -> Future[list[float]]:
-        """Queue `job`; its future gives the raw realness of the image (a list of one), or of
-        each crop when `each_view`.
+    def submit(self, job: Job) -> Future[Any]:
+        """Queue `job`; its future gives [raw realness] of the image, or its (h, w) patch map
+        when `job.explain`.
 
         Raises:
             QueueFull: `max_queue` images are already waiting.
@@ -100,14 +102,13 @@ class Batcher:
                 return
 
     def _gather(self) -> tuple[list[Job], bool]:
-        first = self._held if self._held is not None else self._queue.get()
-        self._held = None
+        first = self._queue.get()
         if first is _STOP:
             return [], True
         assert isinstance(first, Job)
-        batch, size = [first], first.cost
+        batch = [first]
         deadline = time.monotonic() + self.max_wait_s
-        while size < self.max_batch:
+        while len(batch) < self.max_batch:
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -115,11 +116,7 @@ class Batcher:
             if item is _STOP:
                 return batch, True
             assert isinstance(item, Job)
-            if size + item.cost > self.max_batch:
-                self._held = item
-                break
             batch.append(item)
-            size += item.cost
         return batch, False
 
     @torch.no_grad()
@@ -127,32 +124,32 @@ class Batcher:
         # A request whose client went away has cancelled its future: skip its images. The rest
         # are marked running, after which a late cancel can no longer void their results.
         batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
-        if not batch:
-            return
+        whole = [job for job in batch if not job.explain]
+        if whole:
+            self._run_jobs(whole, self._views)
+        for job in batch:  # a heatmap is many patches: scored after the batch's verdicts are out
+            if job.explain:
+                self._run_jobs([job], self._patch_map)
+
+    def _run_jobs(self, jobs: list[Job], work: Callable[[list[Job]], list[Any]]) -> None:
         started = time.perf_counter()
         try:
-            results = self._forward(batch)
+            results = work(jobs)
         except Exception as exc:  # the model failed: every waiting request hears why
-            for job in batch:
+            for job in jobs:
                 job.future.set_exception(exc)
             return
         if self.on_batch is not None:
-            self.on_batch(sum(job.cost for job in batch), time.perf_counter() - started)
-        for job, scores in zip(batch, results, strict=True):
-            job.future.set_result(scores)
+            self.on_batch(len(jobs), time.perf_counter() - started)
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
 
-    def _forward(self, batch: list[Job]) -> list[list[float]]:
-        results: dict[int, list[float]] = {}
-        whole = [index for index, job in enumerate(batch) if not job.each_view]
-        if whole:
-            pixels = torch.stack([batch[index].pixels for index in whole])  # (B, [V,] 3, S, S)
-            scores = score_views(self.model, pixels_to_float(pixels, self.device)).cpu().tolist()
-            results.update({index: [score] for index, score in zip(whole, scores, strict=True)})
-        crops = [index for index, job in enumerate(batch) if job.each_view]
-        if crops:
-            pixels = torch.cat([batch[index].pixels for index in crops])  # (sum N, 3, S, S)
-            scores = score_views(self.model, pixels_to_float(pixels, self.device)).cpu().tolist()
-            for index in crops:
-                count = len(batch[index].pixels)
-                results[index], scores = scores[:count], scores[count:]
-        return [results[index] for index in range(len(batch))]
+    def _views(self, jobs: list[Job]) -> list[list[float]]:
+        pixels = torch.stack([job.pixels for job in jobs])  # (B, [V,] 3, S, S) uint8
+        scores = score_views(self.model, pixels_to_float(pixels, self.device)).cpu().tolist()
+        return [[score] for score in scores]
+
+    def _patch_map(self, jobs: list[Job]) -> list[Any]:
+        image = pixels_to_float(jobs[0].pixels[None], self.device)  # (1, 3, H, W)
+        maps = explain_maps(self.model, image, self.patch, self.stride, self.max_batch)
+        return [maps[0]]

@@ -101,7 +101,7 @@ class Metrics:
             for outcome in ("scored", "rejected"):
                 out.append(f'fakedet_images_total{{outcome="{outcome}"}} {self.images[outcome]}')
             out += [
-                "# HELP fakedet_batch_size Model inputs per batch the model scored.",
+                "# HELP fakedet_batch_size Images per model call (a heatmap is a call of one).",
                 "# TYPE fakedet_batch_size histogram",
                 *self.batch_size.lines("fakedet_batch_size"),
                 "# HELP fakedet_batch_duration_seconds Model time per batch.",

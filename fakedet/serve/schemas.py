@@ -7,18 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
-class CropScore(BaseModel):
-    left: int = Field(description="Crop's left edge in the uploaded image, in pixels.")
-    top: int = Field(description="Crop's top edge, in pixels.")
-    realness: float = Field(description="Calibrated realness of this crop alone.")
-
-
 class Explanation(BaseModel):
-    """Where the score comes from: each crop of the image scored on its own."""
+    """Where the score comes from: patches of the image, each scored on its own."""
 
-    overlay_png: str = Field(description="Base64 PNG: the image under the crops' realness.")
-    crop_size: int = Field(description="Side of every crop, in pixels.")
-    crops: list[CropScore]
+    overlay_png: str = Field(description="Base64 PNG: the image under its patch map (red: fake).")
+    patch: int = Field(description="Side of every patch, in the image's pixels.")
+    stride: int = Field(description="Step between patches (the last is flush with the edge).")
+    patch_map: list[list[float]] = Field(
+        description="The model's raw realness of each patch, rows top to bottom (uncalibrated)."
+    )
 
 
 class PredictionRow(BaseModel):

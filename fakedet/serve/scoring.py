@@ -18,9 +18,9 @@ from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import checkpoint_path
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.data.transforms import EvalTransform
-from fakedet.inference.exported import is_exported_file
-from fakedet.inference.predictor import Prediction, calibration_of, load_detector
-from fakedet.models.layers import fuse_for_inference
+from fakedet.inference.metadata import is_exported_file
+from fakedet.inference.predictor import calibration_of, load_detector, prepared_for_scoring
+from fakedet.inference.results import Prediction
 
 
 @dataclass
@@ -46,8 +46,7 @@ class ServedModel:
         """
         source = path if is_exported_file(path) else checkpoint_path(path)
         model, checkpoint = load_detector(source, device)
-        if isinstance(model, torch.nn.Module):
-            model = fuse_for_inference(model)  # as predict scores: the same numbers, faster
+        model = prepared_for_scoring(model)  # as predict scores it
         return cls(
             model=model,
             checkpoint=checkpoint,

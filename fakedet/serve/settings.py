@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from fakedet.config import describe_validation_error
-from fakedet.data.transforms import CROP_CHOICES
+from fakedet.data.images import CROP_CHOICES
 from fakedet.errors import ConfigError
 
 # Where `--workers N` hands the settings to each worker process (JSON, without the API key,
@@ -39,6 +39,9 @@ class ServeSettings(BaseModel):
         40_000_000, ge=1, description="Largest image (width x height) decoded; more is a bomb."
     )
     max_files: int = Field(32, ge=1, description="Most images in one request.")
+    max_explain_pixels: int = Field(
+        4_000_000, ge=1, description="Largest image a heatmap is drawn for (explain=1)."
+    )
     decode_threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
         ge=1,

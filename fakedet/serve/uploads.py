@@ -8,7 +8,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from fakedet.data.transforms import load_rgb
+from fakedet.data.images import load_rgb
 
 
 class UploadRejected(Exception):

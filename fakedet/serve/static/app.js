@@ -74,7 +74,7 @@ function show(view, row) {
   view.outcome.append(verdict, score, bar);
   if (row.explanation) {
     view.image.src = `data:image/png;base64,${row.explanation.overlay_png}`;
-    view.image.alt = `${row.path}: heatmap, blue reads real and orange fake`;
+    view.image.alt = `${row.path}: heatmap, blue reads real and red fake`;
   }
 }
 
