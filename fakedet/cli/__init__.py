@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fakedet.cli.audit import audit
 from fakedet.cli.base import app
+from fakedet.cli.convert import convert
 from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
 from fakedet.cli.export import export
@@ -27,6 +28,7 @@ app.command("inspect-checkpoint")(inspect_checkpoint)
 app.command("recommend")(recommend)
 app.command("predict")(predict)
 app.command("demo-data")(demo_data)
+app.command("convert")(convert)
 
 
 def main() -> None:
