@@ -29,7 +29,8 @@ import sys, time
 from pathlib import Path
 import fakedet.inference.scan as scan
 from fakedet.data.shards import expand_sources
-from fakedet.inference.predictor import collect_images, load_detector
+from fakedet.inference.predictor import load_detector
+from fakedet.inference.results import collect_images
 source, output = Path(sys.argv[1]), Path(sys.argv[2])
 model, loaded = load_detector(Path(sys.argv[3]), "cpu")
 keys = expand_sources([source], collect_images)

@@ -31,7 +31,7 @@ def run_scan(
 ) -> None:
     """Parse the scan's flags, run it, render the result."""
     from fakedet.data.shards import expand_sources
-    from fakedet.inference.predictor import collect_images
+    from fakedet.inference.results import collect_images
 
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine} is not one of {', '.join(ENGINES)}.")

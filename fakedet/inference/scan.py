@@ -27,7 +27,7 @@ from fakedet.data.samples import Sample
 from fakedet.data.shards import require_shard_libraries
 from fakedet.data.transforms import EvalTransform, check_crops, pixels_to_float
 from fakedet.errors import OutputPathError, WriteError
-from fakedet.hardware import default_num_workers
+from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import score_views
 from fakedet.io import atomic_write_bytes, ensure_folder
 
@@ -194,7 +194,7 @@ def scan_to_parquet(
     done = target.done_keys()
     todo = [key for key in keys if key not in done]
     resumed = len(keys) - len(todo)
-    workers = default_num_workers(device_type=device.type) if num_workers is None else num_workers
+    workers = workers_or_default(num_workers, device.type)
     workers = min(workers, max(0, len(todo) // batch_size))  # no processes for a few images
     loader = make_loader(
         [Sample(key, 0.0) for key in todo],
