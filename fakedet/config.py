@@ -111,6 +111,15 @@ class TrainingConfig(BaseModel):
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     seed: int = Field(42, ge=0, description="Seed of every random choice in the run.")
+    image_column: str = Field(
+        "image", min_length=1, description="Parquet shards: the column of image bytes."
+    )
+    label_column: str = Field(
+        "label", min_length=1, description="Parquet shards: the label column (0/1 or real/fake)."
+    )
+    generator_column: str = Field(
+        "generator", min_length=1, description="Parquet shards: the optional generator column."
+    )
 
     @field_validator(
         "epochs",

@@ -20,7 +20,8 @@ PACKAGE = ROOT / "fakedet"
 CODE_MAP = ROOT / "docs" / "code-map.md"
 
 # A citation of a document the checkout does not hold: "SPEC 12", "issue 16", "#31", "PR 7".
-OUTSIDE_CITATION = re.compile(r"\bSPEC\b|\b(?:issue|PR)\s*#?\d+|#\d+", re.IGNORECASE)
+# A "#" right after a name character is part of a key or path (`shard.tar#000123.jpg`), not one.
+OUTSIDE_CITATION = re.compile(r"\bSPEC\b|\b(?:issue|PR)\s*#?\d+|(?<![\w.])#\d+", re.IGNORECASE)
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
 
 

@@ -48,8 +48,16 @@ def predict(
         typer.Option(
             "--output",
             "-o",
-            help="Write path, realness, verdict, error to this CSV ('-': the CSV to stdout alone).",
+            help="Write path, realness, verdict, error to this CSV ('-': the CSV to stdout alone); "
+            "NAME.parquet or an existing folder: stream key, realness, verdict, error to Parquet "
+            "as it goes, resuming a stopped scan.",
         ),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local, or ray (Ray Data; Parquet output).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="--engine ray: the cluster \\[default: local].")
     ] = None,
     threshold: Annotated[
         float | None,
@@ -82,13 +90,20 @@ def predict(
         fakedet predict runs/demo ./incoming --output scores.csv
     """
     with errors_to_exit_codes():
+        from fakedet.cli.scanning import is_scan_output, run_scan
+
+        if engine != "local" or is_scan_output(output):
+            run_scan(checkpoint, paths, output, engine, address, threshold, batch_size, device,
+                     num_workers, crops, as_json)  # fmt: skip
+            return
+        from fakedet.data.shards import expand_sources
         from fakedet.inference.results import (
             collect_images,
             predictions_csv,
             write_predictions_csv,
         )
 
-        images = collect_images(paths)
+        images = [Path(key) for key in expand_sources(paths, collect_images)]
         if checkpoint.suffix.lower() == ".onnx":  # ONNX Runtime, numpy and Pillow: no torch
             from fakedet.inference.onnx_scoring import OnnxDetector, predict_onnx
 

@@ -3,6 +3,7 @@ scoring an ONNX export needs none."""
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -24,6 +25,15 @@ def _high_bit_to_l(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
 
 
+def _source(path: str) -> str | io.BytesIO:
+    """The file, or the bytes of a shard sample (`SHARD.tar#MEMBER`, `SHARD.parquet#ROW`)."""
+    if "#" not in path:  # a plain file: the shard reader is never imported
+        return path
+    from fakedet.data.shards import is_shard_key, read_shard_bytes
+
+    return io.BytesIO(read_shard_bytes(path)) if is_shard_key(path) else path
+
+
 def load_rgb(path: str) -> Image.Image:
     """Decode any image Pillow opens into RGB, with its EXIF orientation applied.
 
@@ -33,7 +43,7 @@ def load_rgb(path: str) -> Image.Image:
     with warnings.catch_warnings():
         # Large-but-allowed images warn; the hard limit still raises DecompressionBombError.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
+        with Image.open(_source(path)) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
     if image.mode in _HIGH_BIT_MODES:

@@ -28,6 +28,8 @@ from fakedet.data.samples import (
     Sample,
     stratified_split,
 )
+from fakedet.data.shard_layout import build_shard_index, discover_shard_test_set, shard_splits
+from fakedet.data.shards import ParquetColumns
 from fakedet.errors import DataError
 
 if TYPE_CHECKING:
@@ -222,6 +224,7 @@ def build_index(
     on_note: Callable[[str], None] | None = None,
     is_builder: bool = True,
     barrier: Callable[[], None] = lambda: None,
+    columns: ParquetColumns = ParquetColumns(),
 ) -> DatasetIndex:
     """Find, label and header-check every image of a dataset.
 
@@ -235,6 +238,7 @@ def build_index(
         on_note: receives one-line notes (a cache rebuilt, where it lives).
         is_builder, barrier: under DDP, the process that builds the cache and the wait the
             others do before reading it (see `scan_with_cache_ranked`).
+        columns: the column names of Parquet shards (a dataset of shards, see shard_layout.py).
 
     Returns:
         The index, with unreadable files moved to `skipped`.
@@ -243,6 +247,11 @@ def build_index(
         DataError: missing or empty root, no images, a class missing, bad CSV rows.
     """
     check_data_root(data_root)
+    splits = {} if use_csv else shard_splits(data_root)
+    if splits:
+        index = build_shard_index(data_root, splits, val_split, seed, columns, is_builder, barrier)
+        check_classes(index, data_root, test_set=allow_test_set and not index.has_train_split)
+        return index
     # Header facts come from the dataset's cached index: only files added or changed since the
     # last start are opened (data/index_cache.py).
     if use_csv:
@@ -335,7 +344,9 @@ def _group_of(parts: tuple[str, ...], root_name: str) -> str:
     return parts[0]
 
 
-def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
+def discover_test_set(
+    test_root: Path, use_csv: bool = False, columns: ParquetColumns = ParquetColumns()
+) -> TestSet:
     """Every labelled image under `test_root`, grouped by generator, header-checked.
 
     Folder layouts: `<group>/**/{0_real,1_fake}`, `<group>/[val/]{nature,ai}`,
@@ -346,6 +357,9 @@ def discover_test_set(test_root: Path, use_csv: bool = False) -> TestSet:
         DataError: not a folder, no labelled image, or bad CSV rows.
     """
     check_data_root(test_root)
+    splits = {} if use_csv else shard_splits(test_root)
+    if splits:
+        return TestSet(*discover_shard_test_set(test_root, splits, columns))
     root_name = test_root.resolve().name or "test"
     if use_csv:
         csv_path = next(
@@ -405,4 +419,5 @@ def index_dataset(
         on_note,
         is_builder=is_builder,
         barrier=barrier or (lambda: None),
+        columns=ParquetColumns(config.image_column, config.label_column, config.generator_column),
     )

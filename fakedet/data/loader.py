@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from fakedet import hardware
 from fakedet.data.dataset import ImageDataset, Transform, collate
 from fakedet.data.samples import Sample
+from fakedet.data.shards import SHUFFLE_WINDOW_GROUPS, read_groups
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -23,16 +24,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     That is what makes a resume exact: nothing about the data order needs saving but the epoch
     and how many samples of it were already consumed (`skip`).
+
+    With `groups` (sample indices that one read brings in, as Parquet row groups), the shuffle
+    is two-level: the groups in a seeded order, then the samples of each window of
+    SHUFFLE_WINDOW_GROUPS groups in a seeded order, so each window's groups are read once.
     """
 
     def __init__(
-        self, num_samples: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+        self,
+        num_samples: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        groups: list[list[int]] | None = None,
     ) -> None:
         self.num_samples = num_samples
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.groups = groups
         self.epoch = 0
         self.skip = 0
         self.per_rank = math.ceil(num_samples / world_size)
@@ -47,7 +59,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.shuffle:
+        if self.shuffle and self.groups is not None:
+            order = self._window_order(self.groups, generator)
+        elif self.shuffle:
             order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
             order = list(range(self.num_samples))
@@ -61,6 +75,19 @@ class EpochSampler(Sampler[tuple[int, int]]):
             # Evaluation seeds do not depend on the epoch: the val set is scored identically.
             return iter([(index, index) for index in mine])
         return iter([(index, seeds[index]) for index in mine])
+
+    @staticmethod
+    def _window_order(groups: list[list[int]], generator: torch.Generator) -> list[int]:
+        shuffled = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        order: list[int] = []
+        for start in range(0, len(shuffled), SHUFFLE_WINDOW_GROUPS):
+            window = [
+                index
+                for group in shuffled[start : start + SHUFFLE_WINDOW_GROUPS]
+                for index in group
+            ]
+            order += [window[i] for i in torch.randperm(len(window), generator=generator).tolist()]
+        return order
 
 
 def init_worker(worker_id: int, nice: int = 0) -> None:
@@ -97,7 +124,8 @@ def make_loader(
     `worker_nice` lowers the workers' CPU priority: for training on the CPU itself.
     """
     dataset = ImageDataset(samples, transform)
-    sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size)
+    groups = read_groups(samples) if train else None  # Parquet shards: read by row group
+    sampler = EpochSampler(len(dataset), train, seed, rank, world_size, groups)
     # drop_last only when a full batch remains, so a tiny train split still yields one batch.
     drop = drop_last and train and len(sampler) >= batch_size
     batch_sampler = BatchSampler(sampler, batch_size, drop_last=drop)

@@ -1,0 +1,1 @@
+"""Scoring across many machines on an existing distributed engine (Ray Data)."""
