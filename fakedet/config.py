@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,11 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# LR defaults with a backbone (a linear probe from zero; a fine-tune of pretrained weights) and
+# for a run started from a checkpoint: the middle of the 1e-5 to 5e-5 fine-tuning range.
+BACKBONE_PROBE_LR = 1e-3
+BACKBONE_FINETUNE_LR = 1e-4
+INIT_FROM_LR = 2e-5
 
 
 class TrainingConfig(BaseModel):
@@ -120,6 +126,47 @@ class TrainingConfig(BaseModel):
     generator_column: str = Field(
         "generator", min_length=1, description="Parquet shards: the optional generator column."
     )
+    backbone: str | None = Field(
+        None,
+        description="Pretrained backbone SOURCE:NAME (timm, open_clip, torchvision), e.g. "
+        "timm:convnext_tiny.fb_in22k; unset: the from-scratch model of --mode.",
+    )
+    weights: Path | None = Field(
+        None,
+        description="The backbone's weights file, loaded through its library (nothing is "
+        "downloaded); unset: the library's own download.",
+    )
+    weights_sha256: str | None = Field(
+        None,
+        description="sha256 of --weights, recorded when training starts; given, the file must "
+        "match it.",
+    )
+    finetune: bool = Field(
+        False,
+        description="With --backbone: train it too (fully, or LoRA with --lora-rank), or "
+        "(--probe) a linear probe on its frozen, cached features.",
+    )
+    lora_rank: int = Field(
+        0, ge=0, description="With --finetune: LoRA adapters of this rank (0: every weight)."
+    )
+    backbone_lr_scale: float = Field(
+        0.1, gt=0, le=1, description="With --finetune: the backbone's LR as a fraction of --lr."
+    )
+    probe_augment: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Probe: cache this many seeded augmented views of each train image "
+        "(0: the centre crop alone).",
+    )
+    with_spectral: bool = Field(
+        False, description="Add the spectral-coherence branch beside the backbone's probe."
+    )
+    init_from: Path | None = Field(
+        None,
+        description="Start a new run from this checkpoint's weights (fresh optimizer, schedule "
+        "and history; LR default 2e-5).",
+    )
 
     @field_validator(
         "epochs",
@@ -193,6 +240,66 @@ class TrainingConfig(BaseModel):
         if not DEVICE_PATTERN.match(value):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return value
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from fakedet.models.backbones import check_backbone  # deferred: imports its library
+
+        source, name = check_backbone(value)
+        return f"{source}:{name}"
+
+    @field_validator("weights_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
+            raise ValueError("must be 64 hex digits")
+        return value.lower() if value is not None else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backbone_defaults(cls, values: Any) -> Any:
+        """Defaults that depend on the backbone: its own input side (rounded down to a multiple
+        of 32) and a probe's or fine-tune's LR; 2e-5 starting from a checkpoint."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if values.get("init_from") is not None and "lr" not in values:
+            values["lr"] = INIT_FROM_LR
+        if values.get("backbone") is None:
+            return values
+        if "lr" not in values:
+            values["lr"] = BACKBONE_FINETUNE_LR if values.get("finetune") else BACKBONE_PROBE_LR
+        if "img_size" not in values:
+            from fakedet.models.backbones import native_img_size
+
+            # A malformed name: the backbone's own validator names the problem.
+            with contextlib.suppress(ValueError):
+                values["img_size"] = max(64, native_img_size(str(values["backbone"])) // 32 * 32)
+        return values
+
+    @model_validator(mode="after")
+    def _backbone_settings_need_a_backbone(self) -> TrainingConfig:
+        if self.backbone is None:
+            given = [
+                name
+                for name in ("weights", "weights_sha256", "finetune", "with_spectral")
+                if getattr(self, name)
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} given without --backbone SOURCE:NAME; add a backbone "
+                    "or drop them"
+                )
+        if self.lora_rank and not self.finetune:
+            raise ValueError(f"lora_rank {self.lora_rank} applies only with --finetune")
+        if self.probe_augment and self.finetune:
+            raise ValueError(
+                f"probe_augment {self.probe_augment} applies only to a probe; drop --finetune"
+            )
+        return self
 
     @model_validator(mode="after")
     def _min_lr_below_lr(self) -> TrainingConfig:

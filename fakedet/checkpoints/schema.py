@@ -20,6 +20,7 @@ from fakedet import __version__
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.config import TrainingConfig, config_to_dict, describe_validation_error
 from fakedet.errors import CheckpointError
+from fakedet.models.backbones.spec import BackboneChoice, backbone_choice
 
 # What every fakedet checkpoint holds (the seed's keys plus ours).
 REQUIRED_KEYS = (
@@ -125,7 +126,13 @@ class Checkpoint:
 
     @property
     def model_name(self) -> str:
-        return self.config.mode
+        """The registered model, or the backbone's SOURCE:NAME."""
+        return self.config.backbone or self.config.mode
+
+    @property
+    def backbone(self) -> BackboneChoice | None:
+        """What `build_model` needs to rebuild a backbone detector; None for built-in models."""
+        return backbone_choice(self.config)
 
     def to_dict(self) -> dict[str, Any]:
         """Tensors and plain values only, so `torch.load(weights_only=True)` reads it back."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from fakedet.cli.base import (
     DevicesOption,
@@ -119,6 +120,22 @@ def train(
     generator_column: Annotated[str | None, config_option("generator_column")] = None,
     device: Annotated[str | None, config_option("device")] = None,
     seed: Annotated[int | None, config_option("seed")] = None,
+    backbone: Annotated[str | None, config_option("backbone")] = None,
+    weights: Annotated[Path | None, config_option("weights")] = None,
+    weights_sha256: Annotated[str | None, config_option("weights_sha256")] = None,
+    finetune: Annotated[
+        bool | None,
+        typer.Option(
+            "--finetune/--probe",
+            help=escape(f"{TrainingConfig.model_fields['finetune'].description} [default: probe]"),
+            show_default=False,
+        ),
+    ] = None,
+    lora_rank: Annotated[int | None, config_option("lora_rank")] = None,
+    backbone_lr_scale: Annotated[float | None, config_option("backbone_lr_scale")] = None,
+    probe_augment: Annotated[int | None, config_option("probe_augment")] = None,
+    with_spectral: Annotated[bool | None, config_option("with_spectral")] = None,
+    init_from: Annotated[Path | None, config_option("init_from")] = None,
     devices: DevicesOption = None,
     resume: Annotated[
         Path | None,
@@ -158,6 +175,12 @@ def train(
         fakedet train --data_root ./dataset --batch_size 32 --use_amp --fast_mode
 
         fakedet train ./dataset --devices 2                  # DDP over 2 processes (torchrun)
+
+        fakedet train ./dataset --backbone open_clip:ViT-L-14-quickgelu --weights clip.bin
+
+        fakedet train ./dataset --backbone timm:convnext_tiny.fb_in22k --weights w.safetensors --finetune --lora-rank 8
+
+        fakedet train NEW_DATA --init-from runs/demo/best_model.pt
     """
     given = _given(locals())
     with errors_to_exit_codes():
@@ -186,6 +209,11 @@ def train(
             raise UsageError("--reset-lr and --reset-scheduler only apply with --resume PATH.")
         settings = load_config_file(config_file) if config_file else {}
         settings.update(given)
+        if settings.get("init_from") is not None:
+            from fakedet.training.build import init_settings
+
+            # The model comes from the checkpoint unless a flag says otherwise.
+            settings = {**init_settings(Path(settings["init_from"])), **settings}
         if "data_root" not in settings:
             raise UsageError(
                 "Give the dataset folder: fakedet train DATA_ROOT (or --data-root PATH)."

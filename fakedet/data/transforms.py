@@ -31,7 +31,10 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A uint8 (B, 3, H, W) or (B, views, 3, H, W) batch on `device` as float32 in [0, 1]."""
+    """A uint8 (B, 3, H, W) or (B, views, 3, H, W) batch on `device` as float32 in [0, 1]; a
+    float batch (a probe's cached features) as it is."""
+    if images.is_floating_point():
+        return images.to(device, non_blocking=True).float()
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 

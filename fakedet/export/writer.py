@@ -117,7 +117,11 @@ def default_output(checkpoint: Path, fmt: str) -> Path:
 
 def _prepared_model(checkpoint: Checkpoint) -> nn.Module:
     model = build_model(
-        checkpoint.model_name, checkpoint.img_size, torch.device("cpu"), checkpoint.model_state
+        checkpoint.model_name,
+        checkpoint.img_size,
+        torch.device("cpu"),
+        checkpoint.model_state,
+        checkpoint.backbone,
     )
     return model.eval()
 
@@ -166,10 +170,10 @@ def _export_torchscript(wrapper: nn.Module, img_size: int, path: Path, metadata:
     torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": metadata})
 
 
-def _export_safetensors(checkpoint: Checkpoint, path: Path, metadata: str) -> None:
+def _export_safetensors(weights: dict[str, torch.Tensor], path: Path, metadata: str) -> None:
     from safetensors.torch import save_file
 
-    tensors = {name: value.contiguous() for name, value in checkpoint.model_state.items()}
+    tensors = {name: value.contiguous() for name, value in weights.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={METADATA_KEY: metadata})
 
@@ -247,7 +251,11 @@ def export_model(
             elif fmt == "torchscript":
                 _export_torchscript(wrapper, checkpoint.img_size, path, metadata.to_json())
             else:
-                _export_safetensors(checkpoint, path, metadata.to_json())
+                # A probe's checkpoint holds its head alone: the file bakes the backbone in.
+                weights = checkpoint.model_state
+                if checkpoint.backbone is not None:
+                    weights = wrapper.model.state_dict()
+                _export_safetensors(weights, path, metadata.to_json())
     except FakedetError:
         raise
     except Exception as exc:  # the exporters raise many types; the message names the cause

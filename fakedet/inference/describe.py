@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fakedet.checkpoints.files import checkpoint_path
-from fakedet.config import config_to_dict
+from fakedet.config import TrainingConfig, config_to_dict
 from fakedet.inference.predictor import calibration_of, load_detector
 from fakedet.io import finite_or_none
 
@@ -36,6 +36,8 @@ class CheckpointDescription:
     history: list[dict[str, Any]]
     calibration: dict[str, Any] | None  # method, params, ece_before/after, threshold, rule
     calibration_text: str
+    # A backbone detector's SOURCE:NAME, weights file and sha256, trainable and frozen counts.
+    backbone: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,4 +69,25 @@ def describe_checkpoint(path: Path) -> CheckpointDescription:
         history=state.history,
         calibration=checkpoint.calibration.to_dict() if checkpoint.calibration else None,
         calibration_text=calibration_of(checkpoint).describe(),
+        backbone=_backbone_facts(model, checkpoint.config),
     )
+
+
+def _backbone_facts(model: Any, config: TrainingConfig) -> dict[str, Any] | None:
+    """A backbone detector's SOURCE:NAME, weights file and sha256, and what trains of it."""
+    if config.backbone is None:
+        return None
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "spec": config.backbone,
+        "training": (
+            f"LoRA rank {config.lora_rank}"
+            if config.lora_rank
+            else ("fine-tuned" if config.finetune else "linear probe (frozen)")
+        ),
+        "weights_file": str(config.weights) if config.weights else None,
+        "weights_sha256": config.weights_sha256,
+        "trainable_parameters": trainable,
+        "frozen_parameters": sum(p.numel() for p in model.parameters()) - trainable,
+        "init_from": str(config.init_from) if config.init_from else None,
+    }

@@ -168,7 +168,9 @@ def load_exported(
         )
     else:
         checkpoint = exported_checkpoint(path)
-        network = build_model(metadata.mode, metadata.img_size, target, checkpoint.model_state)
+        network = build_model(
+            metadata.mode, metadata.img_size, target, checkpoint.model_state, checkpoint.backbone
+        )
         calibration = checkpoint.calibration or IDENTITY
         model = ExportedModel(network.eval(), "safetensors", target, calibration)
     return model, metadata

@@ -42,7 +42,11 @@ def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, Checkpoi
     else:
         checkpoint = load_checkpoint(path)
     model = build_model(
-        checkpoint.model_name, checkpoint.img_size, resolve_device(device), checkpoint.model_state
+        checkpoint.model_name,
+        checkpoint.img_size,
+        resolve_device(device),
+        checkpoint.model_state,
+        checkpoint.backbone,
     )
     return model.eval(), checkpoint
 

@@ -236,7 +236,10 @@ class SpectralCoherenceBranch(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 2) realness logits: coherence, radial spectrum."""
-        coherence, spectrum = self.profiles(images)
+        return self.read(*self.profiles(images))
+
+    def read(self, coherence: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+        """The (B, 2) logits from `profiles`' two outputs (cached ones too: they are fixed)."""
         spectrum_logit = self.spectrum_linear(self.spectrum_norm(spectrum))
         coherence_logit = self.mlp(self.norm(coherence)) * COHERENCE_GAIN
         return torch.cat([coherence_logit, spectrum_logit], dim=1)

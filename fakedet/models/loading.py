@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fakedet.errors import CheckpointError
+from fakedet.models.backbones.spec import BackboneChoice
 from fakedet.models.registry import create_model
 
 # Models that gained the spectral-coherence branch after fakedet 0.1.0 (models/coherence.py).
@@ -13,9 +14,14 @@ LEGACY_WITHOUT_COHERENCE = ("fast", "full")
 
 
 def build_model(
-    name: str, img_size: int, device: torch.device, weights: dict[str, torch.Tensor] | None = None
+    name: str,
+    img_size: int,
+    device: torch.device,
+    weights: dict[str, torch.Tensor] | None = None,
+    backbone: BackboneChoice | None = None,
 ) -> nn.Module:
-    """A registered model, with `weights` when given, placed on `device`.
+    """A registered model, or with `backbone` a pretrained backbone's detector (`name` then
+    unused), with `weights` when given, placed on `device`.
 
     Weights of fast / full without a spectral-coherence branch were written before it existed
     (fakedet 0.1.0 and the commits after it until the branch came): they load into the model as
@@ -24,6 +30,10 @@ def build_model(
     Raises:
         CheckpointError: the weights do not fit this version's model of that name.
     """
+    if backbone is not None:
+        from fakedet.models.backbones import build_backbone_detector  # deferred: its libraries
+
+        return build_backbone_detector(backbone, img_size, weights).to(device)
     legacy = (
         weights is not None
         and name in LEGACY_WITHOUT_COHERENCE

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fakedet import advisor, hardware
+from fakedet.checkpoints.files import load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.samples import DatasetIndex
 from fakedet.data.transforms import TrainTransform
+from fakedet.errors import ConfigError, UsageError
 from fakedet.evaluation.validation import LossFunction, build_loss, make_eval_loader
+from fakedet.models.backbones.spec import backbone_choice, file_sha256
 from fakedet.models.loading import build_model
 from fakedet.runtime import Precision, resolve_device, resolve_precision
 from fakedet.training.distributed import DistContext, init_distributed
@@ -91,6 +95,83 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     ]
 
 
+def backbone_parameter_groups(
+    model: nn.Module, weight_decay: float, backbone_lr_scale: float
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """`parameter_groups` for the head and for the backbone apart, and each group's LR scale:
+    a fine-tuned backbone moves `backbone_lr_scale` times as fast as the head it feeds."""
+    groups, scales = [], []
+    for prefix, scale in (("backbone.", backbone_lr_scale), ("", 1.0)):
+        chosen = [
+            p
+            for name, p in model.named_parameters()
+            if p.requires_grad and name.startswith(prefix) == bool(prefix)
+        ]
+        groups += [
+            {"params": [p for p in chosen if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in chosen if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        scales += [scale, scale]
+    return groups, scales
+
+
+def record_weights_hash(config: TrainingConfig) -> TrainingConfig:
+    """The config with the sha256 of its backbone weights file; a recorded hash must match.
+
+    Raises:
+        UsageError: the file is missing.
+        ConfigError: the file's sha256 is not the recorded one.
+    """
+    if config.weights is None:
+        return config
+    if not Path(config.weights).is_file():
+        raise UsageError(f"--weights {config.weights} is not a file; pass the weights file path.")
+    actual = file_sha256(Path(config.weights))
+    if config.weights_sha256 is not None and actual != config.weights_sha256:
+        raise ConfigError(
+            f"--weights {config.weights} has sha256 {actual}, not the recorded "
+            f"{config.weights_sha256}; pass the file the run started with."
+        )
+    return config.model_copy(update={"weights_sha256": actual})
+
+
+# What must match between a run and the checkpoint it starts from (--init-from).
+MODEL_SETTINGS = ("mode", "backbone", "lora_rank", "with_spectral")
+
+
+def init_weights(config: TrainingConfig) -> dict[str, torch.Tensor] | None:
+    """The weights of `config.init_from`, when given, for a new run of the same model.
+
+    Raises:
+        CheckpointError: not a readable checkpoint.
+        ConfigError: it holds another model.
+    """
+    if config.init_from is None:
+        return None
+    start = load_checkpoint(Path(config.init_from))
+    for name in MODEL_SETTINGS:
+        theirs, ours = getattr(start.config, name), getattr(config, name)
+        if theirs != ours and not (name == "mode" and config.backbone is not None):
+            raise ConfigError(
+                f"--init-from {config.init_from} was trained with {name} {theirs!r}, this run "
+                f"has {ours!r}; train the same model (drop the flag that changes it)."
+            )
+    if not config.finetune and any(key.startswith("backbone.") for key in start.model_state):
+        raise ConfigError(
+            f"--init-from {config.init_from} holds a fine-tuned backbone, which a probe would "
+            "drop; add --finetune."
+        )
+    return start.model_state
+
+
+def init_settings(path: Path) -> dict[str, Any]:
+    """The model settings of the checkpoint at `path`, for a run started from it: what a user
+    does not repeat next to --init-from."""
+    start = load_checkpoint(path)
+    keep = (*MODEL_SETTINGS, "finetune", "img_size", "weights", "weights_sha256")
+    return {name: getattr(start.config, name) for name in keep}
+
+
 def resolve_batch_size(config: TrainingConfig, runtime: Runtime, reporter: Reporter) -> int:
     """The configured batch, or the advisor's for `--batch-size auto`."""
     if config.batch_size != "auto":
@@ -120,6 +201,8 @@ class TrainingParts:
     batch_size: int
     # Counted once, at build: the loader's length shrinks while a mid-epoch resume skips batches.
     batches_per_epoch: int
+    # Per optimizer group, the schedule's LR times this (a fine-tuned backbone's lower LR).
+    lr_scales: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
     def steps_per_epoch(self, accumulation: int) -> int:
         return math.ceil(self.batches_per_epoch / accumulation)
@@ -159,46 +242,37 @@ def build_training(
         config.persistent_workers,
         config.prefetch_factor,
     )
-    train_loader = make_loader(
-        index.train,
-        TrainTransform(
-            config.img_size,
-            config.hflip,
-            config.blur_prob,
-            config.jpeg_prob,
-            config.blur_sigma_max,
-            config.resize_prob,
-            config.resize_min_scale,
-        ),
-        batch_size,
-        train=True,
-        seed=config.seed,
-        drop_last=config.drop_last,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        **options,
-    )
-    val_loader = make_eval_loader(
-        index.val,
-        config.img_size,
-        batch_size,
-        config.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        **options,
-    )
-    weights = resume.model_state if resume is not None else None
-    if model is None:
-        module = build_model(config.mode, config.img_size, runtime.device, weights)
+    weights = resume.model_state if resume is not None else init_weights(config)
+    if config.backbone is not None and not config.finetune:
+        from fakedet.training.features import probe_parts  # deferred: the backbone libraries
+
+        train_loader, val_loader, module = probe_parts(
+            config,
+            runtime.device,
+            runtime.precision,
+            dist,
+            index,
+            batch_size,
+            options,
+            reporter.info,
+            weights,
+        )
     else:
-        module = model.to(runtime.device)
+        train_loader, val_loader, module = _image_parts(
+            config, runtime, index, batch_size, options, weights, model
+        )
     if resume is None:  # a resumed run has its fitted read in the checkpoint's weights
         fitted = fit_spectrum_read(
             module, index.train, config.img_size, batch_size, runtime.device, config.seed, options
         )
         if fitted is not None:
             reporter.info(fitted.describe())
-    optimizer = torch.optim.AdamW(parameter_groups(module, config.weight_decay), lr=config.lr)
+    groups, lr_scales = parameter_groups(module, config.weight_decay), [1.0, 1.0]
+    if config.backbone is not None and config.finetune:
+        groups, lr_scales = backbone_parameter_groups(
+            module, config.weight_decay, config.backbone_lr_scale
+        )
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
     scaler = torch.amp.GradScaler(
         runtime.device.type, enabled=runtime.precision.use_scaler, **GRAD_SCALER_OPTIONS
     )
@@ -249,8 +323,57 @@ def build_training(
         loss=build_loss(config),
         batch_size=batch_size,
         batches_per_epoch=len(train_loader),
+        lr_scales=lr_scales,
     )
     return parts, state
+
+
+def _image_parts(
+    config: TrainingConfig,
+    runtime: Runtime,
+    index: DatasetIndex,
+    batch_size: int,
+    options: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None,
+    model: nn.Module | None,
+) -> tuple[DataLoader, DataLoader, nn.Module]:
+    """Loaders of decoded images and the model that trains on them."""
+    dist = runtime.dist
+    train_loader = make_loader(
+        index.train,
+        TrainTransform(
+            config.img_size,
+            config.hflip,
+            config.blur_prob,
+            config.jpeg_prob,
+            config.blur_sigma_max,
+            config.resize_prob,
+            config.resize_min_scale,
+        ),
+        batch_size,
+        train=True,
+        seed=config.seed,
+        drop_last=config.drop_last,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        **options,
+    )
+    val_loader = make_eval_loader(
+        index.val,
+        config.img_size,
+        batch_size,
+        config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        **options,
+    )
+    if model is None:
+        module = build_model(
+            config.mode, config.img_size, runtime.device, weights, backbone_choice(config)
+        )
+    else:
+        module = model.to(runtime.device)
+    return train_loader, val_loader, module
 
 
 def _resumed_schedule(

@@ -18,7 +18,13 @@ from fakedet.data.samples import DatasetIndex
 from fakedet.errors import TrainingError, UsageError
 from fakedet.io import ensure_folder
 from fakedet.runtime import is_out_of_memory, resolve_device
-from fakedet.training.build import TrainingParts, build_runtime, build_training, seed_everything
+from fakedet.training.build import (
+    TrainingParts,
+    build_runtime,
+    build_training,
+    record_weights_hash,
+    seed_everything,
+)
 from fakedet.training.callbacks import default_callbacks
 from fakedet.training.checkpointer import Checkpointer
 from fakedet.training.distributed import barrier, shutdown
@@ -50,6 +56,7 @@ def train(
         FakedetError: bad data or config (exit 2), a failed run (exit 1), an interruption.
     """
     seed_everything(config.seed)
+    config = record_weights_hash(config)
     runtime = build_runtime(config.device, config.use_amp, config.amp_dtype)
     if not runtime.dist.is_main or reporter is None:
         reporter = Reporter()  # rank 0 alone prints
@@ -185,7 +192,7 @@ def _run_info(
     return {
         "device": str(parts.runtime.device),
         "precision": parts.runtime.precision.description,
-        "model": config.mode,
+        "model": config.backbone or config.mode,
         "parameters": sum(p.numel() for p in parts.module.parameters()),
         "img_size": config.img_size,
         "batch_size": parts.batch_size,

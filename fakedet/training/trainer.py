@@ -158,8 +158,8 @@ class Trainer:
             )
             if batch["images"] is not None:
                 lr = parts.schedule.lr_at(state.global_step)
-                for group in parts.optimizer.param_groups:
-                    group["lr"] = lr
+                for group, scale in zip(parts.optimizer.param_groups, parts.lr_scales, strict=True):
+                    group["lr"] = lr * scale
                 images = pixels_to_float(batch["images"], device)  # (B, 3, S, S) in [0, 1]
                 labels = batch["labels"].to(device, non_blocking=True)
                 # Under DDP, gradients are averaged over the ranks once per window, not per batch.

@@ -1,0 +1,120 @@
+"""What a backbone probe costs: feature extraction rate, the per-epoch time from the cache, and
+the wall time of a 20-epoch probe against a 1-epoch one (target < 1.6x on the demo).
+
+A tiny randomly initialised backbone (timm resnet18 unless --backbone) is saved to a local file
+and loaded through --weights, as a user's weights are. Each repetition runs 1 epoch then 20
+epochs (interleaved), each from an empty feature cache, so both pay the extraction; the ratio
+is the median of per-repetition ratios. Peak memory is the process's max RSS.
+
+    python benchmarks/backbones.py                        # demo, timm:resnet18 at 64 px
+    python benchmarks/backbones.py --img-size 224 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fakedet.config import build_config
+from fakedet.training.logging import Reporter
+
+
+class Notes(Reporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def _weights(backbone: str, folder: Path) -> Path:
+    source, _, name = backbone.partition(":")
+    path = folder / "weights.pth"
+    if source == "timm":
+        import timm
+
+        torch.save(timm.create_model(name).state_dict(), path)
+    else:
+        import torchvision
+
+        torch.save(torchvision.models.get_model(name).state_dict(), path)
+    return path
+
+
+def _run(data: Path, weights: Path, backbone: str, epochs: int, img_size: int, out: Path) -> dict:
+    from fakedet.training.run import train
+
+    shutil.rmtree(data / ".fakedet" / "features", ignore_errors=True)
+    config = build_config(
+        {
+            "data_root": data,
+            "backbone": backbone,
+            "weights": weights,
+            "img_size": img_size,
+            "epochs": epochs,
+            "output_dir": out,
+            "use_tensorboard": False,
+            "plots": False,
+            "early_stopping_patience": 0,
+            "device": "cpu",
+        }
+    )
+    notes = Notes()
+    started = time.perf_counter()
+    result = train(config, notes)
+    wall = time.perf_counter() - started
+    extraction = next(line for line in notes.lines if line.startswith("probe features"))
+    rate = float(extraction.split("(")[1].split(" img/s")[0])
+    del result
+    history = json.loads((out / "training_history.json").read_text())
+    epoch_times = [row["epoch_time_s"] for row in history]
+    return {"wall": wall, "rate": rate, "epoch_s": statistics.median(epoch_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="timm:resnet18")
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--data", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fakedet-bench-") as folder:
+        root = Path(folder)
+        data = args.data
+        if data is None:
+            from fakedet.data.demo import build_demo_dataset
+
+            data = root / "demo"
+            build_demo_dataset(data, seed=0)
+        weights = _weights(args.backbone, root)
+        ratios, rows = [], []
+        for repeat in range(args.repeats):
+            one = _run(data, weights, args.backbone, 1, args.img_size, root / f"one{repeat}")
+            twenty = _run(data, weights, args.backbone, 20, args.img_size, root / f"twenty{repeat}")
+            ratios.append(twenty["wall"] / one["wall"])
+            rows += [one, twenty]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"backbone {args.backbone} at {args.img_size} px, demo data, {args.repeats} repeats")
+    print(f"extraction: median {statistics.median(r['rate'] for r in rows):.1f} img/s")
+    print(f"epoch from the cache: median {statistics.median(r['epoch_s'] for r in rows):.3f} s")
+    walls = [r["wall"] for r in rows]
+    print(
+        f"wall 1 epoch: {statistics.median(walls[0::2]):.1f} s, 20 epochs: "
+        f"{statistics.median(walls[1::2]):.1f} s, ratio (median) {statistics.median(ratios):.2f}x"
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
