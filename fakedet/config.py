@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fakedet.errors import ConfigError
+from fakedet.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,12 +108,15 @@ class TrainingConfig(BaseModel):
     plots: bool = Field(
         True, description="Draw curves, ROC/PR, confusion and score plots at the end."
     )
-    calibration_method: Literal["temperature", "platt", "isotonic"] = Field(
-        "temperature", description="How the end of training calibrates realness on val."
+    calibration_method: Literal["auto", "identity", "temperature", "platt", "isotonic"] = Field(
+        "auto",
+        description="How the end of training calibrates realness on val (auto: the map that "
+        "beats raw scores out of fold, if any).",
     )
     threshold_rule: str = Field(
         "fixed:0.5",
-        description="Operating threshold on calibrated realness: fixed:X, eer or fpr:R.",
+        description="Operating threshold on calibrated realness: fixed:X, eer, fpr:R or fnr:R "
+        "(R guaranteed on new images with 95% confidence).",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     seed: int = Field(42, ge=0, description="Seed of every random choice in the run.")
@@ -166,6 +169,12 @@ class TrainingConfig(BaseModel):
         None,
         description="Start a new run from this checkpoint's weights (fresh optimizer, schedule "
         "and history; LR default 2e-5).",
+    )
+    processing_probs: dict[str, float] = Field(
+        default_factory=dict,
+        description="Everyday-processing augmentation (train): kind -> probability, kinds "
+        "jpeg95, jpeg75, jpeg60, downscale0.75, downscale0.5, webp80, webp70, unsharp, "
+        "screenshot, crop50 (e.g. {jpeg60: 0.1, downscale0.5: 0.1}).",
     )
 
     @field_validator(
@@ -226,13 +235,23 @@ class TrainingConfig(BaseModel):
         kind, _, number = value.strip().lower().partition(":")
         try:
             valid = (kind == "eer" and not number) or (
-                kind in ("fixed", "fpr") and 0.0 <= float(number) <= 1.0
+                kind in ("fixed", "fpr", "fnr") and 0.0 <= float(number) <= 1.0
             )
         except ValueError:
             valid = False
         if not valid:
-            raise ValueError("must be fixed:X, eer or fpr:R with X and R in [0, 1]")
+            raise ValueError("must be fixed:X, eer, fpr:R or fnr:R with X and R in [0, 1]")
         return value.strip().lower()
+
+    @field_validator("processing_probs")
+    @classmethod
+    def _known_processing(cls, value: dict[str, float]) -> dict[str, float]:
+        from fakedet.data.processing import check_probabilities  # deferred: it imports torch
+
+        try:
+            return check_probabilities(value)
+        except UsageError as error:
+            raise ValueError(str(error).rstrip(".")) from None
 
     @field_validator("device")
     @classmethod

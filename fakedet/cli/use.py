@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -26,6 +26,9 @@ from fakedet.cli.base import (
     printable,
 )
 from fakedet.errors import UsageError
+
+if TYPE_CHECKING:
+    from fakedet.checkpoints.calibration import Calibration
 
 
 def note_uncalibrated(checkpoint: Path) -> None:
@@ -113,6 +116,7 @@ def predict(
             title = f"{detector.metadata.mode} model (ONNX export), threshold {cut:.4g}"
             if detector.metadata.calibration is None:
                 note_uncalibrated(checkpoint)
+            warn_if_unlike(images, detector.metadata.calibration)
         else:
             predictions, title = _predict_with_torch(
                 checkpoint, images, threshold, batch_size, device, num_workers, crops
@@ -160,6 +164,19 @@ def predict(
         )
 
 
+def warn_if_unlike(images: list[Path], calibration: Calibration | None) -> None:
+    """predict's one warning when the images differ from those the calibration was fitted on
+    (their sizes, formats, JPEG qualities): its realness and guarantee then do not hold."""
+    from fakedet.inference.drift import report_drift
+
+    if calibration is not None:
+        report_drift(
+            images,
+            calibration,
+            lambda text: error_console.print(f"warning: {text}", highlight=False, soft_wrap=True),
+        )
+
+
 def _predict_with_torch(
     checkpoint: Path,
     images: list[Path],
@@ -182,6 +199,7 @@ def _predict_with_torch(
     calibration = calibration_of(loaded)
     if loaded.calibration is None:
         note_uncalibrated(checkpoint)
+    warn_if_unlike(images, loaded.calibration)
     predictions = predict_images(
         model, images, loaded.img_size, calibration, threshold, batch_size, num_workers, crops
     )
@@ -301,6 +319,12 @@ def inspect_checkpoint(
             "data root": info.config["data_root"],
             "calibration": info.calibration_text,
         }
+        if info.calibration is not None:
+            from fakedet.checkpoints.calibration import Calibration
+
+            fields["calibration details"] = "\n".join(
+                Calibration.from_dict(info.calibration).details()
+            )
         console.print(fields_table(info.path, fields))
         last = {k: v for k, v in info.last_metrics.items() if k.startswith("val_")}
         if last:
@@ -320,10 +344,20 @@ def calibrate(
         str, typer.Option("--split", help="auto (val, or all of a set without train), val, all.")
     ] = "auto",
     method: Annotated[
-        str, typer.Option("--method", help="temperature, platt or isotonic.")
-    ] = "temperature",
+        str,
+        typer.Option(
+            "--method",
+            help="auto (the map that beats raw scores out of fold, if any), identity, "
+            "temperature, platt or isotonic.",
+        ),
+    ] = "auto",
     threshold_rule: Annotated[
-        str, typer.Option("--threshold-rule", help="fixed:X, eer or fpr:R (e.g. fpr:0.01).")
+        str,
+        typer.Option(
+            "--threshold-rule",
+            help="fixed:X, eer, fpr:R or fnr:R (R holds on new images from the same source "
+            "with 95% confidence; e.g. fpr:0.05).",
+        ),
     ] = "fixed:0.5",
     batch_size: CheckpointBatchOption = None,
     device: DeviceOption = "auto",
@@ -334,8 +368,9 @@ def calibrate(
 ) -> None:
     """Refit how a checkpoint's score is read: calibration and operating threshold.
 
-    The model is unchanged; the new checkpoint stores the fitted map (temperature or Platt on
-    the score's logit, or isotonic) and the threshold its rule picks on these images. predict,
+    The model is unchanged; the new checkpoint stores the fitted map (by default the one that
+    beats raw scores out of fold among temperature, Platt and isotonic, or none) and the
+    threshold its rule picks on these images. predict,
     validate and evaluate then report calibrated realness and decide at that threshold.
 
     Examples:
@@ -364,6 +399,8 @@ def calibrate(
             print_json({"output": str(output), "calibration": calibration.to_dict()})
             return
         console.print(f"Calibration: {calibration.describe()}", highlight=False, soft_wrap=True)
+        for line in calibration.details():
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
         console.print(f"Wrote {output}", highlight=False)
 
 

@@ -16,6 +16,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from fakedet.data.images import at_least, check_crops, eval_views
 from fakedet.data.images import load_rgb as load_rgb  # re-exported: its old home
+from fakedet.data.processing import ProcessingAugment
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -60,8 +61,10 @@ class TrainTransform:
         blur_sigma_max: float = 3.0,
         resize_prob: float = 0.0,
         resize_min_scale: float = 0.5,
+        processing: ProcessingAugment | None = None,
     ) -> None:
         self.img_size = img_size
+        self.processing = processing  # everyday processing of the whole image, before the crop
         self.resize_prob = resize_prob
         self.resize_min_scale = resize_min_scale
         self.hflip = hflip
@@ -84,6 +87,8 @@ class TrainTransform:
         return image.resize(new_size, _RESIZE_FILTERS[choice])
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        if self.processing is not None:
+            image = self.processing(image, generator)
         image = at_least(image, self.img_size)
         if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
             image = self._downscale(image, generator)

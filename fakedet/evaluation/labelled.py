@@ -192,7 +192,7 @@ def calibrate_checkpoint(
     data_root: Path,
     output: Path,
     split: str = "auto",
-    method: str = "temperature",
+    method: str = "auto",
     rule: str = "fixed:0.5",
     device: str = "auto",
     batch_size: int | None = None,
@@ -222,6 +222,7 @@ def calibrate_checkpoint(
         )
         checkpoint, scored = result.checkpoint, result.scored
         scores, labels = result.scores.scores, result.scores.labels
+        paths = result.scores.paths
     else:  # as `predict --crops` scores; unreadable files are left out, as validation does
         model, checkpoint = load_detector(path, device)
         _, _, scored, samples = _labelled_split(checkpoint, data_root, split, use_csv)
@@ -234,11 +235,14 @@ def calibrate_checkpoint(
             crops=crops,
         )  # in input order: prediction i is sample i
         read = [
-            (p.raw, s.label) for p, s in zip(predictions, samples, strict=True) if p.raw is not None
+            (p.raw, s.label, s.path)
+            for p, s in zip(predictions, samples, strict=True)
+            if p.raw is not None
         ]
-        scores, labels = np.array([raw for raw, _ in read]), np.array([label for _, label in read])
+        scores, labels = np.array([raw for raw, *_ in read]), np.array([row[1] for row in read])
+        paths = [path for *_, path in read]
         scored = f"{scored}, {crops} views per image"
-    calibration = fit_calibration(scores, labels, method, rule, f"{data_root} ({scored})")
+    calibration = fit_calibration(scores, labels, method, rule, f"{data_root} ({scored})", paths)
     checkpoint.calibration = calibration
     save_checkpoint(output, checkpoint)
     return calibration

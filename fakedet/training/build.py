@@ -23,6 +23,7 @@ from fakedet.checkpoints.files import load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
 from fakedet.data.loader import loader_options, make_loader
+from fakedet.data.processing import ProcessingAugment
 from fakedet.data.samples import DatasetIndex
 from fakedet.data.transforms import TrainTransform
 from fakedet.errors import ConfigError, UsageError
@@ -349,6 +350,7 @@ def _image_parts(
             config.blur_sigma_max,
             config.resize_prob,
             config.resize_min_scale,
+            ProcessingAugment(config.processing_probs) if config.processing_probs else None,
         ),
         batch_size,
         train=True,

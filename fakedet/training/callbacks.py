@@ -142,6 +142,7 @@ class Calibrate(Callback):
                     self.method,
                     self.rule,
                     fitted_on=f"the val split ({self.data_root})",
+                    paths=scores.paths,
                 )
             except FakedetError as error:
                 trainer.reporter.warning(f"no calibration stored in {path.name}: {error}")
