@@ -66,20 +66,20 @@ def _known_set() -> tuple[np.ndarray, np.ndarray]:
 
 def test_threshold_rules_on_a_set_where_the_answer_is_known() -> None:
     realness, is_real = _known_set()
-    assert choose_threshold("fixed:0.3", realness, is_real) == 0.3
-    # fpr:0.01 -> at most 1 of the 100 reals below the threshold: the second-lowest real, 0.02.
-    assert choose_threshold("fpr:0.01", realness, is_real) == pytest.approx(0.02)
-    assert choose_threshold("fpr:0.1", realness, is_real) == pytest.approx(0.11)
-    assert choose_threshold("fpr:0", realness, is_real) == pytest.approx(0.01)
-    threshold = choose_threshold("fpr:0.05", realness, is_real)
-    assert np.mean(realness[is_real == 1] < threshold) <= 0.05
+    assert choose_threshold("fixed:0.3", realness, is_real) == (0.3, None)
+    # fpr:0.1 with 100 reals: P(Binomial(100, 0.1) <= k - 1) <= 5% holds up to k = 5, so the
+    # fifth-lowest real, 0.05, calls 4 of these reals fake (fewer than 10: the margin the
+    # guarantee on new images costs).
+    threshold, guarantee = choose_threshold("fpr:0.1", realness, is_real)
+    assert threshold == pytest.approx(0.05)
+    assert guarantee is not None and (guarantee.rank, guarantee.reference_images) == (5, 100)
     # Separable classes: the EER threshold calls every real real and every fake fake.
     separable = np.concatenate([np.linspace(0.6, 1.0, 20), np.linspace(0.0, 0.4, 20)])
     labels = np.concatenate([np.ones(20), np.zeros(20)]).astype(int)
-    threshold = choose_threshold("eer", separable, labels)
+    threshold, _ = choose_threshold("eer", separable, labels)
     assert separable[labels == 1].min() >= threshold > separable[labels == 0].max()
     # Overlapping classes: the two error rates meet at the threshold (within one image each).
-    threshold = choose_threshold("eer", realness, is_real)
+    threshold, _ = choose_threshold("eer", realness, is_real)
     reals_called_fake = np.mean(realness[is_real == 1] < threshold)
     fakes_called_real = np.mean(realness[is_real == 0] >= threshold)
     assert abs(reals_called_fake - fakes_called_real) <= 1 / 50 + 1e-9
@@ -98,7 +98,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("calibrated")
     data = make_folder_dataset(root / "data")
     out = root / "run"
-    args = tiny_train_args(data, out, "--threshold-rule", "eer")
+    args = tiny_train_args(
+        data, out, "--threshold-rule", "eer", "--calibration-method", "temperature"
+    )
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Calibration: temperature" in " ".join(result.output.split())
@@ -168,11 +170,11 @@ def test_calibrate_writes_a_new_checkpoint_and_leaves_its_input_byte_identical(
     before = (out / "best_model.pt").read_bytes()
     output = tmp_path / "fpr.pt"
     args = ["calibrate", str(out / "best_model.pt"), str(data), "--method", "platt"]
-    result = runner.invoke(app, [*args, "--threshold-rule", "fpr:0.1", "-o", str(output), "--json"])
+    result = runner.invoke(app, [*args, "--threshold-rule", "eer", "-o", str(output), "--json"])
     assert result.exit_code == 0, result.output
     assert (out / "best_model.pt").read_bytes() == before
     stored = load_checkpoint(output).calibration
-    assert stored is not None and stored.method == "platt" and stored.rule == "fpr:0.1"
+    assert stored is not None and stored.method == "platt" and stored.rule == "eer"
     assert json.loads(result.output)["calibration"]["threshold"] == stored.threshold
     refused = runner.invoke(app, [*args, "-o", str(out / "best_model.pt")])
     assert refused.exit_code == 2 and "never overwrites its input" in " ".join(
@@ -187,7 +189,7 @@ def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
     run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     data, out = run
-    args = ["calibrate", str(out / "best_model.pt"), str(data), "--json"]
+    args = ["calibrate", str(out / "best_model.pt"), str(data), "--json", "--method", "temperature"]
     centre = json.loads(runner.invoke(app, [*args, "-o", str(tmp_path / "c.pt")]).output)
     five = runner.invoke(app, [*args, "--crops", "5", "-o", str(tmp_path / "5.pt")])
     assert five.exit_code == 0, five.output
@@ -203,7 +205,7 @@ def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
     # An unreadable file is left out, as the centre-crop path's validation leaves it out.
     other = make_folder_dataset(tmp_path / "other", per_class=4)
     (other / "val" / "real" / "broken.png").write_bytes(b"not an image")
-    args = ["calibrate", str(out / "best_model.pt"), str(other), "--json", "--crops", "5"]
+    args = [*args[:2], str(other), "--json", "--crops", "5"]
     broken = runner.invoke(app, [*args, "-o", str(tmp_path / "b.pt")])
     assert broken.exit_code == 0, broken.output
     assert json.loads(broken.output)["calibration"]["n_images"] == 8

@@ -22,11 +22,41 @@ from fakedet.cli.base import (
 )
 
 # What the terminal and Markdown tables show per checkpoint (all metrics are in JSON and CSV).
-SHOWN = (("auc", "AUC"), ("ap", "AP"), ("accuracy", "acc"))
+SHOWN = (("auc", "AUC"), ("ap", "AP"), ("accuracy", "acc"), ("fpr", "FPR"), ("fnr", "FNR"))
+# The everyday-processing summary per checkpoint: real photos called fake, the shift of their
+# realness, fakes still caught, and the ranking.
+PROCESSING_SHOWN = (
+    ("fpr", "FPR"), ("realness_shift", "real shift"), ("fake_acc", "fakes caught"), ("auc", "AUC"),
+)  # fmt: skip
 
 
 def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def processing_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The processing summary's cells: per kind (unprocessed first), each checkpoint's mean-group
+    PROCESSING_SHOWN values."""
+    means = {
+        (result["perturbation"], result["checkpoint"]): result
+        for result in report["results"]
+        if result["group"] == "mean"
+    }
+    rows = []
+    for kind in ["none", *report["processing"]]:
+        cells = [kind.removeprefix("processing:")]
+        for checkpoint in report["checkpoints"]:
+            cells += [_cell(means[kind, checkpoint][key]) for key, _ in PROCESSING_SHOWN]
+        rows.append(cells)
+    return rows
+
+
+def _processing_header(report: dict[str, Any]) -> list[str]:
+    names = _short_names(report["checkpoints"])
+    header = ["processing"]
+    for checkpoint in report["checkpoints"]:
+        header += [f"{names[checkpoint]} {label}" for _, label in PROCESSING_SHOWN]
+    return header
 
 
 def _short_names(checkpoints: list[str]) -> dict[str, str]:
@@ -74,6 +104,16 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
                 cells += [_cell(result[key]) for key, _ in SHOWN]
             table.add_row(group, *cells, end_section=group == "mean" or None)
         tables.append(table)
+    if report["processing"]:
+        table = Table(
+            title="everyday processing, mean over groups, at each checkpoint's threshold",
+            title_justify="left",
+        )
+        for title in _processing_header(report):
+            table.add_column(title, justify="right")
+        for cells in processing_rows(report):
+            table.add_row(*cells)
+        tables.append(table)
     return tables
 
 
@@ -100,6 +140,16 @@ def markdown(report: dict[str, Any]) -> str:
             for checkpoint in report["checkpoints"]:
                 cells += [_cell(by_checkpoint[checkpoint][key]) for key, _ in SHOWN]
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if report["processing"]:
+        header = _processing_header(report)
+        lines += [
+            "**everyday processing** (mean over groups)",
+            "",
+            "| " + " | ".join(header) + " |",
+        ]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(cells) + " |" for cells in processing_rows(report)]
         lines.append("")
     return "\n".join(lines)
 
@@ -146,6 +196,15 @@ def evaluate(
     num_workers: WorkersOption = None,
     device: DeviceOption = "auto",
     crops: CropsOption = 1,
+    processing: Annotated[
+        bool,
+        typer.Option(
+            "--processing",
+            help="Also score every image after everyday processing (JPEG 95/75/60, downscale "
+            "0.75/0.5, WebP 80/70, unsharp mask, screenshot, crop to 50%): real photos called "
+            "fake, their realness shift, fakes still caught.",
+        ),
+    ] = False,
     use_csv: Annotated[
         bool,
         typer.Option(
@@ -165,6 +224,8 @@ def evaluate(
         fakedet evaluate ./testset runs/demo --perturb jpeg:95,75,50 --perturb blur:1,2
 
         fakedet evaluate ./testset runs/demo --json --csv results.csv --markdown results.md
+
+        fakedet evaluate ./testset runs/demo --processing
     """
     with errors_to_exit_codes():
         from fakedet.evaluation.testset import evaluate_test_set
@@ -183,6 +244,7 @@ def evaluate(
                 on_start=lambda total: progress.update(task, total=total),
                 on_images=lambda done: progress.advance(task, done),
                 crops=crops,
+                processing=processing,
             )
         written = []
         if csv_file is not None:

@@ -25,6 +25,7 @@ from fakedet.checkpoints.files import checkpoint_path
 from fakedet.data.layouts import TestSet, discover_test_set
 from fakedet.data.loader import init_worker, loader_options
 from fakedet.data.perturb import Perturbation, parse_perturbations
+from fakedet.data.processing import SUITE, Processing
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, check_crops, load_rgb, pixels_to_float
 from fakedet.evaluation.metrics import TEST_METRICS, group_metrics, mean_over_groups
@@ -37,7 +38,12 @@ from fakedet.inference.predictor import (
 )
 from fakedet.runtime import resolve_device
 
-RESULT_KEYS = ("checkpoint", "group", "perturbation", *TEST_METRICS, "notes")
+# fpr: share of real images called fake at the stored threshold, fnr: of fakes called real;
+# realness_shift: mean change of the real images' calibrated realness from the unperturbed.
+RESULT_KEYS = (
+    "checkpoint", "group", "perturbation", *TEST_METRICS, "fpr", "fnr", "realness_shift",
+    "notes",
+)  # fmt: skip
 MEAN_GROUP = "mean"
 
 
@@ -62,7 +68,7 @@ class PerturbedCrops(Dataset):
     def __init__(
         self,
         samples: Sequence[Sample],
-        perturbation: Perturbation,
+        perturbation: Perturbation | Processing,
         sizes: Sequence[int],
         views: int = 1,
     ) -> None:
@@ -98,7 +104,7 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 def score_samples(
     samples: Sequence[Sample],
     detectors: Sequence[Detector],
-    perturbation: Perturbation,
+    perturbation: Perturbation | Processing,
     device: torch.device,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -147,23 +153,46 @@ def load_detectors(paths: Sequence[Path], device: torch.device) -> list[Detector
     return detectors
 
 
+def _error_rates(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """fpr and fnr at the threshold, from the per-class accuracies (None where undefined)."""
+    return {
+        "fpr": None if metrics["real_acc"] is None else 1.0 - metrics["real_acc"],
+        "fnr": None if metrics["fake_acc"] is None else 1.0 - metrics["fake_acc"],
+    }
+
+
+def _realness_shift(
+    calibrated: np.ndarray, unperturbed: np.ndarray, reals: np.ndarray
+) -> float | None:
+    both = reals & np.isfinite(calibrated) & np.isfinite(unperturbed)
+    return float(np.mean(calibrated[both] - unperturbed[both])) if both.any() else None
+
+
 def group_results(
     test_set: TestSet,
     detector: Detector,
-    perturbation: Perturbation,
+    perturbation: Perturbation | Processing,
     realness: np.ndarray,
     skipped_paths: Sequence[str],
+    unperturbed: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One result row per group, then the mean row, for one detector and one perturbation."""
+    """One result row per group, then the mean row, for one detector and one perturbation.
+    `unperturbed` is the detector's raw realness of the unperturbed images (default: these),
+    which `realness_shift` is measured from."""
     labels = np.array([sample.label for sample in test_set.samples])
     groups = np.array([sample.group for sample in test_set.samples])
     unreadable_in = Counter(test_set.group_of[path] for path in skipped_paths)
     rows = []
     calibrated = detector.calibration.apply(realness)
+    baseline = calibrated if unperturbed is None else detector.calibration.apply(unperturbed)
     for group in test_set.groups:
         members = (groups == group) & np.isfinite(realness)
         metrics, notes = group_metrics(
             calibrated[members], labels[members], detector.threshold, realness[members]
+        )
+        metrics.update(_error_rates(metrics))
+        metrics["realness_shift"] = _realness_shift(
+            calibrated, baseline, (groups == group) & (labels >= 0.5)
         )
         unreadable = unreadable_in[group]
         if unreadable:
@@ -178,6 +207,9 @@ def group_results(
             }
         )
     mean = mean_over_groups(rows)
+    mean.update(_error_rates(mean))
+    shifts = [row["realness_shift"] for row in rows if row["realness_shift"] is not None]
+    mean["realness_shift"] = float(np.mean(shifts)) if shifts else None
     notes = [f"unweighted mean over {len(rows)} group(s)"]
     rows.append(
         {
@@ -202,6 +234,7 @@ def evaluate_test_set(
     on_start: Callable[[int], None] | None = None,
     on_images: Callable[[int], None] | None = None,
     crops: int = 1,
+    processing: bool = False,
 ) -> dict[str, Any]:
     """Score every image under `test_root` with every checkpoint, per group and perturbation.
 
@@ -214,9 +247,11 @@ def evaluate_test_set(
         on_start: called once with the number of images to score (all perturbations).
         on_images: called with the number of images finished after each batch.
         crops: 1 (the centre crop) or 5 (centre and corners, scores averaged as logits).
+        processing: also run the everyday-processing suite (`fakedet.data.processing`), each
+            kind a row named like "processing:jpeg60".
 
     Returns:
-        The report: test_root, checkpoints, perturbations, results, skipped.
+        The report: test_root, checkpoints, perturbations, processing, results, skipped.
 
     Raises:
         UsageError: bad perturbations or --crops, no labelled image, or a checkpoint that is not
@@ -224,23 +259,28 @@ def evaluate_test_set(
     """
     check_crops(crops)
     perturbations = parse_perturbations(list(perturb))
+    processed = list(SUITE) if processing else []
     test_set = discover_test_set(test_root, use_csv)
     resolved = resolve_device(device)
     detectors = load_detectors(checkpoints, resolved)
     workers = workers_or_default(num_workers, resolved.type)
     workers = min(workers, max(0, len(test_set.samples) // batch_size))  # few images: no workers
     if on_start is not None:
-        on_start(len(test_set.samples) * len(perturbations))
+        on_start(len(test_set.samples) * (len(perturbations) + len(processed)))
     results: list[dict[str, Any]] = []
     skipped = dict(test_set.skipped)
-    for perturbation in perturbations:
+    unperturbed = None
+    for perturbation in [*perturbations, *processed]:  # the unperturbed first
         scores, unreadable = score_samples(
             test_set.samples, detectors, perturbation, resolved, batch_size, workers, on_images,
             crops,
         )  # fmt: skip
+        unperturbed = scores if unperturbed is None else unperturbed
         skipped.update(unreadable)
         for row, detector in enumerate(detectors):
-            results += group_results(test_set, detector, perturbation, scores[row], list(skipped))
+            results += group_results(
+                test_set, detector, perturbation, scores[row], list(skipped), unperturbed[row]
+            )
     return {
         "test_root": str(test_root),
         "layout": test_set.layout,
@@ -249,6 +289,7 @@ def evaluate_test_set(
         "checkpoints": [str(checkpoint_path(path)) for path in checkpoints],
         "calibrated": {d.name: not d.calibration.is_identity for d in detectors},
         "perturbations": [perturbation.name for perturbation in perturbations],
+        "processing": [kind.name for kind in processed],
         "crops": crops,
         "results": results,
         "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())],
