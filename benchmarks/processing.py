@@ -9,6 +9,7 @@ and FPR, the FPR and AUC averaged over the processing kinds, and the FPR per kin
 
     python benchmarks/processing.py --out proc                 # 3 seeds, 64 px, 6 epochs
     python benchmarks/processing.py --out proc --report-only   # re-print a finished run
+    python benchmarks/processing.py --out proc -- --use-amp    # after --: to every train
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-def one_seed(args: argparse.Namespace, seed: int) -> None:
+def one_seed(args: argparse.Namespace, seed: int, train_extra: list[str]) -> None:
     from fakedet.data.processing import SUITE
 
     folder = args.out / f"seed{seed}"
@@ -52,7 +53,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> None:
         run([*fakedet, "train", str(data), "--config", str(settings), "--img-size",
              str(args.img_size), "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed",
              str(seed), "--output-dir", str(output), "--num-workers", str(args.num_workers),
-             "--no-plots", "--no-use-tensorboard"])  # fmt: skip
+             "--no-plots", "--no-use-tensorboard", *train_extra])  # fmt: skip
     result = folder / "evaluate.json"
     if not result.is_file():
         checkpoints = [str(folder / arm / "best_model.pt") for arm in ARMS]
@@ -127,10 +128,13 @@ def main() -> None:
     parser.add_argument("--probability", type=float, default=0.1, help="of each kind")
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    own, train_extra = argv[:split], argv[split + 1 :]
+    args = parser.parse_args(own)
     if not args.report_only:
         for seed in args.seeds:
-            one_seed(args, seed)
+            one_seed(args, seed, train_extra)
     print(report(args))
 
 

@@ -201,6 +201,10 @@ def choose_method(
     if len(candidates) == 1:
         need = MIN_PER_CLASS["temperature"]
         return ["identity"], {}, f"fewer than {need} images of a class to fit any map on"
+    if realness[is_real == 1].min() > realness[is_real == 0].max():
+        # Every map would sharpen towards 0 and 1 without bound (temperature to its limit),
+        # and every fold would agree, yet no error was seen to say how sure to be.
+        return ["identity"], {}, "every real scores above every fake: no error to calibrate on"
     errors = {name: out_of_fold_brier(name, realness, is_real, seed=seed) for name in candidates}
     means = {name: float(found.mean()) for name, found in errors.items()}
     best = min(candidates, key=means.__getitem__)
@@ -303,6 +307,14 @@ def _rate_for(count: int) -> str:
     return "0.5"
 
 
+def _at_bound(calibration: Calibration) -> bool:
+    """A temperature fitted to (within 1% of) its bound: the likelihood wanted it further."""
+    if calibration.method != "temperature":
+        return False
+    temperature = calibration.params["temperature"]
+    return any(abs(temperature / bound - 1.0) < 0.01 for bound in TEMPERATURE_BOUNDS)
+
+
 def fit_calibration(
     realness: np.ndarray,
     labels: np.ndarray,
@@ -344,9 +356,14 @@ def fit_calibration(
         )
         calibrated = calibration.apply(realness)
         ece_after = expected_calibration_error(calibrated, is_real.astype(float))
-        if method != "auto" or ece_after <= ece_before + ECE_SLACK:
+        if method != "auto":
             break
-        chosen_by += f"; {candidate} passed over (in-sample ECE {ece_after:.4f} > raw's)"
+        if _at_bound(calibration):
+            chosen_by += f"; {candidate} passed over (temperature at its bound: a degenerate fit)"
+        elif ece_after > ece_before + ECE_SLACK:
+            chosen_by += f"; {candidate} passed over (in-sample ECE {ece_after:.4f} > raw's)"
+        else:
+            break
     calibration.chosen_by, calibration.selection = chosen_by, selection
     calibration.quality, calibration.intervals = quality_with_intervals(
         realness, calibrated, is_real.astype(float)
