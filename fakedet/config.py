@@ -174,7 +174,7 @@ class TrainingConfig(BaseModel):
         default_factory=dict,
         description="Everyday-processing augmentation (train): kind -> probability, kinds "
         "jpeg95, jpeg75, jpeg60, downscale0.75, downscale0.5, webp80, webp70, unsharp, "
-        "screenshot, crop50 (e.g. {jpeg60: 0.1, downscale0.5: 0.1}).",
+        "screenshot, crop50; a mapping in a config file, or jpeg60:0.1,crop50:0.2 as a flag.",
     )
 
     @field_validator(
@@ -242,6 +242,17 @@ class TrainingConfig(BaseModel):
         if not valid:
             raise ValueError("must be fixed:X, eer, fpr:R or fnr:R with X and R in [0, 1]")
         return value.strip().lower()
+
+    @field_validator("processing_probs", mode="before")
+    @classmethod
+    def _processing_from_text(cls, value: object) -> object:
+        # The flag's spelling: "jpeg60:0.1,crop50:0.2".
+        if not isinstance(value, str):
+            return value
+        pairs = [item.partition(":") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError("must be KIND:PROBABILITY[,KIND:PROBABILITY...], e.g. jpeg60:0.1")
+        return {kind.strip(): probability.strip() for kind, _, probability in pairs}
 
     @field_validator("processing_probs")
     @classmethod

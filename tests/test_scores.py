@@ -189,7 +189,8 @@ def test_old_checkpoints_calibrations_still_load() -> None:
 def test_training_config_defaults_to_auto_and_knows_the_processing_kinds(tmp_path: Path) -> None:
     config = build_config({"data_root": tmp_path, "threshold_rule": "FNR:0.05"})
     assert config.calibration_method == "auto" and config.threshold_rule == "fnr:0.05"
-    assert build_config({"data_root": tmp_path, "processing_probs": {"jpeg60": 0.2}})
+    flag = build_config({"data_root": tmp_path, "processing_probs": "jpeg60:0.2, crop50:0.1"})
+    assert flag.processing_probs == {"jpeg60": 0.2, "crop50": 0.1}
     with pytest.raises(ConfigError, match=r"processing_probs.*jpeg61"):
         build_config({"data_root": tmp_path, "processing_probs": {"jpeg61": 0.2}})
     with pytest.raises(ConfigError, match="processing_probs"):

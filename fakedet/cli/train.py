@@ -136,6 +136,7 @@ def train(
     probe_augment: Annotated[int | None, config_option("probe_augment")] = None,
     with_spectral: Annotated[bool | None, config_option("with_spectral")] = None,
     init_from: Annotated[Path | None, config_option("init_from")] = None,
+    processing_probs: Annotated[str | None, config_option("processing_probs")] = None,
     devices: DevicesOption = None,
     resume: Annotated[
         Path | None,
