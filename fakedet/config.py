@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fakedet.errors import ConfigError, UsageError
+from fakedet.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,6 +24,11 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 BACKBONE_PROBE_LR = 1e-3
 BACKBONE_FINETUNE_LR = 1e-4
 INIT_FROM_LR = 2e-5
+# The everyday-processing kinds a config may name (fakedet/data/processing.py says what each does).
+PROCESSING_KINDS = (
+    "jpeg95", "jpeg75", "jpeg60", "downscale0.75", "downscale0.5", "webp80", "webp70", "unsharp",
+    "screenshot", "crop50",
+)  # fmt: skip
 
 
 class TrainingConfig(BaseModel):
@@ -257,12 +262,12 @@ class TrainingConfig(BaseModel):
     @field_validator("processing_probs")
     @classmethod
     def _known_processing(cls, value: dict[str, float]) -> dict[str, float]:
-        from fakedet.data.processing import check_probabilities  # deferred: it imports torch
-
-        try:
-            return check_probabilities(value)
-        except UsageError as error:
-            raise ValueError(str(error).rstrip(".")) from None
+        for kind, probability in value.items():
+            if kind not in PROCESSING_KINDS:
+                raise ValueError(f"names {kind!r}; known kinds: {', '.join(PROCESSING_KINDS)}")
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(f"gives {kind} {probability:g}, outside [0, 1]")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -19,7 +19,7 @@ from conftest import make_folder_dataset, write_image
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import load_checkpoint
 from fakedet.cli import app
-from fakedet.config import build_config
+from fakedet.config import PROCESSING_KINDS, build_config
 from fakedet.data.processing import SUITE, ProcessingAugment
 from fakedet.data.transforms import TrainTransform
 from fakedet.errors import ConfigError, UsageError
@@ -193,8 +193,9 @@ def test_training_config_defaults_to_auto_and_knows_the_processing_kinds(tmp_pat
     assert flag.processing_probs == {"jpeg60": 0.2, "crop50": 0.1}
     with pytest.raises(ConfigError, match=r"processing_probs.*jpeg61"):
         build_config({"data_root": tmp_path, "processing_probs": {"jpeg61": 0.2}})
-    with pytest.raises(ConfigError, match="processing_probs"):
+    with pytest.raises(ConfigError, match=r"processing_probs.*crop50 1\.5, outside \[0, 1\]"):
         build_config({"data_root": tmp_path, "processing_probs": {"crop50": 1.5}})
+    assert tuple(processing.label for processing in SUITE) == PROCESSING_KINDS
 
 
 def _photo(size: int = 96, seed: int = 0) -> Image.Image:
