@@ -193,8 +193,8 @@ def choose_method(
     first was chosen in words).
 
     The preferred one is the simplest whose out-of-fold Brier score is within one standard
-    error (of its per-image difference from the best), or BRIER_TOLERANCE, of the best's; the others follow from
-    the next simpler down to identity, for `fit_calibration` to fall back on.
+    error (of its per-image difference from the best's), or BRIER_TOLERANCE, of the best's;
+    the simpler ones follow, down to identity, for `fit_calibration` to fall back on.
     """
     per_class = int(min(is_real.sum(), len(is_real) - is_real.sum()))
     candidates = [name for name in CANDIDATES if per_class >= MIN_PER_CLASS[name]]
