@@ -31,6 +31,22 @@ PROCESSING_KINDS = (
 )  # fmt: skip
 
 
+def threshold_rule_parts(rule: str) -> tuple[str, float | None] | None:
+    """`fixed:0.5` -> ("fixed", 0.5), `eer` -> ("eer", None), `fpr:0.01` -> ("fpr", 0.01),
+    `fnr:0.05` -> ("fnr", 0.05); None for any other spelling or a value out of [0, 1]."""
+    kind, _, value = rule.strip().lower().partition(":")
+    if kind == "eer" and not value:
+        return "eer", None
+    if kind in ("fixed", "fpr", "fnr") and value:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        if 0.0 <= number <= 1.0:
+            return kind, number
+    return None
+
+
 class TrainingConfig(BaseModel):
     """Every setting of a training run; validated once, then passed around as plain values."""
 
@@ -237,14 +253,7 @@ class TrainingConfig(BaseModel):
     @field_validator("threshold_rule")
     @classmethod
     def _known_threshold_rule(cls, value: str) -> str:
-        kind, _, number = value.strip().lower().partition(":")
-        try:
-            valid = (kind == "eer" and not number) or (
-                kind in ("fixed", "fpr", "fnr") and 0.0 <= float(number) <= 1.0
-            )
-        except ValueError:
-            valid = False
-        if not valid:
+        if threshold_rule_parts(value) is None:
             raise ValueError("must be fixed:X, eer, fpr:R or fnr:R with X and R in [0, 1]")
         return value.strip().lower()
 

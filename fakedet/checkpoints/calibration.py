@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fakedet.config import threshold_rule_parts
 from fakedet.errors import UsageError
 
 METHODS = ("temperature", "platt", "isotonic")
@@ -199,16 +200,9 @@ def parse_rule(rule: str) -> tuple[str, float | None]:
     Raises:
         UsageError: any other spelling, or a value out of [0, 1].
     """
-    kind, _, value = rule.strip().lower().partition(":")
-    if kind == "eer" and not value:
-        return "eer", None
-    if kind in ("fixed", "fpr", "fnr") and value:
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if 0.0 <= number <= 1.0:
-            return kind, number
+    parts = threshold_rule_parts(rule)
+    if parts is not None:
+        return parts
     raise UsageError(
         f"--threshold-rule {rule!r} is not fixed:X, eer, fpr:R or fnr:R (X and R in [0, 1]; "
         "e.g. fixed:0.5, eer, fpr:0.05)."
