@@ -50,11 +50,12 @@ def npr_residual(images: torch.Tensor) -> torch.Tensor:
     """x - up(down(x)) (NPR, Tan et al. 2024): the pixel correlations that up-sampling leaves.
 
     Nearest 2x down then up keeps only what differs inside each 2x2 cell, which is exactly where
-    generator up-sampling layers imprint their periodic traces.
+    generator up-sampling layers imprint their periodic traces. Computed as one broadcast
+    subtraction over (rows / 2, 2, columns / 2, 2) views: every model input side is even.
     """
-    down = images[:, :, ::2, ::2]
-    up = down.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    return images - up[:, :, : images.shape[2], : images.shape[3]]
+    batch, channels, height, width = images.shape
+    cells = images.reshape(batch, channels, height // 2, 2, width // 2, 2)
+    return (cells - cells[:, :, :, :1, :, :1]).reshape(batch, channels, height, width)
 
 
 class ResidualAuxBranch(nn.Module):
@@ -146,8 +147,9 @@ class SpectralBranch(nn.Module):
         return tokens, profile_token
 
 
-def _moments(values: torch.Tensor) -> torch.Tensor:
-    """Mean, std, skewness and kurtosis over the last dimension: (..., N) -> (..., 4)."""
+def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, std, skewness and kurtosis over the last dimension: (..., N) -> (..., 4); and the
+    centred values and their squares, which the correlations reuse."""
     mean = values.mean(dim=-1, keepdim=True)
     centred = values - mean
     squared = centred * centred
@@ -162,17 +164,37 @@ def _moments(values: torch.Tensor) -> torch.Tensor:
     fourth = (squared.unsqueeze(-2) @ squared.unsqueeze(-1)).squeeze(-1) / count
     skew = third / std**3
     kurtosis = fourth / std**4 - 3.0
-    return torch.cat([mean, std, skew, kurtosis], dim=-1)
+    return torch.cat([mean, std, skew, kurtosis], dim=-1), centred, squared
 
 
-def _lag_correlation(values: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Pearson correlation between each pixel and its (dy, dx) neighbour: (B, C, H, W) -> (B, C)."""
-    height, width = values.shape[-2:]
-    a = values[..., : height - dy, : width - dx].flatten(2)
-    b = values[..., dy:, dx:].flatten(2)
-    a = a - a.mean(dim=-1, keepdim=True)
-    b = b - b.mean(dim=-1, keepdim=True)
-    return (a * b).mean(-1) / (a.pow(2).mean(-1).sqrt() * b.pow(2).mean(-1).sqrt() + 1e-8)
+def _lag_correlation(
+    centred: torch.Tensor, squared: torch.Tensor, dy: int, dx: int
+) -> torch.Tensor:
+    """Pearson correlation between each pixel and its (dy, dx) neighbour: (B, C, H, W) -> (B, C).
+
+    From window means of the map, of its squares and of the neighbours' products (cov = E[ab] -
+    E[a]E[b]): reductions over strided views instead of copied, centred windows. `centred` is
+    zero-mean over the whole map, so the differences of means lose nothing to cancellation."""
+    height, width = centred.shape[-2:]
+    first = (..., slice(0, height - dy), slice(0, width - dx))
+    second = (..., slice(dy, height), slice(dx, width))
+    a, b = centred[first], centred[second]
+    mean_a, mean_b = a.mean(dim=(-2, -1)), b.mean(dim=(-2, -1))
+    variance_a = squared[first].mean(dim=(-2, -1)) - mean_a * mean_a
+    variance_b = squared[second].mean(dim=(-2, -1)) - mean_b * mean_b
+    covariance = (a * b).mean(dim=(-2, -1)) - mean_a * mean_b
+    return covariance / (variance_a.clamp_min(0).sqrt() * variance_b.clamp_min(0).sqrt() + 1e-8)
+
+
+def _binomial_high_pass(images: torch.Tensor) -> torch.Tensor:
+    """images - their 3x3 binomial blur ([1, 2, 1] / 4 along each axis), replicate-padded.
+
+    Separable, as shifted additions: a 3-channel grouped convolution at full resolution was
+    the branch's slowest kernel on CPU (oneDNN has no fast path for it)."""
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")  # (B, 3, H + 2, W + 2)
+    rows = torch.add(padded[..., :, :-2], padded[..., :, 2:]).add_(padded[..., :, 1:-1], alpha=2)
+    blur = torch.add(rows[..., :-2, :], rows[..., 2:, :]).add_(rows[..., 1:-1, :], alpha=2)
+    return torch.sub(images, blur, alpha=1 / 16)
 
 
 class StatisticalBranch(nn.Module):
@@ -190,31 +212,32 @@ class StatisticalBranch(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(out_channels, out_channels * num_tokens),
         )
-        blur = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
-        self.register_buffer("blur_kernel", blur.view(1, 1, 3, 3).repeat(3, 1, 1, 1), False)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, num_features) hand-made statistics, computed in fp32."""
         with torch.autocast(device_type=images.device.type, enabled=False):
             images = images.float()
-            batch = images.shape[0]
-            high_pass = images - F.conv2d(
-                F.pad(images, (1, 1, 1, 1), mode="replicate"), self.blur_kernel, groups=3
-            )
+            batch, channels, height, width = images.shape
+            high_pass = _binomial_high_pass(images)
             diff_x = images[..., :, 1:] - images[..., :, :-1]
             diff_y = images[..., 1:, :] - images[..., :-1, :]
-            parts = [_moments(images.flatten(2)).flatten(1)]
+            parts = [_moments(images.flatten(2))[0].flatten(1)]
+            high_moments, centred, squared = _moments(high_pass.flatten(2))
+            parts.append(high_moments.flatten(1))
+            parts += [_moments(residual.flatten(2))[0].flatten(1) for residual in (diff_x, diff_y)]
+            centred_map = centred.view(batch, channels, height, width)
+            squared_map = squared.view(batch, channels, height, width)
             parts += [
-                _moments(residual.flatten(2)).flatten(1) for residual in (high_pass, diff_x, diff_y)
+                _lag_correlation(centred_map, squared_map, dy, dx)
+                for dy, dx in ((0, 1), (1, 0), (1, 1))
             ]
-            parts += [_lag_correlation(high_pass, dy, dx) for dy, dx in ((0, 1), (1, 0), (1, 1))]
-            flat = high_pass.flatten(2)
-            flat = (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + 1e-8)
-            cross = [
-                (flat[:, i] * flat[:, j]).mean(-1, keepdim=True)
-                for i, j in ((0, 1), (0, 2), (1, 2))
-            ]
-            parts.append(torch.cat(cross, dim=1))
+            # Correlation between colour channels: one (3, 3) Gram matrix of the centred
+            # residual; each channel scaled by its std with Bessel's correction.
+            count = centred.shape[-1]
+            gram = centred @ centred.transpose(1, 2) / count  # (B, 3, 3)
+            scale = (torch.diagonal(gram, dim1=1, dim2=2) * count / (count - 1)).sqrt() + 1e-8
+            cross = gram / (scale.unsqueeze(2) * scale.unsqueeze(1))
+            parts.append(cross[:, (0, 0, 1), (1, 2, 2)])
             stats = torch.cat(parts, dim=1).reshape(batch, self.num_features)
             # Kurtosis of a residual can reach hundreds; a signed log keeps every feature O(1).
             return torch.sign(stats) * torch.log1p(stats.abs())

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from fakedet.models.branches import grayscale
 from fakedet.models.layers import bin_average_matrix
@@ -50,19 +49,8 @@ SPECTRUM_BINS = 32  # rings of the radial log power spectrum, DC (left out) to t
 # (seeds 0-2, README) gain 1 / 3 / 6 / 10 gave `spectrum_matched` 0.906 / 0.981 / 0.991 / 0.995
 # (full; fast 0.881 / 0.943 / 0.983 / 0.991) and `laundered` 0.921 / 0.924 / 0.918 / 0.914.
 COHERENCE_GAIN = 6.0
-# Quadrants of the FFT's (unshifted) spectrum as (row, column) halves, and the pairs that each
-# half-band shift matches: along x, along y, along both.
+# Quadrants of the FFT's (unshifted) spectrum as (row, column) halves.
 QUADRANTS = {"top_left": (0, 0), "top_right": (0, 1), "bottom_left": (1, 0), "bottom_right": (1, 1)}
-SHIFT_PAIRS = (
-    (("top_left", "top_right"), ("bottom_left", "bottom_right")),
-    (("top_left", "bottom_left"), ("top_right", "bottom_right")),
-    (("top_left", "bottom_right"), ("top_right", "bottom_left")),
-)
-
-
-def _block_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean over non-overlapping COHERENCE_BLOCK^2 blocks: (B, H, W) -> (B, H/K, W/K)."""
-    return F.avg_pool2d(values.unsqueeze(1), COHERENCE_BLOCK).squeeze(1)
 
 
 def _quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
@@ -70,6 +58,32 @@ def _quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
     rows = (slice(0, height // 2), slice(height // 2, height))
     columns = (slice(0, width // 2), slice(width // 2, width))
     return {name: (rows[row], columns[col]) for name, (row, col) in QUADRANTS.items()}
+
+
+def _shift_pairs(halves: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """A (B, 2, h, 2, w) view of a map by (row half, rows, column half, columns) -> the
+    (first, second) views that the half-band shifts pair: along x (left with right half, in
+    both row halves at once), along y (top with bottom, both column halves), the diagonal
+    (top left with bottom right) and the anti-diagonal (top right with bottom left).
+
+    Slices, not indexing: the views stay 5-D (and an ONNX export maps complex slices, not
+    complex selects)."""
+    top, bottom = halves[:, 0:1], halves[:, 1:2]
+    return (
+        (halves[:, :, :, 0:1], halves[:, :, :, 1:2]),
+        (top, bottom),
+        (top[:, :, :, 0:1], bottom[:, :, :, 1:2]),
+        (top[:, :, :, 1:2], bottom[:, :, :, 0:1]),
+    )
+
+
+def _block_means(values: torch.Tensor, dims: tuple[int, int]) -> torch.Tensor:
+    """Mean over non-overlapping COHERENCE_BLOCK-long runs of the two `dims`: one reduction."""
+    shape = list(values.shape)
+    for dim in sorted(dims, reverse=True):
+        shape[dim : dim + 1] = [shape[dim] // COHERENCE_BLOCK, COHERENCE_BLOCK]
+    summed = [dim + index + 1 for index, dim in enumerate(sorted(dims))]
+    return values.reshape(shape).mean(dim=summed)
 
 
 def _hann(size: int, device: torch.device) -> torch.Tensor:
@@ -154,11 +168,11 @@ class SpectralCoherenceBranch(nn.Module):
 
     def _constants(
         self, height: int, width: int, device: torch.device
-    ) -> tuple[torch.Tensor, dict[tuple[str, str], torch.Tensor], torch.Tensor]:
-        """For one image size: the Hann window; for each quadrant pair, the matrix that adds a
-        pair's (B, blocks of a quadrant) coherence map into the radial profile at both of its
-        places (bin means over the whole block map); the matrix from the flattened spectrum to
-        its ring means (DC left out)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For one image size: the Hann window; the matrix from the four coherence maps of
+        `_shift_pairs`, flattened and concatenated, to the (B, 48) profile (each block's
+        coherence added at both of its pair's places, as means over the whole block map); the
+        matrix from the one-sided spectrum's log power to its ring means (DC left out)."""
         key = (int(height), int(width), str(device))  # ints: traced sizes never hit a cache
         if key not in self._cache:
             # Written with arange and cos: the ONNX exporter maps neither hann_window nor fftfreq.
@@ -167,20 +181,25 @@ class SpectralCoherenceBranch(nn.Module):
             fx = _block_centres(width, device)[None, :]
             radius = torch.sqrt(fy**2 + fx**2) / 0.5**0.5  # 0 at DC, 1 in the corner
             index = (radius * COHERENCE_BINS).long().clamp(max=COHERENCE_BINS - 1)  # (H/K, W/K)
-            average = bin_average_matrix(index, COHERENCE_BINS).view(*index.shape, COHERENCE_BINS)
-            blocks = _quadrants(*index.shape)
-            pair_sums = {}
-            for first, second in (pair for pairs in SHIFT_PAIRS for pair in pairs):
-                (by, bx), (cy, cx) = blocks[first], blocks[second]
-                pair_sums[first, second] = (average[by, bx] + average[cy, cx]).flatten(0, 1)
+            average = bin_average_matrix(index, COHERENCE_BINS)  # (H/K * W/K, bins)
+            halves = average.view(1, 2, index.shape[0] // 2, 2, index.shape[1] // 2, -1)
+            per_map = [(first + second).flatten(0, 4) for first, second in _shift_pairs(halves)]
+            # Along x, along y, then both diagonals into the third shift's bins.
+            coherence = torch.block_diag(per_map[0], per_map[1], torch.cat(per_map[2:]))
+            # The log power of a real image's spectrum is symmetric, |X(-f)| = |X(f)|: the
+            # one-sided half (columns 0..W/2) holds every ring, each column but the first and
+            # the last standing for itself and its mirror, so it weighs twice.
             fy = _frequencies(height, device)[:, None]
-            fx = _frequencies(width, device)[None, :]
+            fx = torch.arange(width // 2 + 1, device=device, dtype=torch.float32)[None, :] / width
             rings = (torch.sqrt(fy**2 + fx**2) / 0.5 * SPECTRUM_BINS).long()  # 1 at mid-edge
             rings = rings.clamp(max=SPECTRUM_BINS - 1).flatten()  # the corners join the last
             # DC is left out: the image is zero-mean, so its log power is float noise. Its ring
             # number is past the last, so the matrix has no column for it.
             rings[0] = SPECTRUM_BINS
-            self._cache[key] = (window, pair_sums, bin_average_matrix(rings, SPECTRUM_BINS))
+            mirrored = torch.full((height, width // 2 + 1), 2.0, device=device)
+            mirrored[:, 0] = mirrored[:, -1] = 1.0
+            ring_means = bin_average_matrix(rings, SPECTRUM_BINS, mirrored.flatten())
+            self._cache[key] = (window, coherence, ring_means)
         return self._cache[key]
 
     def profiles(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,50 +208,43 @@ class SpectralCoherenceBranch(nn.Module):
         with torch.autocast(device_type=images.device.type, enabled=False):
             gray = grayscale(images.float())  # (B, H, W)
             gray = gray - gray.mean(dim=(1, 2), keepdim=True)
-            # The RMS of a zero-mean image (the std without Bessel's correction: one pass less).
-            gray = gray / (gray.square().mean(dim=(1, 2), keepdim=True).sqrt() + 1e-3)
+            # The RMS of a zero-mean image (the std without Bessel's correction), one reduction.
             height, width = gray.shape[-2:]
-            window, pair_sums, ring_means = self._constants(height, width, gray.device)
-            spectrum = torch.fft.fft2(gray)
-            plain_real, plain_imag = spectrum.real, spectrum.imag
+            rms = torch.linalg.vector_norm(gray, dim=(1, 2), keepdim=True) / (height * width) ** 0.5
+            gray = gray / (rms + 1e-3)
+            window, coherence_matrix, ring_means = self._constants(height, width, gray.device)
             # The radial log power spectrum without a window: windowed, a logistic regression
             # on it scored 0.87 / 0.86 / 0.93 on `laundered` (3 seeds), without 0.95 / 0.89 / 0.93.
-            log_power = torch.log(plain_real.square() + plain_imag.square() + 1e-6).flatten(1)
-            spectrum_profile = log_power @ ring_means
+            # One-sided (rfft2): half the transform and half the log of the full spectrum.
+            plain = torch.fft.rfft2(gray)  # (B, H, W/2 + 1)
+            log_power = torch.view_as_real(plain).square().sum(dim=-1).add_(1e-6).log_()
+            spectrum_profile = log_power.flatten(1) @ ring_means
             # Coherence needs the window: without it the image's borders make every spectrum
             # coherent. The same numbers two ways: in an ONNX export, three taps in frequency
             # (ONNX Runtime's DFT is slow: a second FFT made the branch 109 instead of 67 ms per
             # 16 images at 256 px there); in PyTorch a second FFT (1.8 ms against 7-18 ms for
-            # the taps). Contiguous: .real and .imag are strided views, which every product
-            # below would otherwise walk at half speed.
+            # the taps).
             if torch.onnx.is_in_onnx_export():
-                real, imag = _hann_windowed(plain_real), _hann_windowed(plain_imag)
+                windowed = _hann_windowed(torch.fft.fft2(gray))
             else:
-                windowed = torch.fft.fft2(gray * window)
-                real, imag = windowed.real.contiguous(), windowed.imag.contiguous()
-            power = _block_mean(real * real + imag * imag)  # (B, H/K, W/K)
+                windowed = torch.fft.fft2(gray * window)  # (B, H, W) complex
+            # |X|^2 averaged over each block: (B, H/K, W/K, then the real and imaginary parts).
+            power = _block_means(torch.view_as_real(windowed).square(), (1, 2)).sum(dim=-1)
             # Shifting by half the band pairs each quadrant of the spectrum with another (left
             # with right, top with bottom, diagonal opposites), and a pair's coherence is the same
-            # seen from either side: so each pair is computed once, on quarter-size maps, with
-            # slices instead of rolls, and counted at both of its places in the profile.
-            quadrants = _quadrants(height, width)  # of the spectrum
-            blocks = _quadrants(*power.shape[-2:])  # of its block means
-            profiles = []
-            for pairs in SHIFT_PAIRS:
-                profile = power.new_zeros(power.shape[0], COHERENCE_BINS)
-                for first, second in pairs:
-                    (fy, fx), (sy, sx) = quadrants[first], quadrants[second]
-                    re_a, im_a = real[:, fy, fx], imag[:, fy, fx]
-                    re_b, im_b = real[:, sy, sx], imag[:, sy, sx]
-                    # X(f) * conj(X(f + shift)), averaged over each block of frequencies.
-                    cross_real = _block_mean(re_a * re_b + im_a * im_b)
-                    cross_imag = _block_mean(im_a * re_b - re_a * im_b)
-                    (by, bx), (cy, cx) = blocks[first], blocks[second]
-                    denominator = power[:, by, bx] * power[:, cy, cx] + 1e-6
-                    coherence = ((cross_real**2 + cross_imag**2) / denominator).flatten(1)
-                    profile = profile + coherence @ pair_sums[first, second]
-                profiles.append(profile)
-            return torch.cat(profiles, dim=1), spectrum_profile
+            # seen from either side: so each pair is computed once, from quadrant views, and
+            # counted at both of its places in the profile (the constant matrix).
+            spectrum_halves = windowed.view(-1, 2, height // 2, 2, width // 2)
+            power_halves = power.view(-1, 2, power.shape[1] // 2, 2, power.shape[2] // 2)
+            maps = []
+            for (first, second), (power_first, power_second) in zip(
+                _shift_pairs(spectrum_halves), _shift_pairs(power_halves), strict=True
+            ):
+                # X(f) * conj(X(f + shift)), averaged over each block of frequencies: (B, ., h, ., w, 2).
+                cross = _block_means(torch.view_as_real(first * second.conj()), (2, 4))
+                coherence = cross.square().sum(dim=-1) / (power_first * power_second + 1e-6)
+                maps.append(coherence.flatten(1))
+            return torch.cat(maps, dim=1) @ coherence_matrix, spectrum_profile
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 2) realness logits: coherence, radial spectrum."""
