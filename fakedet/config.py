@@ -197,6 +197,16 @@ class TrainingConfig(BaseModel):
         "jpeg95, jpeg75, jpeg60, downscale0.75, downscale0.5, webp80, webp70, unsharp, "
         "screenshot, crop50; a mapping in a config file, or jpeg60:0.1,crop50:0.2 as a flag.",
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model and the loss: the first steps compile (minutes); "
+        "pays on a GPU over long runs.",
+    )
+    gpu_augment: bool = Field(
+        False,
+        description="On CUDA: flip, blur and JPEG augmentation of whole batches on the GPU "
+        "instead of in the loader workers (crops stay there).",
+    )
 
     @field_validator(
         "epochs",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fakedet.cli.audit import audit
 from fakedet.cli.base import app
+from fakedet.cli.cache import cache
 from fakedet.cli.convert import convert
 from fakedet.cli.doctor import doctor
 from fakedet.cli.evaluate import evaluate
@@ -31,6 +32,7 @@ app.command("predict")(predict)
 app.command("demo-data")(demo_data)
 app.command("serve")(serve)
 app.command("convert")(convert)
+app.command("cache")(cache)
 
 
 def main() -> None:

@@ -23,9 +23,15 @@ class ImageDataset(Dataset):
     A file that fails to decode yields None plus its reason; `collate` drops and reports it.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Transform) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform,
+        decode: Callable[[str], Image.Image] = load_rgb,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.decode = decode  # a path -> RGB image (the decoded cache's reader, when built)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -35,7 +41,7 @@ class ImageDataset(Dataset):
         sample = self.samples[index]
         generator = torch.Generator().manual_seed(int(sample_seed))
         try:
-            image = self.transform(load_rgb(sample.path), generator)
+            image = self.transform(self.decode(sample.path), generator)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return {
                 "image": None,

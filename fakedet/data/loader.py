@@ -6,7 +6,7 @@ import functools
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from fakedet import hardware
 from fakedet.data.dataset import ImageDataset, Transform, collate
+from fakedet.data.images import load_rgb
 from fakedet.data.samples import Sample
 from fakedet.data.shards import SHUFFLE_WINDOW_GROUPS, read_groups
 
@@ -118,12 +119,14 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     worker_nice: int = 0,
+    decode: Callable[[str], Any] | None = None,
 ) -> DataLoader:
     """A DataLoader over `samples` whose sampler is an `EpochSampler` (call its set_epoch).
 
-    `worker_nice` lowers the workers' CPU priority: for training on the CPU itself.
+    `worker_nice` lowers the workers' CPU priority: for training on the CPU itself. `decode`
+    replaces Pillow's decoding (`load_rgb`), e.g. by the decoded cache's reader.
     """
-    dataset = ImageDataset(samples, transform)
+    dataset = ImageDataset(samples, transform, decode or load_rgb)
     groups = read_groups(samples) if train else None  # Parquet shards: read by row group
     sampler = EpochSampler(len(dataset), train, seed, rank, world_size, groups)
     # drop_last only when a full batch remains, so a tiny train split still yields one batch.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from fakedet import advisor, hardware
 from fakedet.checkpoints.files import load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
+from fakedet.data.decoded_cache import open_decoded_cache
+from fakedet.data.gpu_augment import BatchAugment
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.processing import ProcessingAugment
 from fakedet.data.samples import DatasetIndex
@@ -204,6 +207,8 @@ class TrainingParts:
     batches_per_epoch: int
     # Per optimizer group, the schedule's LR times this (a fine-tuned backbone's lower LR).
     lr_scales: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # Flip, blur and JPEG of each float batch on the device (gpu_augment), else None.
+    augment: BatchAugment | None = None
 
     def steps_per_epoch(self, accumulation: int) -> int:
         return math.ceil(self.batches_per_epoch / accumulation)
@@ -260,7 +265,7 @@ def build_training(
         )
     else:
         train_loader, val_loader, module = _image_parts(
-            config, runtime, index, batch_size, options, weights, model
+            config, runtime, index, batch_size, options, weights, model, reporter.info
         )
     if resume is None:  # a resumed run has its fitted read in the checkpoint's weights
         fitted = fit_spectrum_read(
@@ -311,6 +316,15 @@ def build_training(
 
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         trained = DistributedDataParallel(module, device_ids=device_ids)
+    loss = build_loss(config)
+    if config.compile:  # the bare module stays as it is for checkpoints and validation
+        trained = torch.compile(trained)
+        loss = torch.compile(loss)
+    augment = None
+    if _augments_on_device(config, runtime):
+        augment = BatchAugment(
+            config.seed, config.hflip, config.blur_prob, config.jpeg_prob, config.blur_sigma_max
+        )
     parts = TrainingParts(
         runtime=runtime,
         index=index,
@@ -321,12 +335,19 @@ def build_training(
         optimizer=optimizer,
         scaler=scaler,
         schedule=schedule,
-        loss=build_loss(config),
+        loss=loss,
         batch_size=batch_size,
         batches_per_epoch=len(train_loader),
         lr_scales=lr_scales,
+        augment=augment,
     )
     return parts, state
+
+
+def _augments_on_device(config: TrainingConfig, runtime: Runtime) -> bool:
+    """gpu_augment asked, on CUDA, for a model that trains on images (not a feature probe)."""
+    image_model = config.backbone is None or config.finetune
+    return config.gpu_augment and runtime.device.type == "cuda" and image_model
 
 
 def _image_parts(
@@ -337,16 +358,25 @@ def _image_parts(
     options: dict[str, Any],
     weights: dict[str, torch.Tensor] | None,
     model: nn.Module | None,
+    on_note: Callable[[str], None],
 ) -> tuple[DataLoader, DataLoader, nn.Module]:
     """Loaders of decoded images and the model that trains on them."""
     dist = runtime.dist
+    # With gpu_augment on CUDA the workers only crop; flip, blur and JPEG run per batch there.
+    on_device = _augments_on_device(config, runtime)
+    decoded = open_decoded_cache(config.data_root)
+    reader = decoded.reader([s.path for s in index.train]) if decoded is not None else None
+    if reader is not None:
+        on_note(
+            f"decoded cache: {len(reader.fresh)} of {len(index.train)} train images read from it"
+        )
     train_loader = make_loader(
         index.train,
         TrainTransform(
             config.img_size,
-            config.hflip,
-            config.blur_prob,
-            config.jpeg_prob,
+            config.hflip and not on_device,
+            0.0 if on_device else config.blur_prob,
+            0.0 if on_device else config.jpeg_prob,
             config.blur_sigma_max,
             config.resize_prob,
             config.resize_min_scale,
@@ -358,6 +388,7 @@ def _image_parts(
         drop_last=config.drop_last,
         rank=dist.rank,
         world_size=dist.world_size,
+        decode=reader,
         **options,
     )
     val_loader = make_eval_loader(

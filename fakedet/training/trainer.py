@@ -161,6 +161,8 @@ class Trainer:
                 for group, scale in zip(parts.optimizer.param_groups, parts.lr_scales, strict=True):
                     group["lr"] = lr * scale
                 images = pixels_to_float(batch["images"], device)  # (B, 3, S, S) in [0, 1]
+                if parts.augment is not None:
+                    images = parts.augment(images, state.global_step)
                 labels = batch["labels"].to(device, non_blocking=True)
                 # Under DDP, gradients are averaged over the ranks once per window, not per batch.
                 with self._sync_context(window_end):

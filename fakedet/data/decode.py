@@ -1,0 +1,59 @@
+"""Decoding for the training pipeline: JPEG through torchvision.io (libjpeg-turbo, straight to
+a uint8 tensor), everything else, and whatever torchvision refuses, through Pillow's `load_rgb`.
+
+Both decoders give the same pixels for a baseline or progressive RGB / greyscale JPEG (libjpeg-
+turbo under both; benchmarks/data.py checks and times them). Pillow reads the header first
+either way: its decompression-bomb guard, its mode (CMYK and other rare JPEGs stay with Pillow,
+which converts them as `load_rgb` always has) and EXIF orientation, which torchvision applies.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fakedet.data.images import load_rgb
+
+# JPEG modes whose RGB conversion is the same in libjpeg-turbo's and Pillow's hands.
+_TORCHVISION_JPEG_MODES = {"RGB", "L"}
+
+
+@cache
+def _torchvision_io() -> Any:
+    """torchvision.io, or None where torchvision is not installed (imported on first use: it
+    costs seconds of start-up)."""
+    try:
+        from torchvision import io
+    except ImportError:
+        return None
+    return io
+
+
+def _is_torchvision_jpeg(path: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:  # the header only; raises on a bomb
+            return image.format == "JPEG" and image.mode in _TORCHVISION_JPEG_MODES
+
+
+def decode_rgb(path: str, backend: str = "torchvision") -> Image.Image:
+    """The file as an RGB image, decoded by torchvision.io for JPEGs when `backend` is
+    "torchvision" and torchvision is installed; by Pillow (`load_rgb`) otherwise.
+
+    Raises:
+        OSError: unreadable or truncated data, or a decompression bomb (as `load_rgb`).
+    """
+    io = _torchvision_io() if backend == "torchvision" else None
+    if io is None or not _is_torchvision_jpeg(path):
+        return load_rgb(path)
+    try:
+        pixels = io.decode_jpeg(
+            io.read_file(path), mode=io.ImageReadMode.RGB, apply_exif_orientation=True
+        )  # (3, H, W) uint8
+    except RuntimeError:
+        return load_rgb(path)  # what libjpeg-turbo refuses, Pillow decodes or explains
+    return Image.fromarray(np.ascontiguousarray(pixels.permute(1, 2, 0).numpy()))
