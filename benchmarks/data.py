@@ -6,12 +6,15 @@ On the demo data (built in a temporary folder unless --data is given) it measure
 2. model only: the Trainer's own training epoch fed from the same batches cached in memory;
 3. end to end: that epoch fed by the real DataLoader at each worker count;
 
-and prints end-to-end time over model-only time. Target: <= 1.10x for the fast model at the
+and prints end-to-end time over model-only time, for each decoder: Pillow (`load_rgb`, the
+default), torchvision.io (`decode_rgb`: JPEGs through libjpeg-turbo; `--jpeg` re-saves the demo
+as JPEG so that it has some) and the decoded cache (`fakedet cache`, built before the timing). Target: <= 1.10x for the fast model at the
 workers the advisor recommends. Everything is measured in turn (A, B, C, ... A, B, C, ...)
 because shared machines are noisy; the ratios are medians of per-repetition ratios.
 
     python benchmarks/data.py                         # fast model, 256 px, batch 16
     python benchmarks/data.py --mode full --repeats 5 --workers 0 1 2 4
+    python benchmarks/data.py --jpeg --decoders pil torchvision cache   # decoders compared
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from torch.utils.data import DataLoader
 
 from fakedet.advisor import detect_hardware, recommend
 from fakedet.config import TrainingConfig
+from fakedet.data.decode import decode_rgb
+from fakedet.data.decoded_cache import build_decoded_cache, open_decoded_cache
 from fakedet.data.demo import build_demo_dataset
+from fakedet.data.images import load_rgb
 from fakedet.data.layouts import index_dataset
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.transforms import TrainTransform
@@ -79,6 +85,16 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="batches per measured epoch")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--decoders", nargs="+", default=["pil", "cache"], choices=("pil", "torchvision", "cache")
+    )
+    parser.add_argument("--jpeg", action="store_true", help="re-save the demo images as JPEG")
+    parser.add_argument(
+        "--gpu-augment",
+        action="store_true",
+        help="on CUDA: workers only crop; flip, blur and JPEG run on the batch (--gpu-augment)",
+    )
+    parser.add_argument("--use-amp", action="store_true", help="train under autocast")
     args = parser.parse_args()
 
     hardware = detect_hardware()
@@ -86,7 +102,8 @@ def main() -> None:
     print(
         f"machine: {platform.machine()} {hardware.device_name}, {hardware.cpu_cores} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, device "
-        f"{hardware.device}; advisor's workers: {advised}"
+        f"{hardware.device}; advisor's workers: {advised}; gpu augment: {args.gpu_augment}, "
+        f"amp: {args.use_amp}"
     )
     with tempfile.TemporaryDirectory() as scratch:
         data_root = args.data
@@ -99,6 +116,10 @@ def main() -> None:
                 f"built {count} demo images at {args.img_size} px in "
                 f"{time.perf_counter() - started:.1f} s"
             )
+        if args.jpeg:
+            for png in list(data_root.rglob("*.png")):
+                load_rgb(str(png)).save(png.with_suffix(".jpg"), quality=95)
+                png.unlink()
         config = TrainingConfig(
             data_root=data_root,
             mode=args.mode,
@@ -109,18 +130,29 @@ def main() -> None:
             warmup_epochs=0,
             num_workers=0,
             use_tensorboard=False,
+            gpu_augment=args.gpu_augment,
+            use_amp=args.use_amp,
             output_dir=Path(scratch) / "run",
         )
         seed_everything(config.seed)
-        runtime = build_runtime(config.device)
+        runtime = build_runtime(config.device, config.use_amp, config.amp_dtype)
         index = index_dataset(config)
         parts, state = build_training(config, runtime, index, Reporter())
         checkpointer = Checkpointer(Path(config.output_dir))
         trainer = Trainer(config, parts, state, checkpointer)
         samples = index.train[: args.batches * args.batch_size]
-        transform = TrainTransform(args.img_size, True, config.blur_prob, config.jpeg_prob)
+        if parts.augment is None:
+            transform = TrainTransform(args.img_size, True, config.blur_prob, config.jpeg_prob)
+        else:  # as build_training makes it: the workers crop, the device does the rest
+            transform = TrainTransform(args.img_size, False, 0.0, 0.0)
+        paths = [sample.path for sample in samples]
+        decoders = {"pil": load_rgb, "torchvision": decode_rgb}
+        if "cache" in args.decoders:
+            built = build_decoded_cache(data_root, paths)
+            print(f"decoded cache: {built.images} images, {built.megabytes:.0f} MB")
+            decoders["cache"] = open_decoded_cache(data_root).reader(paths)
         loaders = {
-            workers: make_loader(
+            (decoder, workers): make_loader(
                 samples,
                 transform,
                 args.batch_size,
@@ -134,10 +166,12 @@ def main() -> None:
                     pin_memory=False,
                     prefetch_factor=config.prefetch_factor,
                 ),
+                decode=decoders[decoder],
             )
+            for decoder in args.decoders
             for workers in args.workers
         }
-        cached = CachedLoader(loaders[args.workers[0]])
+        cached = CachedLoader(next(iter(loaders.values())))
         images = len(cached) * args.batch_size
         print(f"{len(cached)} batches of {args.batch_size} ({images} images) per measured epoch")
 
@@ -146,25 +180,22 @@ def main() -> None:
             loader_rate(loader, epoch)
         epoch_seconds(trainer, cached, epoch)
 
-        loader_rates: dict[int, list[float]] = {w: [] for w in args.workers}
-        ratios: dict[int, list[float]] = {w: [] for w in args.workers}
-        end_to_end: dict[int, list[float]] = {w: [] for w in args.workers}
+        loader_rates: dict[tuple[str, int], list[float]] = {key: [] for key in loaders}
+        ratios: dict[tuple[str, int], list[float]] = {key: [] for key in loaders}
+        end_to_end: dict[tuple[str, int], list[float]] = {key: [] for key in loaders}
         model_only: list[float] = []
         for repetition in range(args.repeats):
             epoch += 1
             model_seconds = epoch_seconds(trainer, cached, epoch)
             model_only.append(images / model_seconds)
-            for workers, loader in loaders.items():
-                loader_rates[workers].append(loader_rate(loader, epoch))
+            for key, loader in loaders.items():
+                loader_rates[key].append(loader_rate(loader, epoch))
                 seconds = epoch_seconds(trainer, loader, epoch)
-                end_to_end[workers].append(images / seconds)
-                ratios[workers].append(seconds / model_seconds)
-            per_workers = ", ".join(
-                f"{workers} workers {ratios[workers][-1]:.2f}x" for workers in args.workers
-            )
+                end_to_end[key].append(images / seconds)
+                ratios[key].append(seconds / model_seconds)
             print(
                 f"  repetition {repetition + 1}/{args.repeats}: model only "
-                f"{model_only[-1]:.1f} img/s; end to end / model only: {per_workers}",
+                f"{model_only[-1]:.1f} img/s",
                 flush=True,
             )
 
@@ -173,19 +204,26 @@ def main() -> None:
         f"\nmodel only ({args.mode}, batch {args.batch_size}, {args.img_size} px): "
         f"{model_rate:.1f} img/s (median of {args.repeats})\n"
     )
-    print("| workers | loader only img/s | end to end img/s | end to end / model only |")
-    print("|---|---|---|---|")
-    for workers in args.workers:
+    print(
+        "| decoder | workers | loader only img/s | per worker img/s | end to end img/s "
+        "| end to end / model only |"
+    )
+    print("|---|---|---|---|---|---|")
+    for (decoder, workers), rates in loader_rates.items():
         mark = " (advised)" if workers == advised else ""
+        rate = statistics.median(rates)
         print(
-            f"| {workers}{mark} | {statistics.median(loader_rates[workers]):.0f} | "
-            f"{statistics.median(end_to_end[workers]):.1f} | "
-            f"{statistics.median(ratios[workers]):.2f}x |"
+            f"| {decoder} | {workers}{mark} | {rate:.0f} | {rate / max(workers, 1):.0f} | "
+            f"{statistics.median(end_to_end[decoder, workers]):.1f} | "
+            f"{statistics.median(ratios[decoder, workers]):.2f}x |"
         )
-    if advised in ratios:
-        ratio = statistics.median(ratios[advised])
-        verdict = "met" if ratio <= 1.10 else "NOT met"
-        print(f"\ntarget <= 1.10x at the advised {advised} workers: {ratio:.2f}x, {verdict}")
+    for decoder in args.decoders:
+        if (decoder, advised) in ratios:
+            ratio = statistics.median(ratios[decoder, advised])
+            verdict = "met" if ratio <= 1.10 else "NOT met"
+            print(
+                f"target <= 1.10x at the advised {advised} workers, {decoder}: {ratio:.2f}x, {verdict}"
+            )
     print(f"(os.cpu_count() = {os.cpu_count()})")
 
 

@@ -8,8 +8,15 @@ medians and the median of the per-repetition ratios.
     python benchmarks/models.py --amp                # + bf16 autocast (CPU) / fp16 or bf16 (CUDA)
     python benchmarks/models.py --device cuda --amp  # GPU: also peak training memory per model
 
-fakedet models are also timed for inference as scoring runs them (`fuse_for_inference`: BatchNorm
-folded, channels-last weights) and, on CPU with onnxruntime installed, as their ONNX export.
+Fair by construction: every model, fakedet's and the peers', gets the same treatment in the same
+run. Each is timed for inference as `fakedet predict` runs a detector (`fuse_for_inference`:
+BatchNorm folded into the convolutions, channels-last weights; torchvision's Conv-BN-activation
+blocks fold the same way), and with `--channels-last` / `--compile` / `--amp` every model trains
+and infers channels-last / torch.compile'd / under autocast. Ratios compare like with like (our
+fused inference with the peer's fused inference). fakedet models are also timed, on CPU with
+onnxruntime installed, as their ONNX export.
+
+    python benchmarks/models.py --models fast mobilenet_v3_small full mobilenet_v3_large --compile
 """
 
 from __future__ import annotations
@@ -65,24 +72,42 @@ class Runner:
     """One model with its optimizer, timing train steps and inference batches."""
 
     def __init__(
-        self, name: str, device: torch.device, batch: int, size: int, amp_dtype: torch.dtype | None
+        self,
+        name: str,
+        device: torch.device,
+        batch: int,
+        size: int,
+        amp_dtype: torch.dtype | None,
+        channels_last: bool = False,
+        compiled: bool = False,
+        onnx: bool = True,
     ):
         torch.manual_seed(0)
         self.name = name
         self.device = device
-        self.model = build(name).to(device)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = build(name).to(device, memory_format=memory_format)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.images = torch.rand(batch, 3, size, size, device=device)
+        self.images = torch.rand(batch, 3, size, size, device=device).contiguous(
+            memory_format=memory_format
+        )
         self.amp_dtype = amp_dtype
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.steps = {"train": self.train_step, "infer": self.infer}
-        if name in ("fast", "full"):
-            # Fused once: speed does not depend on the weights' values, which training changes.
-            self.fused = fuse_for_inference(self.model)
-            self.steps["infer_fused"] = self.infer_fused
-            if device.type == "cpu" and amp_dtype is None and HAS_ONNXRUNTIME:
-                self.session = onnx_session(self.model, size)
-                self.steps["infer_ort"] = self.infer_ort
+        self.steps = {
+            "train": self.train_step,
+            "infer": self.infer,
+            "infer_fused": self.infer_fused,
+        }
+        # Fused once: speed does not depend on the weights' values, which training changes.
+        self.fused = fuse_for_inference(self.model)
+        self.trained = self.model
+        if compiled:
+            self.trained = torch.compile(self.model)
+            self.fused = torch.compile(self.fused)
+        ours = name in ("fast", "full")
+        if ours and device.type == "cpu" and amp_dtype is None and HAS_ONNXRUNTIME and onnx:
+            self.session = onnx_session(self.model, size)
+            self.steps["infer_ort"] = self.infer_ort
 
     @torch.no_grad()
     def infer_fused(self) -> None:
@@ -103,7 +128,7 @@ class Runner:
         with torch.autocast(
             self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         ):
-            loss = scalar_output(self.model, self.images)
+            loss = scalar_output(self.trained, self.images)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -159,7 +184,19 @@ def measure(args: argparse.Namespace, amp: bool) -> dict[str, dict[str, list[flo
     else:
         amp_dtype = None
     names = args.models
-    runners = [Runner(name, device, args.batch, args.size, amp_dtype) for name in names]
+    runners = [
+        Runner(
+            name,
+            device,
+            args.batch,
+            args.size,
+            amp_dtype,
+            args.channels_last,
+            args.compile,
+            not args.no_onnx,
+        )
+        for name in names
+    ]
     for runner in runners:  # warm-up: allocator, kernels, caches
         for function in runner.steps.values():
             function()
@@ -223,8 +260,8 @@ def report(
         for step in ("train", "infer", "infer_fused", "infer_ort"):
             if step not in results[ours]:
                 continue
-            # Every inference variant of ours against the peer's plain eval-mode inference.
-            peer_step = "train" if step == "train" else "infer"
+            # Like with like; ONNX Runtime against the peer's fused PyTorch inference.
+            peer_step = "infer_fused" if step == "infer_ort" else step
             pairs = zip(results[ours][step], results[peer][peer_step], strict=True)
             ratios = [a / b for a, b in pairs]
             print(
@@ -245,24 +282,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per model per repetition")
     parser.add_argument("--amp", action="store_true", help="also measure with autocast")
     parser.add_argument(
+        "--channels-last", action="store_true", help="every model and batch channels-last"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime timing")
+    parser.add_argument(
         "--models", nargs="+", default=["fast", "full", *PEERS], help="models to measure"
     )
     args = parser.parse_args()
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, device {args.device}, batch {args.batch}, {args.size} px, "
-        f"native CPU bf16: {cpu_has_native_bf16()}"
+        f"native CPU bf16: {cpu_has_native_bf16()}, channels-last: {args.channels_last}, "
+        f"compile: {args.compile}"
     )
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
-    report(measure(args, amp=False), "fp32", args, amp=False)
+    full_precision = measure(args, amp=False)
+    report(full_precision, "fp32", args, amp=False)
     if args.amp:
-        report(
-            measure(args, amp=True),
-            "autocast (bf16 on CPU and on CUDA >= 8.0, else fp16)",
-            args,
-            amp=True,
-        )
+        autocast = measure(args, amp=True)
+        report(autocast, "autocast (bf16 on CPU and on CUDA >= 8.0, else fp16)", args, amp=True)
+        print("\nautocast / fp32 (ratio of medians, two runs one after the other):")
+        for name in args.models:
+            ratios = ", ".join(
+                f"{step} {statistics.median(autocast[name][step]) / statistics.median(full_precision[name][step]):.2f}x"
+                for step in ("train", "infer_fused")
+            )
+            print(f"  {name}: {ratios}")
 
 
 if __name__ == "__main__":

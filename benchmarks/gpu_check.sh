@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU checks of the throughput work, in one run of under 5 minutes on one CUDA GPU, with
+# nothing downloaded: GPU tests, model speed fp32 vs bf16 (every model treated alike), a
+# profile of one training step per model and precision, and end to end vs model only on demo
+# data at 256 px with and without the decoded cache and the on-device augmentation.
+#
+#     OUT=/tmp/gpu-logs bash benchmarks/gpu_check.sh      # from the repository root
+#
+# Each step has its own time limit and the script goes on when one fails; every log lands in
+# $OUT, with summary.txt listing each step's exit status and seconds.
+set -u
+OUT="${OUT:-gpu-check-logs}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+PYTHON="${PYTHON:-python3}"
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+
+BUDGET=290  # seconds for the whole script: a step that could overrun it is skipped
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    if ((SECONDS + limit > BUDGET)); then
+        echo "$name: skipped (would pass the ${BUDGET} s budget at ${SECONDS} s)" | tee -a "$SUMMARY"
+        return
+    fi
+    local started=$SECONDS
+    timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local status=$?
+    echo "$name: exit $status in $((SECONDS - started)) s (limit $limit s)" | tee -a "$SUMMARY"
+}
+
+"$PYTHON" - >"$OUT/machine.txt" 2>&1 <<'EOF'
+import torch
+from fakedet.advisor import detect_hardware, recommend
+print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))
+print("capability", torch.cuda.get_device_capability(0))
+for mode in ("fast", "full"):
+    print(mode, recommend(detect_hardware(), mode))
+EOF
+BATCH=$("$PYTHON" -c "from fakedet.advisor import detect_hardware, recommend; print(recommend(detect_hardware(), 'fast').batch_size)" 2>/dev/null || echo 256)
+WORKERS=$("$PYTHON" -c "from fakedet.advisor import detect_hardware, recommend; print(recommend(detect_hardware(), 'fast').num_workers)" 2>/dev/null || echo 12)
+echo "advisor: batch $BATCH, workers $WORKERS" | tee -a "$SUMMARY"
+
+step pytest_gpu 80 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests
+
+step models 55 "$PYTHON" benchmarks/models.py --device cuda --amp --channels-last \
+    --batch "$BATCH" --repeats 3 --steps 3 \
+    --models fast mobilenet_v3_small full mobilenet_v3_large
+
+step breakdown_fp32 20 "$PYTHON" benchmarks/breakdown.py --device cuda --batch "$BATCH" \
+    --repeats 2 --no-loader
+step breakdown_bf16 20 "$PYTHON" benchmarks/breakdown.py --device cuda --amp --batch "$BATCH" \
+    --repeats 2 --no-loader
+
+DEMO="$OUT/demo"
+step demo_data 20 "$PYTHON" -m fakedet demo-data "$DEMO" --num-images 1600 --img-size 256
+# End to end (the Trainer's epoch fed by the DataLoader) over model only (the same epoch fed
+# from memory): Pillow decoding vs the decoded cache, workers' augmentation vs on the GPU.
+step data_cpu_augment 40 "$PYTHON" benchmarks/data.py --data "$DEMO" --batch-size "$BATCH" \
+    --batches 4 --repeats 2 --workers "$WORKERS" --decoders pil cache
+step data_gpu_augment 40 "$PYTHON" benchmarks/data.py --data "$DEMO" --batch-size "$BATCH" \
+    --batches 4 --repeats 2 --workers "$WORKERS" --decoders pil cache --gpu-augment
+step data_gpu_augment_bf16 35 "$PYTHON" benchmarks/data.py --data "$DEMO" --batch-size "$BATCH" \
+    --batches 4 --repeats 2 --workers "$WORKERS" --decoders cache --gpu-augment --use-amp
+
+rm -rf "$DEMO"  # the images and their cache: too large to bring back
+echo "total: $SECONDS s" | tee -a "$SUMMARY"
