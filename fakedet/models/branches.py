@@ -237,7 +237,8 @@ class StatisticalBranch(nn.Module):
             gram = centred @ centred.transpose(1, 2) / count  # (B, 3, 3)
             scale = (torch.diagonal(gram, dim1=1, dim2=2) * count / (count - 1)).sqrt() + 1e-8
             cross = gram / (scale.unsqueeze(2) * scale.unsqueeze(1))
-            parts.append(cross[:, (0, 0, 1), (1, 2, 2)])
+            # Plain indices: an index tensor would be traced onto the tracing device.
+            parts.append(torch.stack([cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2]], dim=1))
             stats = torch.cat(parts, dim=1).reshape(batch, self.num_features)
             # Kurtosis of a residual can reach hundreds; a signed log keeps every feature O(1).
             return torch.sign(stats) * torch.log1p(stats.abs())
