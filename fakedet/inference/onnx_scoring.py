@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from fakedet.data.images import check_crops, eval_views, load_rgb
-from fakedet.inference.metadata import ExportMetadata, read_onnx_metadata, require_onnxruntime
+from fakedet.errors import CheckpointError, UsageError
+from fakedet.inference.metadata import METADATA_KEY, ONNX_EXTRA_HINT, ExportMetadata
 from fakedet.inference.results import Prediction
 
 # Scores are clamped this far from 0 and 1 before their logits are averaged (as in PyTorch).
@@ -24,13 +25,27 @@ class OnnxDetector:
     """An .onnx export in an ONNX Runtime session (CPU, or CUDA when asked and available)."""
 
     def __init__(self, path: Path, device: str = "auto") -> None:
-        onnxruntime = require_onnxruntime()
-        self.metadata: ExportMetadata = read_onnx_metadata(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path} does not exist; pass a file written by fakedet export.")
+        try:  # ONNX Runtime alone: importing the onnx package costs most of a second
+            import onnxruntime
+        except ImportError:
+            raise UsageError(
+                f"ONNX inference needs the optional onnx extra: {ONNX_EXTRA_HINT}"
+            ) from None
         available = onnxruntime.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device != "cpu" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            text = self.session.get_modelmeta().custom_metadata_map[METADATA_KEY]
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path} is not a readable fakedet export ({exc.__class__.__name__}: "
+                f"{str(exc)[:160]})."
+            ) from None
+        self.metadata: ExportMetadata = ExportMetadata.from_json(text, str(path))
 
     def raw_scores(self, images: np.ndarray) -> np.ndarray:
         """Raw realness (N,) of float32 images (N, 3, S, S) in [0, 1]."""
