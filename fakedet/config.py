@@ -207,6 +207,13 @@ class TrainingConfig(BaseModel):
         description="On CUDA: flip, blur and JPEG augmentation of whole batches on the GPU "
         "instead of in the loader workers (crops stay there).",
     )
+    patch_topk: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Share of the most suspicious patches whose mean logit joins the image's "
+        "score (top-k pooling; 0: no patch read).",
+    )
 
     @field_validator(
         "epochs",

@@ -17,7 +17,7 @@ from conftest import make_folder_dataset, write_image
 from fakedet.data.dataset import ImageDataset, collate
 from fakedet.data.layouts import build_index
 from fakedet.data.loader import EpochSampler, make_loader
-from fakedet.data.transforms import EvalTransform, TrainTransform, load_rgb
+from fakedet.data.transforms import EvalTransform, TooSmallError, TrainTransform, load_rgb
 from fakedet.errors import DataError, UsageError
 
 
@@ -130,14 +130,16 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert load_rgb(str(path)).size == (30, 60)
 
 
-def test_transforms_output_crops_and_small_images_are_upscaled() -> None:
-    small = Image.new("RGB", (40, 30))
+def test_transforms_output_crops_and_never_upscale_small_images() -> None:
+    small = Image.new("RGB", (100, 70))
     large = Image.new("RGB", (300, 200))
     generator = torch.Generator().manual_seed(0)
-    train = TrainTransform(64, hflip=True, blur_prob=1.0, jpeg_prob=1.0)
-    assert train(small, generator).shape == (3, 64, 64)
-    assert train(large, generator).shape == (3, 64, 64)
-    assert EvalTransform(64)(large).shape == (3, 64, 64)
+    train = TrainTransform(128, hflip=True, blur_prob=1.0, jpeg_prob=1.0)
+    assert train(small, generator).shape == (3, 64, 96)  # native, cut to multiples of 32
+    assert train(large, generator).shape == (3, 128, 128)
+    assert EvalTransform(128)(large).shape == (3, 128, 128)
+    with pytest.raises(TooSmallError):
+        EvalTransform(128)(Image.new("RGB", (40, 30)))
 
 
 def test_five_crops_are_the_centre_and_the_four_corners() -> None:

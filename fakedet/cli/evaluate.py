@@ -211,6 +211,14 @@ def evaluate(
             "--use-csv", help="Labels from labels.csv or test.csv (path,label[,generator])."
         ),
     ] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain",
+            help="Also write every test image's patch-score map (heatmap PNG and realness grid "
+            "JSON) by each checkpoint to DIR/<n>/<group>/, n counting the checkpoints from 0.",
+        ),
+    ] = None,
 ) -> None:
     """Score a test set per generator and perturbation: AUC, AP, accuracy, EER, TPR@FPR, ECE.
 
@@ -257,6 +265,11 @@ def evaluate(
             from fakedet.plots import write_evaluate_plots
 
             written += [str(path) for path in write_evaluate_plots(report, plots)]
+        if explain is not None:
+            from fakedet.evaluation.testset import explain_test_set
+
+            explain_test_set(test_root, checkpoints, explain, device, use_csv)
+            written.append(str(explain))
         if as_json:
             typer.echo(json.dumps(report, indent=2))
             return

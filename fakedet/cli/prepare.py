@@ -26,10 +26,21 @@ def demo_data(
         str | None,
         typer.Option(
             "--holdout",
-            help="Families written to OUT_DIR/test/<family> from unseen photos: up-sampling ones "
-            "kept out of train and val (of nearest, bilinear, bicubic, transposed_conv, "
-            "pixel_shuffle) and the test-only laundered, spectrum_matched (fakes with the "
-            "up-sampling traces hidden). E.g. bicubic,pixel_shuffle,laundered,spectrum_matched.",
+            help="Families written to OUT_DIR/test/<family> from unseen photos: any of "
+            "--families (then kept out of train and val), the test-only laundered, "
+            "spectrum_matched (fakes with the up-sampling traces hidden) and processed_half, "
+            "processed_jpeg, processed_resaved (real photos only). E.g. "
+            "bicubic,subpixel,inpainted,processed_half.",
+        ),
+    ] = None,
+    families: Annotated[
+        str | None,
+        typer.Option(
+            "--families",
+            help="Fake families of train and val [default: all]: up-samplers nearest, bilinear, "
+            "bicubic, transposed_conv, pixel_shuffle; partial fakes spliced, inpainted (masks "
+            "in OUT_DIR/masks); denoiser re-synthesis denoised, resynthesised; the sub-pixel "
+            "decoder subpixel.",
         ),
     ] = None,
 ) -> None:
@@ -42,18 +53,19 @@ def demo_data(
         fakedet demo-data demo --holdout bicubic,pixel_shuffle   # a cross-generator test set
     """
     with errors_to_exit_codes():
-        from fakedet.data.demo import build_demo_dataset
+        from fakedet.data.demo import DEFAULT_FAMILIES, build_demo_dataset
 
         with progress_bar("demo-data") as progress:
             task = progress.add_task("images", total=num_images)
-            families = [name.strip() for name in (holdout or "").split(",") if name.strip()]
+            held_out = _names(holdout)
             summary = build_demo_dataset(
                 out_dir,
                 num_images=num_images,
                 img_size=img_size,
                 seed=seed,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-                holdout=families,
+                holdout=held_out,
+                families=_names(families) or DEFAULT_FAMILIES,
             )
         counts = summary["images"]
         console.print(
@@ -63,19 +75,25 @@ def demo_data(
             f"(val photos: {', '.join(summary['photos']['val'])}).",
             highlight=False,
         )
-        if families:
-            tests = ", ".join(f"{family} {counts[f'test/{family}']['fake']}" for family in families)
+        if held_out:
+            tests = ", ".join(
+                f"{family} {counts[f'test/{family}'].get('fake', 0)}" for family in held_out
+            )
             console.print(
                 f"Held out (fakes per family, each with as many reals, from the unseen photos "
                 f"{', '.join(summary['photos']['test'])}): {tests} in {out_dir / 'test'}.",
                 highlight=False,
             )
         console.print(f"Next: fakedet train {out_dir} --epochs 5 --lr 1e-3", highlight=False)
-        if families:
+        if held_out:
             console.print(
                 f"Then: fakedet evaluate {out_dir / 'test'} {Path('checkpoints')}",
                 highlight=False,
             )
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def recommend(

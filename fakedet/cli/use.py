@@ -79,6 +79,14 @@ def predict(
     num_workers: WorkersOption = None,
     crops: CropsOption = 1,
     as_json: JsonOption = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain",
+            help="Also write each image's patch-score map to this folder: a heatmap PNG over "
+            "the scored crop (red: fake) and the realness grid as JSON.",
+        ),
+    ] = None,
 ) -> None:
     """Score images: calibrated realness in [0, 1] (1 = real photo) and a real/fake verdict.
 
@@ -117,9 +125,11 @@ def predict(
             if detector.metadata.calibration is None:
                 note_uncalibrated(checkpoint)
             warn_if_unlike(images, detector.metadata.calibration)
+            if explain is not None:  # the maps run the export through torch's loader
+                _explain(checkpoint, images, explain, device)
         else:
             predictions, title = _predict_with_torch(
-                checkpoint, images, threshold, batch_size, device, num_workers, crops
+                checkpoint, images, threshold, batch_size, device, num_workers, crops, explain
             )
         rows = [prediction.as_row(raw) for prediction in predictions]
         to_stdout = output is not None and str(output) == "-"
@@ -156,10 +166,13 @@ def predict(
                 + (f" (all in {output})" if output else "; use --output FILE.csv for all")
             )
         real = sum(1 for p in predictions if p.verdict == "real")
+        too_small = sum(1 for p in predictions if p.verdict == "too small")
         console.print(
             f"{len(predictions)} images: {real} real, {len(predictions) - real - unreadable} fake"
-            + (f", {unreadable} unreadable" if unreadable else "")
-            + (f"; wrote {output}" if output else ""),
+            + (f", {too_small} too small (no verdict)" if too_small else "")
+            + (f", {unreadable - too_small} unreadable" if unreadable > too_small else "")
+            + (f"; wrote {output}" if output else "")
+            + (f"; patch maps in {explain}" if explain is not None else ""),
             highlight=False,
         )
 
@@ -185,8 +198,10 @@ def _predict_with_torch(
     device: str,
     num_workers: int | None,
     crops: int,
+    explain: Path | None = None,
 ) -> tuple[list, str]:
-    """predict's rows from a checkpoint, TorchScript or safetensors file, and the table title."""
+    """predict's rows from a checkpoint, TorchScript or safetensors file, and the table title;
+    with `explain`, the patch-score maps written there too."""
     from fakedet.inference.predictor import (
         calibration_of,
         load_detector,
@@ -203,9 +218,29 @@ def _predict_with_torch(
     predictions = predict_images(
         model, images, loaded.img_size, calibration, threshold, batch_size, num_workers, crops
     )
+    if explain is not None:
+        _explain(checkpoint, images, explain, device, model, loaded.img_size)
     cut = calibration.threshold if threshold is None else threshold
     title = f"{loaded.model_name} model, epoch {loaded.state.epoch}, threshold {cut:.4g}"
     return predictions, title
+
+
+def _explain(
+    checkpoint: Path,
+    images: list[Path],
+    out_dir: Path,
+    device: str,
+    model: object | None = None,
+    img_size: int | None = None,
+) -> None:
+    """predict --explain: each image's patch-score map (inference/explain.py) in `out_dir`."""
+    from fakedet.inference.explain import write_explanations
+    from fakedet.inference.predictor import load_detector, min_input_side
+
+    if model is None or img_size is None:
+        model, loaded = load_detector(checkpoint, device)
+        img_size = loaded.img_size
+    write_explanations(model, images, out_dir, img_size, min_input_side(model, img_size))
 
 
 def validate(

@@ -52,6 +52,14 @@ class ImageDataset(Dataset):
         return {"image": image, "label": sample.label, "index": index, "error": None}
 
 
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """One (B, ...) tensor when every image has the same shape, as almost always; else the list
+    as it is (images smaller than the crop are scored at their own size: see transforms)."""
+    if all(image.shape == images[0].shape for image in images):
+        return torch.stack(images)
+    return images
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the good samples of a batch; list the bad ones under `skipped` as (path, reason)."""
     good = [item for item in items if item["image"] is not None]
@@ -59,7 +67,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return {"images": None, "labels": None, "indices": None, "skipped": skipped}
     return {
-        "images": torch.stack([item["image"] for item in good]),  # (B, 3, H, W)
+        "images": stack_images([item["image"] for item in good]),  # (B, 3, H, W) or a list
         "labels": torch.tensor([item["label"] for item in good], dtype=torch.float32),  # (B,)
         "indices": torch.tensor([item["index"] for item in good]),
         "skipped": skipped,

@@ -1,5 +1,7 @@
-"""The built-in demo dataset: real photo crops vs. the same crops through simulated generator
-up-sampling (AutoGAN, Zhang et al. 2019), made offline from photos that installed packages ship.
+"""The built-in demo dataset: real photo crops vs. fakes made from the same crops, offline, from
+photos that installed packages ship: simulated generator up-sampling (AutoGAN, Zhang et al. 2019)
+and the families of fakedet/data/families.py (partial fakes with masks, denoiser re-synthesis,
+sub-pixel decoders), plus test-only hard fakes and processed reals.
 
 It shows that the tool works end to end; it is no claim about detecting real generators.
 """
@@ -11,6 +13,7 @@ import json
 import math
 import random
 import shutil
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +22,14 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from fakedet.data.families import (
+    DECODER_FAMILIES,
+    DENOISE_FAMILIES,
+    PARTIAL_FAMILIES,
+    PROCESSED_FAMILIES,
+    make_fake,
+    process_real,
+)
 from fakedet.data.hard_fakes import (
     HARD_FAMILIES,
     LAUNDER_QUALITY,
@@ -49,6 +60,12 @@ PHOTO_SOURCES: tuple[tuple[str, str, str], ...] = (
 )
 
 UPSAMPLERS = ("nearest", "bilinear", "bicubic", "transposed_conv", "pixel_shuffle")
+# Fakes that train and val can hold, and the default mix of `demo-data`: every generator kind.
+GENERATOR_FAMILIES = (*UPSAMPLERS, *PARTIAL_FAMILIES, *DENOISE_FAMILIES, *DECODER_FAMILIES)
+DEFAULT_FAMILIES = GENERATOR_FAMILIES
+# For --holdout only: fakes with the traces hidden, and real photos after everyday processing.
+TEST_ONLY_FAMILIES = (*HARD_FAMILIES, *PROCESSED_FAMILIES)
+ALL_FAMILIES = (*GENERATOR_FAMILIES, *TEST_ONLY_FAMILIES)
 
 
 def available_photos() -> dict[str, Path]:
@@ -138,6 +155,73 @@ def _simulate_generator(image: Image.Image, method: str, generator: torch.Genera
     return Image.fromarray(array, mode="RGB")
 
 
+def _check_families(families: Sequence[str], holdout: Sequence[str]) -> list[str]:
+    """The train and val fake families: `families` less those held out.
+
+    Raises:
+        DataError: an unknown family, a test-only one asked for training, or none left.
+    """
+    unknown = [name for name in (*families, *holdout) if name not in ALL_FAMILIES]
+    if unknown:
+        raise DataError(
+            f"{','.join(unknown)} is not a family of the demo; use some of "
+            f"{', '.join(GENERATOR_FAMILIES)} (fakes), or for --holdout only "
+            f"{', '.join(TEST_ONLY_FAMILIES)}."
+        )
+    test_only = [name for name in families if name in TEST_ONLY_FAMILIES]
+    if test_only:
+        raise DataError(
+            f"--families {','.join(test_only)} is test-only; give it to --holdout instead."
+        )
+    kept = [name for name in families if name not in holdout]
+    if not kept:
+        raise DataError("--holdout names every family of --families; keep one for training.")
+    return kept
+
+
+def _job_random(seed: int, split: str) -> tuple[random.Random, torch.Generator]:
+    """Random streams of one split, from the seed and the split's name only: a family's test
+    images are the same whatever the train mix (before/after comparisons score the same set)."""
+    key = zlib.crc32(f"{seed}/{split}".encode())
+    return random.Random(key), torch.Generator().manual_seed(key)
+
+
+def _make_image(
+    family: str | None,
+    label: str,
+    photo: Image.Image,
+    img_size: int,
+    method: str,
+    rng: random.Random,
+    generator: torch.Generator,
+) -> tuple[Image.Image, Image.Image | None]:
+    """One image of a job: a real crop (processed for a processed family) or a fake of
+    `method` (the hard families hide its traces); and the mask of a partial fake."""
+    if family == "laundered":
+        size = launder_size(img_size, min(photo.size), rng) // 2 * 2
+        crop = _random_crop(photo, size, rng)
+        if label == "fake":
+            crop = simulate_generator(crop, method, generator)
+        return launder(crop, img_size, rng.randint(*LAUNDER_QUALITY)), None
+    crop = _random_crop(photo, img_size, rng)
+    if family in PROCESSED_FAMILIES:
+        return process_real(crop, family, rng), None
+    if label == "real":
+        return crop, None
+    if method in UPSAMPLERS:
+        fake = simulate_generator(crop, method, generator)
+        return (match_spectrum(fake, crop) if family == "spectrum_matched" else fake), None
+    # spliced regions come from a decoder that training also sees
+    spliced_method = UPSAMPLERS[rng.randrange(len(UPSAMPLERS))]
+    return make_fake(
+        method,
+        crop,
+        rng,
+        generator,
+        lambda image: simulate_generator(image, spliced_method, generator),
+    )
+
+
 def build_demo_dataset(
     out_dir: Path,
     num_images: int = 800,
@@ -146,34 +230,39 @@ def build_demo_dataset(
     val_fraction: float = 0.2,
     on_progress: Callable[[int, int], None] | None = None,
     holdout: Sequence[str] = (),
+    families: Sequence[str] = DEFAULT_FAMILIES,
 ) -> dict[str, object]:
     """Write `out_dir/{train,val}/{real,fake}/*.png`, split by source photo.
 
-    With `holdout`, those up-sampling families are kept out of train and val and written under
+    With `holdout`, those families are kept out of train and val and written under
     `out_dir/test/<family>/{real,fake}/` instead, from photos that train and val do not use: a
-    cross-generator test set. Each family gets as many test images as val has.
+    cross-generator test set. Each family gets as many test images as val has. The masks of
+    partial fakes go to `out_dir/masks/<split>/<name>.png` (white: the generated region).
 
     Args:
         out_dir: output folder (created; existing demo files are overwritten).
         num_images: total images, half real and half fake.
-        img_size: side of every (square) image.
+        img_size: side of every (square) image (processed_half's are half of it).
         seed: seed of every random choice: the same seed writes the same files.
         val_fraction: share of the source photos that go to val only.
         on_progress: called with (done, total) after each image.
-        holdout: up-sampling families (see UPSAMPLERS) for the test set only, and the
-            test-only families of hard_fakes.HARD_FAMILIES (fakes of every up-sampler with
-            their traces hidden; they never appear in train or val anyway).
+        holdout: families for the test set only: any of GENERATOR_FAMILIES (then kept out of
+            train and val), and the test-only ones: the hard families of
+            hard_fakes.HARD_FAMILIES (fakes of every up-sampler with their traces hidden) and
+            the processed reals of families.PROCESSED_FAMILIES (real images only).
+        families: the fake families of train and val (before `holdout` is taken out).
 
     Returns:
-        A summary (counts per split and class, photos per split, up-sampling methods).
+        A summary (counts per split and class, photos per split, families).
 
     Raises:
-        DataError: bad sizes, or too few shipped photos installed.
+        DataError: bad sizes, unknown families, or too few shipped photos installed.
     """
     if num_images < 8:
         raise DataError(f"--num-images {num_images} is too small; use at least 8.")
-    if img_size < 32 or img_size > 512:
-        raise DataError(f"--img-size {img_size} is out of range; use 32 to 512.")
+    if img_size < 32 or img_size > 512 or img_size % 4:
+        raise DataError(f"--img-size {img_size} is out of range; use a multiple of 4, 32 to 512.")
+    kept = _check_families(families, holdout)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not (out_dir / "demo_info.json").is_file():
             raise DataError(
@@ -181,17 +270,8 @@ def build_demo_dataset(
                 "folder."
             )
         # An earlier demo: replaced whole, so old and new images never mix.
-        for split in ("train", "val", "test"):
+        for split in ("train", "val", "test", "masks"):
             shutil.rmtree(out_dir / split, ignore_errors=True)
-    unknown = [family for family in holdout if family not in (*UPSAMPLERS, *HARD_FAMILIES)]
-    if unknown:
-        raise DataError(
-            f"--holdout {','.join(unknown)} is not a family of the demo; use some of "
-            f"{', '.join(UPSAMPLERS)} (up-sampling) or {', '.join(HARD_FAMILIES)} (test only)."
-        )
-    kept = [family for family in UPSAMPLERS if family not in holdout]  # train and val
-    if not kept:
-        raise DataError("--holdout names every family; keep at least one for train and val.")
     loaded = {}
     for name, path in sorted(available_photos().items()):
         with Image.open(path) as photo:
@@ -213,45 +293,45 @@ def build_demo_dataset(
             "test": sorted(names[num_val_photos : 2 * num_val_photos]),
             "train": sorted(names[2 * num_val_photos :]),
         }
-    torch_generator = torch.Generator().manual_seed(seed)
 
     num_val = max(4, round(num_images * val_fraction))
-    # (folder, photos, number of images, families its fakes come from)
-    jobs = [
-        ("train", photo_split["train"], num_images - num_val, kept),
-        ("val", photo_split["val"], num_val, kept),
+    # (folder, photos, number of images, the family, the fakes' methods)
+    jobs: list[tuple[str, list[str], int, str | None, list[str]]] = [
+        ("train", photo_split["train"], num_images - num_val, None, kept),
+        ("val", photo_split["val"], num_val, None, kept),
     ]
-    jobs += [(f"test/{family}", photo_split["test"], num_val, [family]) for family in holdout]
-    total_images = sum(count for _, _, count, _ in jobs)
+    for family in holdout:
+        # Hard families hide the traces of every up-sampler; processed ones have no fakes.
+        methods = list(UPSAMPLERS) if family in HARD_FAMILIES else [family]
+        jobs.append((f"test/{family}", photo_split["test"], num_val, family, methods))
+    total_images = sum(
+        count // 2 if family in PROCESSED_FAMILIES else count for _, _, count, family, _ in jobs
+    )
     counts: dict[str, dict[str, int]] = {}
     done = 0
-    for split, photos, total, families in jobs:
-        counts[split] = {"real": 0, "fake": 0}
-        for label in ("real", "fake"):
+    for split, photos, total, family, methods in jobs:
+        job_rng, job_generator = _job_random(seed, split)
+        labels = ("real",) if family in PROCESSED_FAMILIES else ("real", "fake")
+        counts[split] = dict.fromkeys(labels, 0)
+        for label in labels:
             ensure_folder(out_dir / split / label)
-        hard = families[0] if families[0] in HARD_FAMILIES else None
-        if hard is not None:  # fakes of every up-sampler, with their traces hidden
-            families = list(UPSAMPLERS)
         for number in range(total):
             label = "real" if number % 2 == 0 else "fake"
+            if label not in labels:
+                continue
             source = photos[(number // 2) % len(photos)]
-            method = families[(number // 2) % len(families)]
-            if hard == "laundered":
-                size = launder_size(img_size, min(loaded[source].size), rng) // 2 * 2
-                crop = _random_crop(loaded[source], size, rng)
-                if label == "fake":
-                    crop = simulate_generator(crop, method, torch_generator)
-                crop = launder(crop, img_size, rng.randint(*LAUNDER_QUALITY))
-            else:
-                crop = _random_crop(loaded[source], img_size, rng)
-                if label == "fake":
-                    fake = simulate_generator(crop, method, torch_generator)
-                    crop = match_spectrum(fake, crop) if hard == "spectrum_matched" else fake
-            if label == "fake":
-                name = f"{source}_{number:05d}_{method}.png"
-            else:
-                name = f"{source}_{number:05d}.png"
-            crop.save(out_dir / split / label / name, compress_level=1)
+            method = methods[(number // 2) % len(methods)]
+            image, mask = _make_image(
+                family, label, loaded[source], img_size, method, job_rng, job_generator
+            )
+            name = (
+                f"{source}_{number:05d}_{method}.png"
+                if label == "fake"
+                else f"{source}_{number:05d}.png"
+            )
+            image.save(out_dir / split / label / name, compress_level=1)
+            if mask is not None:
+                mask.save(ensure_folder(out_dir / "masks" / split) / name, compress_level=1)
             counts[split][label] += 1
             done += 1
             if on_progress is not None:
@@ -261,7 +341,8 @@ def build_demo_dataset(
         "img_size": img_size,
         "seed": seed,
         "photos": photo_split,
-        "upsamplers": kept,
+        "upsamplers": [name for name in kept if name in UPSAMPLERS],
+        "families": kept,
         "holdout": list(holdout),
     }
     (out_dir / "demo_info.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

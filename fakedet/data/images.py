@@ -58,14 +58,35 @@ def load_rgb(path: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def at_least(image: Image.Image, size: int) -> Image.Image:
-    """`image`, up-scaled (bicubic) only when its shorter side is below `size`."""
-    width, height = image.size
-    if min(width, height) >= size:
-        return image
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return image.resize(new_size, Image.Resampling.BICUBIC)
+# Every built-in detector downsamples by 32 and runs at any multiple of it from 64 up.
+INPUT_MULTIPLE = 32
+MIN_SIDE = 64
+TOO_SMALL = "too small"  # how a TooSmallError's message begins, and predict's verdict for it
+
+
+class TooSmallError(ValueError):
+    """An image with a side below the minimum the detector can score without resampling."""
+
+    def __init__(self, width: int, height: int, min_side: int) -> None:
+        super().__init__(
+            f"{TOO_SMALL}: {width}x{height} px is below the {min_side} px minimum side this "
+            "detector scores without resampling; no verdict (give the original, larger image)"
+        )
+
+
+def crop_shape(width: int, height: int, img_size: int, min_side: int = MIN_SIDE) -> tuple[int, int]:
+    """(width, height) of the crop an image of that size is scored on: `img_size` per side
+    where it fits, else the side's largest multiple of INPUT_MULTIPLE (native pixels).
+
+    Raises:
+        TooSmallError: a side below `min_side` (and below `img_size`: a crop that fits is taken).
+    """
+    if min(width, height) < min(min_side, img_size):
+        raise TooSmallError(width, height, min_side)
+    return (
+        min(img_size, width // INPUT_MULTIPLE * INPUT_MULTIPLE),
+        min(img_size, height // INPUT_MULTIPLE * INPUT_MULTIPLE),
+    )
 
 
 CROP_CHOICES = (1, 5)
@@ -79,12 +100,24 @@ def check_crops(crops: int) -> int:
     return crops
 
 
-def eval_views(image: Image.Image, size: int, crops: int = 1) -> list[Image.Image]:
+def eval_views(
+    image: Image.Image, size: int, crops: int = 1, min_side: int = MIN_SIDE
+) -> list[Image.Image]:
     """The views validation and scoring take of `image`: its centre crop of `size`, and with
-    `crops` 5 also the four corners (up-scaled first only when smaller than `size`)."""
-    image = at_least(image, size)
+    `crops` 5 also the four corners. Never resampled: a side shorter than `size` is taken at its
+    native size (`crop_shape`; see fakedet/data/transforms.py for the rule).
+
+    Raises:
+        TooSmallError: a side below `min_side` (MIN_SIDE; `size` for a fixed-size export).
+    """
     width, height = image.size
-    corners = [((width - size) // 2, (height - size) // 2)]
+    size_x, size_y = crop_shape(width, height, size, min_side)
+    corners = [((width - size_x) // 2, (height - size_y) // 2)]
     if crops == 5:
-        corners += [(0, 0), (width - size, 0), (0, height - size), (width - size, height - size)]
-    return [image.crop((x, y, x + size, y + size)) for x, y in corners]
+        corners += [
+            (0, 0),
+            (width - size_x, 0),
+            (0, height - size_y),
+            (width - size_x, height - size_y),
+        ]
+    return [image.crop((x, y, x + size_x, y + size_y)) for x, y in corners]

@@ -1,9 +1,22 @@
 """Image decoding to RGB and the train/val transforms (crop, flip, blur + JPEG augmentation).
 
-Crops keep the pixel grid: images are only up-scaled when smaller than the crop, because the
-traces of generator up-sampling live in exactly the high frequencies a resize would smear. The
-optional train-time down-scale (`resize_prob`) is anti-aliased and never goes below the crop:
-it moves those traces to other frequencies, the way a re-sized fake on the web carries them.
+Crops keep the pixel grid, and nothing is ever up-scaled: the traces of generator up-sampling
+live in exactly the high frequencies a resize would smear, and up-scaling a real photo
+manufactures them (every small real photo was called fake when small images were up-scaled).
+
+The small-image rule, the same in train, validate, evaluate, predict and export:
+- a side at least the crop (`img_size`) is cropped to it, as always;
+- a side shorter than the crop but at least MIN_SIDE is scored at its native size, cut to the
+  largest multiple of INPUT_MULTIPLE that fits (at most 31 pixels of border dropped, no pixel
+  resampled): the built-in detectors are convolutional with global pooling and every branch
+  works at any such size;
+- an image with a side below MIN_SIDE gets no verdict: `TooSmallError` ("too small"), which the
+  loaders report like an unreadable file. A fixed-size export (ONNX, TorchScript) takes only its
+  own size, so there the minimum is `img_size`.
+
+The optional train-time down-scale (`resize_prob`) is anti-aliased and never goes below the
+crop: it moves those traces to other frequencies, the way a re-sized fake on the web carries
+them.
 """
 
 from __future__ import annotations
@@ -14,9 +27,33 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from fakedet.data.images import at_least, check_crops, eval_views
-from fakedet.data.images import load_rgb as load_rgb  # re-exported: its old home
+from fakedet.data.images import (
+    INPUT_MULTIPLE,
+    MIN_SIDE,
+    TOO_SMALL,
+    TooSmallError,
+    check_crops,
+    crop_shape,
+    eval_views,
+    load_rgb,
+)
 from fakedet.data.processing import ProcessingAugment
+
+# Re-exported: load_rgb's and check_crops' old home, and the small-image rule beside the
+# transforms that apply it.
+__all__ = [
+    "INPUT_MULTIPLE",
+    "MIN_SIDE",
+    "TOO_SMALL",
+    "EvalTransform",
+    "TooSmallError",
+    "TrainTransform",
+    "check_crops",
+    "crop_shape",
+    "load_rgb",
+    "pixels_to_float",
+    "to_tensor",
+]
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -31,9 +68,14 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
-def pixels_to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def pixels_to_float(
+    images: torch.Tensor | list[torch.Tensor], device: torch.device
+) -> torch.Tensor | list[torch.Tensor]:
     """A uint8 (B, 3, H, W) or (B, views, 3, H, W) batch on `device` as float32 in [0, 1]; a
-    float batch (a probe's cached features) as it is."""
+    float batch (a probe's cached features) as it is; a batch of mixed sizes (a list of
+    per-image tensors, see `collate`) image by image."""
+    if isinstance(images, list):
+        return [image.to(device, non_blocking=True).float().div_(255.0) for image in images]
     if images.is_floating_point():
         return images.to(device, non_blocking=True).float()
     return images.to(device, non_blocking=True).float().div_(255.0)
@@ -89,13 +131,13 @@ class TrainTransform:
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
         if self.processing is not None:
             image = self.processing(image, generator)
-        image = at_least(image, self.img_size)
         if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
             image = self._downscale(image, generator)
         width, height = image.size
-        left = int(torch.randint(width - self.img_size + 1, (1,), generator=generator))
-        top = int(torch.randint(height - self.img_size + 1, (1,), generator=generator))
-        image = image.crop((left, top, left + self.img_size, top + self.img_size))
+        crop_width, crop_height = crop_shape(width, height, self.img_size)
+        left = int(torch.randint(width - crop_width + 1, (1,), generator=generator))
+        top = int(torch.randint(height - crop_height + 1, (1,), generator=generator))
+        image = image.crop((left, top, left + crop_width, top + crop_height))
         if self.hflip and float(torch.rand(1, generator=generator)) < 0.5:
             image = ImageOps.mirror(image)
         if float(torch.rand(1, generator=generator)) < self.blur_prob:
@@ -114,15 +156,23 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Deterministic: upscale only if smaller than the crop, then a centre crop (3, S, S); with
-    `crops` 5, the centre and the four corners (5, 3, S, S), for images larger than the crop."""
+    """Deterministic: a centre crop (3, S, S) of S = `img_size`, or of the image's native size
+    where it is smaller (see the module's small-image rule); with `crops` 5, the centre and the
+    four corners (5, 3, S, S).
 
-    def __init__(self, img_size: int, crops: int = 1) -> None:
+    Raises (when called):
+        TooSmallError: a side below `min_side` (MIN_SIDE; `img_size` for a fixed-size export).
+    """
+
+    def __init__(self, img_size: int, crops: int = 1, min_side: int = MIN_SIDE) -> None:
         self.img_size = img_size
         self.crops = check_crops(crops)
+        self.min_side = min_side
 
     def __call__(
         self, image: Image.Image, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        views = [to_tensor(view) for view in eval_views(image, self.img_size, self.crops)]
+        views = [
+            to_tensor(view) for view in eval_views(image, self.img_size, self.crops, self.min_side)
+        ]
         return views[0] if self.crops == 1 else torch.stack(views)

@@ -22,17 +22,25 @@ from torch.utils.data import DataLoader, Dataset
 
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import checkpoint_path
+from fakedet.data.dataset import stack_images
 from fakedet.data.layouts import TestSet, discover_test_set
 from fakedet.data.loader import init_worker, loader_options
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.processing import SUITE, Processing
 from fakedet.data.samples import Sample
-from fakedet.data.transforms import EvalTransform, check_crops, load_rgb, pixels_to_float
+from fakedet.data.transforms import (
+    MIN_SIDE,
+    EvalTransform,
+    check_crops,
+    load_rgb,
+    pixels_to_float,
+)
 from fakedet.evaluation.metrics import TEST_METRICS, group_metrics, mean_over_groups
 from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import (
     calibration_of,
     load_detector,
+    min_input_side,
     prepared_for_scoring,
     score_views,
 )
@@ -71,10 +79,11 @@ class PerturbedCrops(Dataset):
         perturbation: Perturbation | Processing,
         sizes: Sequence[int],
         views: int = 1,
+        min_side: int = MIN_SIDE,
     ) -> None:
         self.samples = list(samples)
         self.perturbation = perturbation
-        self.crops = {size: EvalTransform(size, views) for size in sizes}
+        self.crops = {size: EvalTransform(size, views, min_side) for size in sizes}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -94,8 +103,8 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     sizes = good[0]["crops"].keys() if good else ()
     return {
         "indices": [item["index"] for item in good],
-        # size -> (B, 3, size, size) uint8
-        "crops": {size: torch.stack([item["crops"][size] for item in good]) for size in sizes},
+        # size -> (B, 3, size, size) uint8 (a list where smaller images join the batch)
+        "crops": {size: stack_images([item["crops"][size] for item in good]) for size in sizes},
         "skipped": [item["error"] for item in items if item["crops"] is None],
     }
 
@@ -113,9 +122,12 @@ def score_samples(
 ) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Realness of every sample under `perturbation` by every detector: (detectors, samples),
     NaN where the file could not be decoded; plus those files as (path, reason). With `crops`
-    5 each image's five views are scored and averaged as logits (`score_views`)."""
+    5 each image's five views are scored and averaged as logits (`score_views`). An image below
+    a detector's minimum side (data/transforms.py) has no score from any detector: it is listed
+    with the unreadable files, its reason "too small"."""
     sizes = sorted({d.img_size for d in detectors})
-    dataset = PerturbedCrops(samples, perturbation, sizes, crops)
+    min_side = max(min_input_side(d.model, d.img_size) for d in detectors)
+    dataset = PerturbedCrops(samples, perturbation, sizes, crops, min_side)
     options = loader_options(device, num_workers)
     loader = DataLoader(
         dataset,
@@ -294,3 +306,23 @@ def evaluate_test_set(
         "results": results,
         "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())],
     }
+
+
+def explain_test_set(
+    test_root: Path, checkpoints: Sequence[Path], out_dir: Path, device: str, use_csv: bool
+) -> None:
+    """Each checkpoint's patch-score map of every readable test image, written by
+    inference.explain.write_explanations to `out_dir/<n>/<group>/` (n: the checkpoint's place).
+
+    Raises:
+        OutputPathError: a folder that cannot be created.
+    """
+    from fakedet.inference.explain import write_explanations
+
+    test_set = discover_test_set(test_root, use_csv)
+    for number, detector in enumerate(load_detectors(checkpoints, resolve_device(device))):
+        side = min_input_side(detector.model, detector.img_size)
+        for group in test_set.groups:
+            paths = [Path(s.path) for s in test_set.samples if s.group == group]
+            folder = out_dir / str(number) / group
+            write_explanations(detector.model, paths, folder, detector.img_size, side)

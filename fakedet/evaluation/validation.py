@@ -18,6 +18,7 @@ from fakedet.data.loader import make_loader
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, pixels_to_float
 from fakedet.evaluation.metrics import detection_metrics
+from fakedet.models.loading import forward_batch
 from fakedet.models.losses import DetectorLoss, LossTerms, add_loss_terms, mean_loss_terms
 from fakedet.runtime import Precision
 
@@ -96,8 +97,8 @@ def evaluate(
             images = pixels_to_float(batch["images"], device)
             labels = batch["labels"].to(device, non_blocking=True)
             with torch.autocast(device.type, precision.dtype, enabled=precision.enabled):
-                outputs = model(images)
-            add_loss_terms(sums, loss(outputs, labels), images.shape[0])
+                outputs = forward_batch(model, images)
+            add_loss_terms(sums, loss(outputs, labels), len(labels))
             scores.append(outputs["score"].float().cpu().numpy())
             labels_seen.append(batch["labels"].numpy())
             paths += [samples[index].path for index in batch["indices"].tolist()]

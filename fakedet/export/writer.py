@@ -23,7 +23,7 @@ from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.data.layouts import index_dataset
 from fakedet.data.samples import Sample
-from fakedet.data.transforms import EvalTransform, load_rgb
+from fakedet.data.transforms import EvalTransform, TooSmallError, load_rgb
 from fakedet.errors import FakedetError, UsageError
 from fakedet.inference.exported import (
     METADATA_KEY,
@@ -200,9 +200,21 @@ def parity_images(checkpoint: Checkpoint, limit: int = PARITY_IMAGES) -> tuple[t
 
 
 def _load_images(samples: list[Sample], size: int) -> torch.Tensor:
-    transform = EvalTransform(size)
-    batch = torch.stack([transform(load_rgb(sample.path)) for sample in samples])
-    return batch.float() / 255.0  # (N, 3, S, S)
+    # An export is traced at one size and takes only that (data/transforms.py's rule for
+    # exports): images with a smaller side are left out of the check.
+    transform = EvalTransform(size, min_side=size)
+    crops = []
+    for sample in samples:
+        try:
+            crops.append(transform(load_rgb(sample.path)))
+        except TooSmallError:
+            continue
+    if not crops:
+        raise UsageError(
+            f"None of the {len(samples)} parity images has both sides of at least {size} px; "
+            "give images at least as large as the model's input."
+        )
+    return torch.stack(crops).float() / 255.0  # (N, 3, S, S)
 
 
 def export_model(

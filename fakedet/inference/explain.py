@@ -1,23 +1,29 @@
 """Where in an image the detector sees a fake: patch-score maps and their heatmap overlays.
 
-A map is the realness of square patches laid over the image on a grid: each patch is cut out at
-its native pixels (never resized: a resize would manufacture the up-sampling trace the detectors
-look for) and scored by the model on its own. It works with anything that scores images the
-way the detectors do, `model(images (N, 3, P, P) in [0, 1]) -> {"score": (N,)}`: a PyTorch
-detector, a loaded ONNX or TorchScript export. numpy, PIL and torch only: this is on the
-scoring path.
+Two kinds of map. `explain_maps`: the realness of square patches laid over the image on a grid,
+each cut out at its native pixels (never resized: a resize would manufacture the up-sampling
+trace the detectors look for) and scored by the model on its own. It works with anything that
+scores images the way the detectors do, `model(images (N, 3, P, P) in [0, 1]) -> {"score":
+(N,)}`: a PyTorch detector, a loaded ONNX or TorchScript export. `own_patch_maps`: the patch
+read of the built-in detectors (models/detector.py), one forward pass, a cell per 32 pixels
+that sees its wider context. numpy, PIL and torch only: this is on the scoring path.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from fakedet.data.transforms import MIN_SIDE, EvalTransform, load_rgb
 from fakedet.errors import UsageError
+from fakedet.io import atomic_write_bytes, atomic_write_text, ensure_folder
 
 ScoreModel = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
@@ -84,6 +90,23 @@ def explain_maps(
         for start in range(0, crops.shape[0], batch_size)
     ]
     return torch.cat(scores).view(batch, len(rows), len(columns)).numpy()
+
+
+@torch.no_grad()
+def own_patch_maps(model: object, images: torch.Tensor) -> np.ndarray | None:
+    """(B, h, w) realness of the model's own patch read (sigmoid of its patch logits), or None
+    for a model without one (an export, a checkpoint from before the patch read)."""
+    read = getattr(model, "patch_logits", None)
+    logits = read(images) if callable(read) else None
+    return None if logits is None else torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def cells_to_pixels(cell_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (h, w) map of equal cells tiling the image, on its (height, width) pixels: the map
+    `own_patch_maps` gives (each cell covers height / h by width / w pixels)."""
+    rows = np.minimum(np.arange(height) * cell_map.shape[0] // height, cell_map.shape[0] - 1)
+    columns = np.minimum(np.arange(width) * cell_map.shape[1] // width, cell_map.shape[1] - 1)
+    return cell_map[rows[:, None], columns[None, :]].astype(np.float32)
 
 
 def pixel_map(
@@ -160,3 +183,62 @@ def overlay_png(
     buffer = io.BytesIO()
     Image.fromarray(blended.round().clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@dataclass
+class Explanation:
+    """One image's patch map as written: the overlay PNG and the map's JSON, or why not."""
+
+    path: str
+    overlay: str | None
+    grid: str | None
+    error: str | None = None
+
+
+@torch.no_grad()
+def write_explanations(
+    model: ScoreModel,
+    paths: Sequence[Path],
+    out_dir: Path,
+    img_size: int,
+    min_side: int = MIN_SIDE,
+    patch: int = 64,
+    stride: int = 32,
+) -> list[Explanation]:
+    """For each image, the patch map of the crop predict scores (the centre `img_size`, or the
+    image at its native size when smaller): the model's own patch read where it has one, else
+    native-pixel patches (`explain_maps`). Writes `<out_dir>/<n>_<stem>.png` (the heatmap over
+    the crop) and `.json` (the realness grid). An unreadable or too small image is skipped,
+    with its reason.
+
+    Raises:
+        OutputPathError: `out_dir` cannot be created.
+    """
+    ensure_folder(out_dir)
+    crop = EvalTransform(img_size, 1, min_side)
+    device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
+    written = []
+    for number, path in enumerate(paths):
+        try:
+            pixels = crop(load_rgb(str(path)))  # (3, h, w) uint8
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            written.append(Explanation(str(path), None, None, str(exc)))
+            continue
+        images = pixels[None].to(device).float() / 255.0
+        own = own_patch_maps(model, images)
+        grid = (own if own is not None else explain_maps(model, images, patch, stride))[0]
+        image = pixels.permute(1, 2, 0).numpy()
+        png = (
+            overlay_png(image, grid) if own is not None else overlay_png(image, grid, patch, stride)
+        )
+        stem = out_dir / f"{number:05d}_{Path(path).stem}"
+        atomic_write_bytes(stem.with_suffix(".png"), png)
+        record = {
+            "image": str(path),
+            "map": "patch read" if own is not None else f"patches {patch} px, stride {stride}",
+            "crop": list(pixels.shape[1:]),
+            "realness": np.round(grid, 6).tolist(),
+        }
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(record) + "\n")
+        written.append(Explanation(str(path), str(stem.with_suffix(".png")), str(stem) + ".json"))
+    return written

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakedet.data.images import check_crops, eval_views, load_rgb
+from fakedet.data.images import TOO_SMALL, TooSmallError, check_crops, eval_views, load_rgb
 from fakedet.errors import CheckpointError, UsageError
 from fakedet.inference.metadata import METADATA_KEY, ONNX_EXTRA_HINT, ExportMetadata
 from fakedet.inference.results import Prediction
@@ -54,8 +54,9 @@ class OnnxDetector:
 
 
 def _views(path: str, size: int, crops: int) -> np.ndarray:
-    """(V, 3, S, S) float32 in [0, 1]: the views validation takes of the file."""
-    views = eval_views(load_rgb(path), size, crops)
+    """(V, 3, S, S) float32 in [0, 1]: the views validation takes of the file. The export was
+    traced at one size, so a file with a side below it has none (TooSmallError)."""
+    views = eval_views(load_rgb(path), size, crops, min_side=size)
     stacked = np.stack([np.asarray(view, dtype=np.uint8) for view in views])  # (V, S, S, 3)
     return stacked.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
@@ -107,6 +108,9 @@ def predict_onnx(
     for index, path in enumerate(paths):
         try:
             views = _views(str(path), metadata.img_size, crops)
+        except TooSmallError as exc:
+            predictions[index] = Prediction(str(path), None, TOO_SMALL, str(exc))
+            continue
         except (OSError, ValueError) as exc:
             reason = f"{exc.__class__.__name__}: {exc}"
             predictions[index] = Prediction(str(path), None, "unreadable", reason)

@@ -16,12 +16,18 @@ from fakedet.checkpoints.files import load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.samples import Sample
-from fakedet.data.transforms import EvalTransform, check_crops, pixels_to_float
+from fakedet.data.transforms import (
+    MIN_SIDE,
+    TOO_SMALL,
+    EvalTransform,
+    check_crops,
+    pixels_to_float,
+)
 from fakedet.hardware import workers_or_default
-from fakedet.inference.exported import exported_checkpoint, load_exported
+from fakedet.inference.exported import ExportedModel, exported_checkpoint, load_exported
 from fakedet.inference.metadata import is_exported_file
 from fakedet.inference.results import Prediction
-from fakedet.models.loading import build_model
+from fakedet.models.loading import build_model, forward_batch
 from fakedet.runtime import resolve_device
 
 
@@ -71,12 +77,24 @@ def calibration_of(checkpoint: Checkpoint) -> Calibration:
 VIEW_SCORE_EPS = 1e-6
 
 
+def min_input_side(model: object, img_size: int) -> int:
+    """The smallest image side `model` scores without resampling: MIN_SIDE for a PyTorch model,
+    `img_size` for an ONNX or TorchScript export (traced at that one size)."""
+    if isinstance(model, ExportedModel) and model.fmt != "safetensors":
+        return img_size
+    return MIN_SIDE
+
+
 def score_views(
-    model: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: torch.Tensor
+    model: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    images: torch.Tensor | list[torch.Tensor],
 ) -> torch.Tensor:
     """Raw realness (B,) of float images (B, 3, S, S), or of (B, V, 3, S, S) views of each image:
     the views' scores are averaged as logits (a view that is sure counts for more than one
-    near 0.5, as the detector's evidence adds up), then mapped back to [0, 1]."""
+    near 0.5, as the detector's evidence adds up), then mapped back to [0, 1]. A batch of mixed
+    sizes (a list of per-image tensors) is scored one size at a time."""
+    if isinstance(images, list):
+        return forward_batch(lambda same_size: score_views(model, same_size), images)
     if images.dim() == 4:
         return model(images)["score"].float()
     batch, views = images.shape[:2]
@@ -98,7 +116,9 @@ def predict_images(
 ) -> list[Prediction]:
     """Calibrated realness of each image (a centre crop of `img_size`, as in validation; with
     `crops` 5 also the four corners, see `score_views`) and its verdict at `threshold`
-    (default: the calibration's), in input order."""
+    (default: the calibration's), in input order. An image smaller than the crop is scored at
+    its native size, and one below the model's minimum gets the verdict "too small"
+    (data/transforms.py)."""
     check_crops(crops)
     device = next(model.parameters()).device
     samples = [Sample(str(path), 0.0) for path in paths]
@@ -106,7 +126,7 @@ def predict_images(
     workers = min(workers, max(0, len(samples) // batch_size))  # no processes for a few images
     loader = make_loader(
         samples,
-        EvalTransform(img_size, crops),
+        EvalTransform(img_size, crops, min_input_side(model, img_size)),
         batch_size,
         train=False,
         seed=0,
@@ -134,5 +154,6 @@ def predict_images(
             predictions.append(Prediction(sample.path, calibrated, verdict, raw=realness[index]))
         else:
             reason = errors.get(sample.path, "could not be read")
-            predictions.append(Prediction(sample.path, None, "unreadable", reason))
+            verdict = TOO_SMALL if reason.startswith(TOO_SMALL) else "unreadable"
+            predictions.append(Prediction(sample.path, None, verdict, reason))
     return predictions

@@ -48,7 +48,9 @@ class Prediction:
 
     path: str
     realness: float | None  # calibrated
-    verdict: str  # "real", "fake", "unreadable", or "error" (a non-finite score)
+    # "real", "fake", "too small" (a side below the minimum: no verdict, see data/images.py),
+    # "unreadable", or "error" (a non-finite score)
+    verdict: str
     error: str | None = None
     raw: float | None = None  # the model's own score, before calibration
 

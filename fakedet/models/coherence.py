@@ -26,6 +26,7 @@ features, so it is fitted in closed form before training and then frozen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -129,8 +130,15 @@ class SpectralCoherenceBranch(nn.Module):
     The detector adds both logits to its own.
     """
 
-    def __init__(self, hidden: int = 64) -> None:
+    def __init__(self, hidden: int = 64, reference_side: int | None = None) -> None:
         super().__init__()
+        # The unnormalised FFT's power grows with the pixel count (Parseval: its mean is H*W
+        # times the image's unit mean square), so the radial log power of an image scored at
+        # its native size below the model's input would shift by log(H*W / S*S) in every ring,
+        # and the fitted read with it (a 64 px real photo called fake by a 96 px model, seen).
+        # The power is read as at `reference_side` (the model's img_size) instead: the same
+        # numbers as before at that size, so existing checkpoints keep their read.
+        self.reference_pixels = None if reference_side is None else reference_side**2
         features = SHIFTS * COHERENCE_BINS
         self.norm = nn.BatchNorm1d(features)
         self.mlp = nn.Sequential(
@@ -199,6 +207,12 @@ class SpectralCoherenceBranch(nn.Module):
             mirrored = torch.full((height, width // 2 + 1), 2.0, device=device)
             mirrored[:, 0] = mirrored[:, -1] = 1.0
             ring_means = bin_average_matrix(rings, SPECTRUM_BINS, mirrored.flatten())
+            # Below 128 px the innermost ring holds no frequency (its radius is under one
+            # step): it reads the next ring's mean rather than an empty ring's 0. Sizes from
+            # 128 up have every ring filled, so their read is unchanged.
+            for ring in range(SPECTRUM_BINS - 2, -1, -1):
+                if not bool(ring_means[:, ring].any()):
+                    ring_means[:, ring] = ring_means[:, ring + 1]
             self._cache[key] = (window, coherence, ring_means)
         return self._cache[key]
 
@@ -219,6 +233,10 @@ class SpectralCoherenceBranch(nn.Module):
             plain = torch.fft.rfft2(gray)  # (B, H, W/2 + 1)
             log_power = torch.view_as_real(plain).square().sum(dim=-1).add_(1e-6).log_()
             spectrum_profile = log_power.flatten(1) @ ring_means
+            if self.reference_pixels is not None:  # height, width: Python ints, also traced
+                spectrum_profile = spectrum_profile + math.log(
+                    self.reference_pixels / (int(height) * int(width))
+                )
             # Coherence needs the window: without it the image's borders make every spectrum
             # coherent. The same numbers two ways: in an ONNX export, three taps in frequency
             # (ONNX Runtime's DFT is slow: a second FFT made the branch 109 instead of 67 ms per

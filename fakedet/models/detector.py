@@ -1,6 +1,17 @@
-"""The fast and full detectors, assembled from branches, and their registry entries."""
+"""The fast and full detectors, assembled from branches, and their registry entries.
+
+Both also score patches: a small head reads the realness of every cell of the 1/32 feature
+map (fast) or of every perceptual token after fusion (full), and the mean logit of the most
+suspicious `patch_topk` share of them is one more realness logit added to the image's (top-k
+pooling, a multiple-instance read): a fake region in an otherwise real photo then moves the
+verdict instead of being averaged away. It is trained with the image's label only, as part of
+the score and on its own (losses.AUX_LOSS_WEIGHT). `patch_topk` 0 builds the model without it,
+as every checkpoint written before it existed holds.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -17,6 +28,32 @@ from fakedet.models.coherence import SpectralCoherenceBranch
 from fakedet.models.fusion import CrossModalBlock, SelfAttentionBlock
 from fakedet.models.layers import ConvBNAct, Heads, ImageNormalize
 from fakedet.models.registry import register_model
+
+# The share of patches whose mean logit is the patch read: on 128 px images (16 patches) the
+# 4 most suspicious, about the area of the protocol's partial fakes' regions.
+DEFAULT_PATCH_TOPK = 0.2
+
+
+class PatchRead(nn.Module):
+    """Per-patch realness logits from (B, C, h, w) features, and their top-k pooled logit."""
+
+    def __init__(self, in_channels: int, hidden: int, topk: float) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1)
+        )
+        # Saved with the weights, so a checkpoint rebuilds the same pooling.
+        self.register_buffer("topk", torch.tensor(float(topk)))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (B, h, w) patch logits, (B, 1) pooled logit: the mean of the k lowest (most fake)."""
+        logits = self.head(features).squeeze(1)  # (B, h, w)
+        flat = logits.flatten(1).float()
+        count = flat.shape[1]
+        # int(): a Python number under tracing, fixed by the export's input size.
+        k = max(1, min(int(count), math.ceil(float(self.topk) * int(count))))
+        lowest = torch.topk(flat, k, dim=1, largest=False).values  # (B, k)
+        return logits, lowest.mean(dim=1, keepdim=True)
 
 
 class FastDetector(nn.Module):
@@ -35,6 +72,7 @@ class FastDetector(nn.Module):
         fused: int,
         head_hidden: int,
         coherence: bool = True,
+        patch_topk: float = DEFAULT_PATCH_TOPK,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -42,18 +80,33 @@ class FastDetector(nn.Module):
         self.perceptual_branch = PerceptualBranch(
             perceptual_stem, perceptual_stages, perceptual_out
         )
-        self.coherence_branch = SpectralCoherenceBranch() if coherence else None
+        self.coherence_branch = (
+            SpectralCoherenceBranch(reference_side=img_size) if coherence else None
+        )
         self.aux_branch = ResidualAuxBranch(aux_stem, aux_stages, aux_out)
         self.fuse = ConvBNAct(perceptual_out + aux_out, fused, 1)
+        self.patch_read = PatchRead(fused, head_hidden // 4, patch_topk) if patch_topk else None
         self.heads = Heads(fused, head_hidden)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _run(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         normed = self.normalize(images)  # (B, 3, H, W)
         perceptual = self.perceptual_branch(normed)  # (B, Cp, H/32, W/32)
         residual = self.aux_branch(normed)  # (B, Ca, H/32, W/32)
         fused = self.fuse(torch.cat([perceptual, residual], dim=1))
         extra = self.coherence_branch(images) if self.coherence_branch is not None else None
-        return self.heads(F.adaptive_avg_pool2d(fused, 1).flatten(1), extra)
+        patches = None
+        if self.patch_read is not None:
+            patches, pooled = self.patch_read(fused)  # (B, H/32, W/32), (B, 1)
+            extra = pooled if extra is None else torch.cat([extra, pooled.to(extra.dtype)], 1)
+        return self.heads(F.adaptive_avg_pool2d(fused, 1).flatten(1), extra), patches
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._run(images)[0]
+
+    def patch_logits(self, images: torch.Tensor) -> torch.Tensor | None:
+        """(B, H/32, W/32) realness logits of the image's 32 px cells (each sees a wider
+        context), or None for a model built without the patch read."""
+        return self._run(images)[1]
 
 
 class FullDetector(nn.Module):
@@ -76,6 +129,7 @@ class FullDetector(nn.Module):
         max_tokens_side: int,
         head_hidden: int,
         coherence: bool = True,
+        patch_topk: float = DEFAULT_PATCH_TOPK,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -86,7 +140,9 @@ class FullDetector(nn.Module):
             spectral_stem, spectral_stages, dim, spectral_tokens_side, profile_bins
         )
         self.statistical_branch = StatisticalBranch(dim, stat_tokens)
-        self.coherence_branch = SpectralCoherenceBranch() if coherence else None
+        self.coherence_branch = (
+            SpectralCoherenceBranch(reference_side=img_size) if coherence else None
+        )
         # One learned vector per token kind, so attention can tell the modalities apart.
         self.modality_embedding = nn.Parameter(torch.zeros(4, dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -95,11 +151,20 @@ class FullDetector(nn.Module):
             SelfAttentionBlock(dim, heads) for _ in range(self_attention_layers)
         )
         self.norm = nn.LayerNorm(dim)
+        self.patch_read = PatchRead(dim, head_hidden // 4, patch_topk) if patch_topk else None
         self.heads = Heads(dim, head_hidden)
         nn.init.trunc_normal_(self.modality_embedding, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._run(images)[0]
+
+    def patch_logits(self, images: torch.Tensor) -> torch.Tensor | None:
+        """(B, s, s) realness logits of the perceptual tokens after fusion (s = H/32 up to
+        max_tokens_side), or None for a model built without the patch read."""
+        return self._run(images)[1]
+
+    def _run(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         normed = self.normalize(images)
         perceptual = self.perceptual_branch(normed)  # (B, D, H/32, W/32)
         # int(): a Python number under tracing too (TorchScript export), fixed by img_size.
@@ -124,7 +189,13 @@ class FullDetector(nn.Module):
         for block in self.self_attention:
             tokens = block(tokens)
         extra = self.coherence_branch(images) if self.coherence_branch is not None else None
-        return self.heads(self.norm(tokens[:, 0]), extra)
+        patches = None
+        if self.patch_read is not None:
+            grid = tokens[:, 1 : 1 + side * side].transpose(1, 2)  # (B, D, s*s)
+            grid = grid.reshape(grid.shape[0], grid.shape[1], side, side)  # (B, D, s, s)
+            patches, pooled = self.patch_read(grid)
+            extra = pooled if extra is None else torch.cat([extra, pooled.to(extra.dtype)], 1)
+        return self.heads(self.norm(tokens[:, 0]), extra), patches
 
 
 # Stage specs are (out_channels, depth, stride) after a stride-4 patchify stem: 1/4 -> 1/32.
@@ -132,8 +203,11 @@ _EARLY_STAGES: tuple[StageSpec, ...] = ((48, 1, 1), (96, 2, 2), (192, 3, 2))
 
 
 @register_model
-def fast(img_size: int = 256, coherence: bool = True) -> FastDetector:
-    """Fast mode: perceptual + NPR aux + spectral-coherence branches, about 2.5M parameters."""
+def fast(
+    img_size: int = 256, coherence: bool = True, patch_topk: float = DEFAULT_PATCH_TOPK
+) -> FastDetector:
+    """Fast mode: perceptual + NPR aux + spectral-coherence branches and the patch read, about
+    2.5M parameters."""
     return FastDetector(
         img_size=img_size,
         perceptual_stem=32,
@@ -145,11 +219,14 @@ def fast(img_size: int = 256, coherence: bool = True) -> FastDetector:
         fused=512,
         head_hidden=256,
         coherence=coherence,
+        patch_topk=patch_topk,
     )
 
 
 @register_model
-def full(img_size: int = 256, coherence: bool = True) -> FullDetector:
+def full(
+    img_size: int = 256, coherence: bool = True, patch_topk: float = DEFAULT_PATCH_TOPK
+) -> FullDetector:
     """Full mode: perceptual + spectral + statistical with attention fusion, plus spectral
     coherence; about 5M parameters."""
     return FullDetector(
@@ -167,4 +244,5 @@ def full(img_size: int = 256, coherence: bool = True) -> FullDetector:
         max_tokens_side=8,
         head_hidden=256,
         coherence=coherence,
+        patch_topk=patch_topk,
     )

@@ -29,7 +29,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fakedet import __version__
-from fakedet.data.transforms import to_tensor
+from fakedet.data.transforms import TOO_SMALL, TooSmallError, to_tensor
 from fakedet.errors import UsageError
 from fakedet.inference.explain import overlay_png, pixel_map
 from fakedet.serve import metrics as prometheus
@@ -303,6 +303,11 @@ async def _score(
             path=name, realness=None, verdict="unreadable", error=rejected.message, **common
         )
         return row, rejected.status
+    except TooSmallError as small:  # an answer, as predict's: no verdict made up from a resize
+        server.metrics.images_done("too_small")
+        return PredictionRow(
+            path=name, realness=None, verdict=TOO_SMALL, error=str(small), **common
+        ), None
     try:
         whole = server.batcher.submit(Job(pixels))
         patches = server.batcher.submit(Job(to_tensor(image), explain=True)) if explain else None

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fakedet.data.dataset import stack_images
 from fakedet.data.transforms import pixels_to_float
 from fakedet.inference.explain import explain_maps
 from fakedet.inference.predictor import score_views
@@ -145,7 +146,8 @@ class Batcher:
             job.future.set_result(result)
 
     def _views(self, jobs: list[Job]) -> list[list[float]]:
-        pixels = torch.stack([job.pixels for job in jobs])  # (B, [V,] 3, S, S) uint8
+        # (B, [V,] 3, S, S) uint8, or a list where an image smaller than S is at its own size
+        pixels = stack_images([job.pixels for job in jobs])
         scores = score_views(self.model, pixels_to_float(pixels, self.device)).cpu().tolist()
         return [[score] for score in scores]
 

@@ -24,7 +24,7 @@ class PredictionRow(BaseModel):
 
     path: str = Field(description="The upload's file name.")
     realness: float | None = Field(description="Calibrated realness in [0, 1]; 1 = a real photo.")
-    verdict: Literal["real", "fake", "unreadable", "error"]
+    verdict: Literal["real", "fake", "too small", "unreadable", "error"]
     error: str | None = Field(description="Why an image was not scored.")
     threshold: float = Field(description="Realness at or above this is 'real'.")
     model: str = Field(description="The id of the model that scored it (GET /v1/model).")

@@ -19,7 +19,12 @@ from fakedet.checkpoints.files import checkpoint_path
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.data.transforms import EvalTransform
 from fakedet.inference.metadata import is_exported_file
-from fakedet.inference.predictor import calibration_of, load_detector, prepared_for_scoring
+from fakedet.inference.predictor import (
+    calibration_of,
+    load_detector,
+    min_input_side,
+    prepared_for_scoring,
+)
 from fakedet.inference.results import Prediction
 
 
@@ -52,7 +57,9 @@ class ServedModel:
             checkpoint=checkpoint,
             calibration=calibration_of(checkpoint),
             device=next(model.parameters()).device,
-            transform=EvalTransform(checkpoint.img_size, crops),
+            transform=EvalTransform(
+                checkpoint.img_size, crops, min_input_side(model, checkpoint.img_size)
+            ),
             model_id=f"{checkpoint.model_name}-{checkpoint.img_size}px-{_digest(source)}",
             source=source,
         )

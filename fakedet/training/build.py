@@ -402,7 +402,12 @@ def _image_parts(
     )
     if model is None:
         module = build_model(
-            config.mode, config.img_size, runtime.device, weights, backbone_choice(config)
+            config.mode,
+            config.img_size,
+            runtime.device,
+            weights,
+            backbone_choice(config),
+            patch_topk=config.patch_topk,
         )
     else:
         module = model.to(runtime.device)

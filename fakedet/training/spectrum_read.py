@@ -26,6 +26,7 @@ from torch import nn
 from fakedet.data.samples import Sample
 from fakedet.data.transforms import pixels_to_float
 from fakedet.evaluation.validation import make_eval_loader
+from fakedet.models.loading import forward_batch
 
 # Enough for 32 features (the fit's train accuracy is flat past a few hundred images) and a few
 # seconds of decoding whatever the dataset's size. A seeded draw: every DDP rank fits the same.
@@ -64,7 +65,8 @@ def _profiles(
         for batch in loader:
             if batch["images"] is None:  # every image of the batch unreadable (reported later)
                 continue
-            rows.append(branch.profiles(pixels_to_float(batch["images"], device))[1].double().cpu())
+            images = pixels_to_float(batch["images"], device)
+            rows.append(forward_batch(branch.profiles, images)[1].double().cpu())
             labels.append((batch["labels"] >= 0.5).long())
     if not rows:
         return np.empty((0, 0)), np.empty(0, dtype=np.int64)

@@ -21,6 +21,7 @@ from fakedet.data.transforms import pixels_to_float
 from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import Scores, evaluate
 from fakedet.io import json_safe
+from fakedet.models.loading import forward_batch
 from fakedet.models.losses import add_loss_terms, mean_loss_terms
 from fakedet.training.build import TrainingParts
 from fakedet.training.callbacks import Callback, default_callbacks
@@ -160,14 +161,17 @@ class Trainer:
                 lr = parts.schedule.lr_at(state.global_step)
                 for group, scale in zip(parts.optimizer.param_groups, parts.lr_scales, strict=True):
                     group["lr"] = lr * scale
-                images = pixels_to_float(batch["images"], device)  # (B, 3, S, S) in [0, 1]
-                if parts.augment is not None:
+                # (B, 3, S, S) in [0, 1], or a list where images smaller than S join the batch
+                images = pixels_to_float(batch["images"], device)
+                if parts.augment is not None and isinstance(images, list):
+                    images = [parts.augment(one[None], state.global_step)[0] for one in images]
+                elif parts.augment is not None:
                     images = parts.augment(images, state.global_step)
                 labels = batch["labels"].to(device, non_blocking=True)
                 # Under DDP, gradients are averaged over the ranks once per window, not per batch.
                 with self._sync_context(window_end):
                     with torch.autocast(device.type, precision.dtype, enabled=precision.enabled):
-                        outputs = parts.model(images)
+                        outputs = forward_batch(parts.model, images)
                     terms = parts.loss(outputs, labels)
                     if any_rank(self.dist, not bool(torch.isfinite(terms.objective))):
                         # Every rank skips together, or DDP's gradient all-reduce would hang.
@@ -177,7 +181,7 @@ class Trainer:
                     else:
                         # Dividing by the window size makes 8 x 2 accumulated equal to one of 16.
                         parts.scaler.scale(terms.objective / window_size).backward()
-                        add_loss_terms(sums, terms, images.shape[0])
+                        add_loss_terms(sums, terms, len(labels))
             elif self.dist.enabled:
                 any_rank(self.dist, False)  # match the other ranks' collectives
                 with self._sync_context(window_end):
