@@ -215,7 +215,7 @@ def test_predict_scores_small_images_natively_and_too_small_ones_not(
         ],
     )
     assert result.exit_code == 0, result.output
-    rows = {Path(row["path"]).name: row for row in json.loads(result.output)}
+    rows = {Path(row["path"]).name: row for row in json.loads(result.stdout)}
     assert rows["half.png"]["verdict"] in ("real", "fake") and rows["half.png"]["realness"]
     assert rows["tiny.png"]["verdict"] == "too small" and rows["tiny.png"]["realness"] is None
     assert "64 px minimum" in rows["tiny.png"]["error"]
@@ -245,14 +245,14 @@ def test_evaluate_and_validate_count_small_images(small_world: dict[str, Path]) 
         ],
     )
     assert result.exit_code == 0, result.output
-    row = json.loads(result.output)["results"][0]
+    row = json.loads(result.stdout)["results"][0]
     assert row["n_real"] == 3 and row["n_fake"] == 3  # the 96 and 64 px images are scored
     assert len(list((maps / "0" / "val").glob("*.png"))) == 6
     result = runner.invoke(
         app, ["validate", checkpoint, str(small_world["data"]), "--json", "--num-workers", "0"]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["images"] == 6
+    assert json.loads(result.stdout)["images"] == 6
 
 
 def test_a_torchscript_export_gives_smaller_images_no_verdict(
@@ -268,7 +268,7 @@ def test_a_torchscript_export_gives_smaller_images_no_verdict(
         app, ["predict", str(exported), str(small_world["images"]), "--json", "--num-workers", "0"]
     )
     assert result.exit_code == 0, result.output
-    rows = {Path(row["path"]).name: row for row in json.loads(result.output)}
+    rows = {Path(row["path"]).name: row for row in json.loads(result.stdout)}
     assert rows["big.png"]["verdict"] in ("real", "fake")
     assert rows["half.png"]["verdict"] == "too small"
     assert "128 px minimum" in rows["half.png"]["error"]

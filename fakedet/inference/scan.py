@@ -25,10 +25,10 @@ from fakedet.checkpoints.calibration import IDENTITY, Calibration
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.samples import Sample
 from fakedet.data.shards import require_shard_libraries
-from fakedet.data.transforms import EvalTransform, check_crops, pixels_to_float
+from fakedet.data.transforms import TOO_SMALL, EvalTransform, check_crops, pixels_to_float
 from fakedet.errors import OutputPathError, WriteError
 from fakedet.hardware import workers_or_default
-from fakedet.inference.predictor import score_views
+from fakedet.inference.predictor import min_input_side, score_views
 from fakedet.io import atomic_write_bytes, ensure_folder
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def scan_to_parquet(
     workers = min(workers, max(0, len(todo) // batch_size))  # no processes for a few images
     loader = make_loader(
         [Sample(key, 0.0) for key in todo],
-        EvalTransform(img_size, crops),
+        EvalTransform(img_size, crops, min_input_side(model, img_size)),
         batch_size,
         train=False,
         seed=0,
@@ -206,7 +206,7 @@ def scan_to_parquet(
         **loader_options(device, workers, persistent_workers=False),
     )
     cut = calibration.threshold if threshold is None else threshold
-    counts = {"real": 0, "fake": 0, "unreadable": 0, "error": 0}
+    counts = {"real": 0, "fake": 0, TOO_SMALL: 0, "unreadable": 0, "error": 0}
     rows, last_flush, position = _new_rows(), time.monotonic(), 0
     for batch in loader:
         # The evaluation order is the input order: batch n holds todo[n*B:(n+1)*B].
@@ -221,7 +221,8 @@ def scan_to_parquet(
             score = raw.get(position - len(members) + offset)
             realness, error = None, None
             if score is None:
-                verdict, error = "unreadable", errors.get(key, "could not be read")
+                error = errors.get(key, "could not be read")
+                verdict = TOO_SMALL if error.startswith(TOO_SMALL) else "unreadable"
             elif not np.isfinite(score):
                 verdict, error = "error", NON_FINITE
             else:
