@@ -210,9 +210,12 @@ class SpectralCoherenceBranch(nn.Module):
             # Below 128 px the innermost ring holds no frequency (its radius is under one
             # step): it reads the next ring's mean rather than an empty ring's 0. Sizes from
             # 128 up have every ring filled, so their read is unchanged.
+            # (torch.where, not a Python `if`: an export traces this without a data guard.)
+            filled = ring_means.sum(dim=0) > 0
             for ring in range(SPECTRUM_BINS - 2, -1, -1):
-                if not bool(ring_means[:, ring].any()):
-                    ring_means[:, ring] = ring_means[:, ring + 1]
+                ring_means[:, ring] = torch.where(
+                    filled[ring], ring_means[:, ring], ring_means[:, ring + 1]
+                )
             self._cache[key] = (window, coherence, ring_means)
         return self._cache[key]
 

@@ -42,8 +42,14 @@ class PatchRead(nn.Module):
         self.head = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1)
         )
-        # Saved with the weights, so a checkpoint rebuilds the same pooling.
+        # Saved with the weights, so a checkpoint rebuilds the same pooling; read as a Python
+        # number (`share`), which an export traces as a constant rather than data.
         self.register_buffer("topk", torch.tensor(float(topk)))
+        self.share = float(topk)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.share = float(self.topk)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (B, h, w) patch logits, (B, 1) pooled logit: the mean of the k lowest (most fake)."""
@@ -51,7 +57,7 @@ class PatchRead(nn.Module):
         flat = logits.flatten(1).float()
         count = flat.shape[1]
         # int(): a Python number under tracing, fixed by the export's input size.
-        k = max(1, min(int(count), math.ceil(float(self.topk) * int(count))))
+        k = max(1, min(int(count), math.ceil(self.share * int(count))))
         lowest = torch.topk(flat, k, dim=1, largest=False).values  # (B, k)
         return logits, lowest.mean(dim=1, keepdim=True)
 
