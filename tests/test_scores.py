@@ -310,7 +310,8 @@ def test_evaluate_reports_processing_rows_and_error_rates(
     calibrated: tuple[Path, Path], tmp_path: Path
 ) -> None:
     output, _ = calibrated  # identity: raw scores, which processing moves
-    data = make_folder_dataset(tmp_path / "data", per_class=3, with_val=False)
+    # 128 px: halved or cropped to half, an image still has the 64 px a verdict needs.
+    data = make_folder_dataset(tmp_path / "data", per_class=3, with_val=False, size=128)
     files = ["--csv", str(tmp_path / "r.csv"), "--markdown", str(tmp_path / "r.md")]
     args = ["evaluate", str(data / "train"), str(output), "--processing", "--num-workers", "0"]
     result = runner.invoke(app, [*args, *files])
