@@ -24,14 +24,14 @@ from pathlib import Path
 
 import torch
 
-from fakedet.data.demo import build_demo_dataset
-from fakedet.data.layouts import build_index
 from fakedet.data.loader import make_loader
 from fakedet.data.transforms import TrainTransform, pixels_to_float
+from fakedet.demo.dataset import build_demo_dataset
 from fakedet.hardware import cpu_has_native_bf16
 from fakedet.models import create_model
 from fakedet.models.losses import detector_loss
-from fakedet.training.build import parameter_groups
+from fakedet.sources.layouts import build_index
+from fakedet.training.weights import parameter_groups
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype:

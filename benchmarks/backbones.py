@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from fakedet.config import build_config
+from fakedet.config_files import build_config
 from fakedet.training.logging import Reporter
 
 
@@ -92,7 +92,7 @@ def main() -> None:
         root = Path(folder)
         data = args.data
         if data is None:
-            from fakedet.data.demo import build_demo_dataset
+            from fakedet.demo.dataset import build_demo_dataset
 
             data = root / "demo"
             build_demo_dataset(data, seed=0)

@@ -21,12 +21,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from fakedet.config import TrainingConfig
-from fakedet.data.demo import build_demo_dataset
 from fakedet.data.images import load_rgb
-from fakedet.data.layouts import index_dataset
 from fakedet.data.transforms import TrainTransform, pixels_to_float
+from fakedet.demo.dataset import build_demo_dataset
 from fakedet.evaluation.validation import build_loss
 from fakedet.models import create_model
+from fakedet.sources.layouts import index_dataset
 
 GROUPS = (
     ("convolution", ("conv", "mkldnn_convolution", "cudnn")),

@@ -35,11 +35,11 @@ from fakedet.advisor import detect_hardware, recommend
 from fakedet.config import TrainingConfig
 from fakedet.data.decode import decode_rgb
 from fakedet.data.decoded_cache import build_decoded_cache, open_decoded_cache
-from fakedet.data.demo import build_demo_dataset
 from fakedet.data.images import load_rgb
-from fakedet.data.layouts import index_dataset
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.transforms import TrainTransform
+from fakedet.demo.dataset import build_demo_dataset
+from fakedet.sources.layouts import index_dataset
 from fakedet.training.build import build_runtime, build_training, seed_everything
 from fakedet.training.checkpointer import Checkpointer
 from fakedet.training.logging import Reporter

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fakedet.config import TrainingConfig
-from fakedet.data.demo import build_demo_dataset
+from fakedet.demo.dataset import build_demo_dataset
 from fakedet.evaluation.labelled import validate_checkpoint
 from fakedet.evaluation.testset import evaluate_test_set
 from fakedet.training import run

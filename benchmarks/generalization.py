@@ -36,7 +36,7 @@ HOLDOUT = (
     "bicubic,pixel_shuffle,subpixel,inpainted,resynthesised,laundered,spectrum_matched,"
     "processed_half,processed_jpeg,processed_resaved"
 )
-# demo-data's mix before the families of fakedet/data/families.py (`--families before`).
+# demo-data's mix before the families of fakedet/demo/families.py (`--families before`).
 BEFORE_FAMILIES = "nearest,bilinear,bicubic,transposed_conv,pixel_shuffle"
 PERTURB = ("jpeg:75", "blur:1")
 

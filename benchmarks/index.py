@@ -97,10 +97,11 @@ def records_bytes(records) -> int:
 def measure(phase: str, root: Path) -> dict[str, float]:
     """One phase in this process: seconds to list, seconds to scan, memory."""
     from fakedet.data.audit import audit_index
-    from fakedet.data.index_cache import scan_with_cache
-    from fakedet.data.layouts import build_index, check_image_header
-    from fakedet.data.listing import scan_image_files
-    from fakedet.data.samples import IMAGE_SUFFIXES
+    from fakedet.sources.folders import check_image_header
+    from fakedet.sources.index_cache import scan_with_cache
+    from fakedet.sources.layouts import build_index
+    from fakedet.sources.listing import scan_image_files
+    from fakedet.sources.samples import IMAGE_SUFFIXES
 
     baseline = _rss_kib("VmRSS")
     started = time.perf_counter()

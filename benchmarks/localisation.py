@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from fakedet.data.families import PARTIAL_FAMILIES
 from fakedet.data.transforms import load_rgb
+from fakedet.demo.families import PARTIAL_FAMILIES
 from fakedet.inference.explain import cells_to_pixels, explain_maps, own_patch_maps, pixel_map
 from fakedet.inference.predictor import load_detector
 

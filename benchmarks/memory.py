@@ -18,10 +18,10 @@ import gc
 
 import torch
 
-from fakedet.advisor import estimated_peak_gb, measure_memory
+from fakedet.memory import estimated_peak_gb, measure_memory
 from fakedet.models import create_model
 from fakedet.models.losses import detector_loss
-from fakedet.training.build import parameter_groups
+from fakedet.training.weights import parameter_groups
 
 MB = 1024**2
 

@@ -218,7 +218,7 @@ def advisor_estimate_mb(name: str, batch: int, size: int, amp: bool) -> str:
     """What `fakedet recommend` predicts for this training peak (fakedet models only)."""
     if name not in ("fast", "full"):
         return "-"
-    from fakedet.advisor import VRAM_RESERVED_GB, estimated_peak_gb, measure_memory
+    from fakedet.memory import VRAM_RESERVED_GB, estimated_peak_gb, measure_memory
 
     # The benchmark's peak is measured after the CUDA context exists, so leave the reserve out.
     estimate = estimated_peak_gb(batch, measure_memory(name, size, amp)) - VRAM_RESERVED_GB

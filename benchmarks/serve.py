@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fakedet.data.demo import build_demo_dataset
+from fakedet.demo.dataset import build_demo_dataset
 from fakedet.inference.predictor import calibration_of, predict_images
 from fakedet.inference.results import collect_images
 from fakedet.serve.scoring import ServedModel

@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 
 from fakedet.checkpoints.calibration import IDENTITY
-from fakedet.data.convert import convert_dataset
-from fakedet.data.demo import build_demo_dataset
-from fakedet.data.layouts import build_index
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.transforms import TrainTransform
+from fakedet.demo.dataset import build_demo_dataset
 from fakedet.inference.predictor import predict_images
 from fakedet.inference.scan import scan_to_parquet
 from fakedet.models.loading import build_model
+from fakedet.sources.layouts import build_index
+from fakedet.sources.shards.convert import convert_dataset
 
 
 def loader_rate(samples: list, img_size: int, workers: int, epoch: int) -> float:

@@ -23,10 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fakedet.data.layouts import build_index, discover_test_set
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.transforms import EvalTransform, load_rgb
 from fakedet.evaluation.metrics import detection_metrics
+from fakedet.sources.layouts import build_index, discover_test_set
 
 # Profile length: rings of a 128 px crop. Smaller images (scored at their native size, never
 # up-scaled) have fewer rings, read at the same fractions of the band.

@@ -1,29 +1,28 @@
-"""TrainingConfig: the one validated description of a training run, and its YAML/TOML files."""
+"""TrainingConfig: the one validated description of a training run (its files: `config_files`)."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from fakedet.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
 # LR defaults with a backbone (a linear probe from zero; a fine-tune of pretrained weights) and
 # for a run started from a checkpoint: the middle of the 1e-5 to 5e-5 fine-tuning range.
 BACKBONE_PROBE_LR = 1e-3
+
+
 BACKBONE_FINETUNE_LR = 1e-4
+
+
 INIT_FROM_LR = 2e-5
+
+
 # The everyday-processing kinds a config may name (fakedet/data/processing.py says what each does).
 PROCESSING_KINDS = (
     "jpeg95", "jpeg75", "jpeg60", "downscale0.75", "downscale0.5", "webp80", "webp70", "unsharp",
@@ -376,80 +375,3 @@ class TrainingConfig(BaseModel):
         if not any(weights):
             raise ValueError("regression, classification and ranking weights are all 0")
         return self
-
-
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    message = message[:1].lower() + message[1:]
-    if error["type"] == "extra_forbidden":
-        known = ", ".join(TrainingConfig.model_fields)
-        return f"unknown setting '{location}' (known settings: {known})"
-    if error["type"] == "missing":
-        return f"'{location}' is required"
-    if not location:
-        return message
-    return f"{location} = {error['input']!r} is invalid: {message}"
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """Every bad field of a failed validation, its value and the allowed range, in one line."""
-    return "; ".join(_describe(problem) for problem in error.errors())
-
-
-def build_config(values: dict[str, Any]) -> TrainingConfig:
-    """Validate raw settings into a TrainingConfig.
-
-    Args:
-        values: field name -> value, e.g. merged from a config file and command-line flags.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ConfigError: naming every bad field, its value and the allowed range.
-    """
-    try:
-        return TrainingConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError(f"Invalid configuration: {describe_validation_error(exc)}.") from None
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML or TOML config file into a dict of settings.
-
-    Raises:
-        ConfigError: the file is missing, unparsable, or not a mapping.
-    """
-    if path.is_dir():
-        raise ConfigError(f"Config file {path} is a folder; pass a YAML or TOML file.")
-    if not path.exists():
-        raise ConfigError(f"Config file {path} does not exist; pass a YAML or TOML file.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(
-            f"Config file {path} could not be parsed: it is not UTF-8 text."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"Config file {path} could not be read: {exc.strerror}.") from None
-    try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"Config file {path} could not be parsed: {first_line}.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of setting: value.")
-    return data
-
-
-def config_to_dict(config: TrainingConfig) -> dict[str, Any]:
-    """Plain JSON-safe values (paths as strings): what goes into checkpoints and config.yaml."""
-    return config.model_dump(mode="json")
-
-
-def dump_config_yaml(config: TrainingConfig) -> str:
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -48,7 +48,7 @@ def folder_dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fakedet.data.demo import build_demo_dataset
+    from fakedet.demo.dataset import build_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     build_demo_dataset(root, num_images=64, img_size=64, seed=0)

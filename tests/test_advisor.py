@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from fakedet import advisor
-from fakedet.advisor import HardwareInfo, MemoryProfile, recommend
+from fakedet import advisor, memory
+from fakedet.advisor import HardwareInfo, recommend
 from fakedet.cli import app
+from fakedet.memory import MemoryProfile
 
 runner = CliRunner()
 
@@ -61,9 +62,9 @@ def test_amp_workers_and_lr_rules() -> None:
 def test_autocast_memory_is_counted_with_its_larger_overhead() -> None:
     fp32 = MemoryProfile(activation_bytes_per_image=10 * 1024**2, parameter_count=1000)
     amp = replace(fp32, amp=True)
-    ratio = advisor.ACTIVATION_OVERHEAD_AMP / advisor.ACTIVATION_OVERHEAD
+    ratio = memory.ACTIVATION_OVERHEAD_AMP / memory.ACTIVATION_OVERHEAD
     assert amp.per_image_bytes() == pytest.approx(fp32.per_image_bytes() * ratio)
-    assert advisor.estimated_peak_gb(64, amp) > advisor.estimated_peak_gb(64, fp32)
+    assert memory.estimated_peak_gb(64, amp) > memory.estimated_peak_gb(64, fp32)
 
 
 def test_measured_memory_grows_the_batch_but_never_past_what_fits() -> None:
@@ -71,23 +72,23 @@ def test_measured_memory_grows_the_batch_but_never_past_what_fits() -> None:
     six = recommend(replace(GPU, vram_gb=6.0), "full", profile)
     assert six.batch_size == 32 > 8  # above the table's 8, a power of two
     assert six.estimated_peak_gb is not None and six.estimated_peak_gb <= 6.0 * 0.85
-    assert advisor.estimated_peak_gb(64, profile) > 6.0 * 0.85  # the next power of two won't
+    assert memory.estimated_peak_gb(64, profile) > 6.0 * 0.85  # the next power of two won't
     small = recommend(replace(GPU, vram_gb=2.0), "fast", profile)
     assert small.batch_size == 4 and "does not fit" in small.reason  # the table would say 8
-    assert recommend(GPU, "fast", profile).batch_size == advisor.MAX_BATCH
+    assert recommend(GPU, "fast", profile).batch_size == memory.MAX_BATCH
 
 
 def test_activation_memory_is_measured_per_image() -> None:
-    small = advisor.measure_memory("fast", 64, amp=False)
-    large = advisor.measure_memory("fast", 128, amp=False)
-    half = advisor.measure_memory("fast", 128, amp=True)
+    small = memory.measure_memory("fast", 64, amp=False)
+    large = memory.measure_memory("fast", 128, amp=False)
+    half = memory.measure_memory("fast", 128, amp=True)
     assert 3.0 < large.activation_bytes_per_image / small.activation_bytes_per_image < 5.0
     assert half.activation_bytes_per_image < large.activation_bytes_per_image
     assert small.parameter_count == pytest.approx(2.5e6, rel=0.1)
     # The spectral branch's fp32 FFT buffers: per pixel, in both precisions, outside the factor.
     assert large.transient_bytes_per_image == 4 * small.transient_bytes_per_image > 0
     assert half.transient_bytes_per_image == large.transient_bytes_per_image
-    factor = advisor.ACTIVATION_OVERHEAD
+    factor = memory.ACTIVATION_OVERHEAD
     assert large.per_image_bytes() == pytest.approx(
         large.activation_bytes_per_image * factor + large.transient_bytes_per_image
     )
@@ -96,7 +97,7 @@ def test_activation_memory_is_measured_per_image() -> None:
 def _check_recommendation(item: dict, img_size: int) -> None:
     """The numbers are sane and the ready `fakedet train` line sets exactly those numbers."""
     batch, accumulation = item["batch_size"], item["gradient_accumulation_steps"]
-    assert 1 <= batch <= advisor.MAX_BATCH and batch & (batch - 1) == 0, batch  # a power of two
+    assert 1 <= batch <= memory.MAX_BATCH and batch & (batch - 1) == 0, batch  # a power of two
     assert accumulation >= 1 and item["lr"] > 0 and item["num_workers"] >= 0 and item["reason"]
     if item["use_amp"]:
         assert item["amp_dtype"] in ("bf16", "fp16")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fakedet.cli.audit import audit
 from fakedet.data.audit import audit_index, audit_lines
-from fakedet.data.layouts import build_index
+from fakedet.sources.layouts import build_index
 
 # How each class is written, per crafted shortcut: (format, width, height, mode, JPEG quality).
 NEUTRAL = ("PNG", 48, 48, "RGB", None)

@@ -127,8 +127,8 @@ def test_changed_weights_file_is_named_and_refused(assets: dict[str, Path], tmp_
 
 
 def test_feature_cache_recomputes_a_changed_image(assets: dict[str, Path], tmp_path: Path) -> None:
-    from fakedet.data.samples import Sample
-    from fakedet.training.features import FeatureKey, cached_features
+    from fakedet.data.feature_cache import FeatureKey, cached_features
+    from fakedet.sources.samples import Sample
 
     images = sorted((assets["data"] / "train").rglob("*.png"))[:3]
     copies = []
@@ -273,7 +273,7 @@ def test_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     ],
 )
 def test_bad_backbone_settings_are_one_sentence(settings: dict, fragment: str) -> None:
-    from fakedet.config import build_config
+    from fakedet.config_files import build_config
     from fakedet.errors import ConfigError
 
     with pytest.raises(ConfigError, match=fragment):

@@ -170,7 +170,7 @@ def test_labels_csv_split_values_must_be_known(tmp_path: Path) -> None:
 def test_an_unreadable_folder_in_a_dataset_is_an_error_not_a_gap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fakedet.data import index_cache
+    from fakedet.sources import index_cache
 
     data = make_folder_dataset(tmp_path / "data", per_class=2)
     real_scandir = os.scandir
@@ -195,7 +195,7 @@ def test_symlinked_class_folders_are_followed(tmp_path: Path) -> None:
         for label in ("real", "fake"):
             (linked / split / label).symlink_to(store / split / label, target_is_directory=True)
     (linked / "train" / "loop").symlink_to(linked, target_is_directory=True)  # a loop ends
-    from fakedet.data.layouts import build_index
+    from fakedet.sources.layouts import build_index
 
     index = build_index(linked, use_csv=False, val_split=0.1, seed=0)
     assert (len(index.train), len(index.val)) == (4, 4)

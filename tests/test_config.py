@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fakedet.config import build_config, dump_config_yaml, load_config_file
+from fakedet.config_files import build_config, dump_config_yaml, load_config_file
 from fakedet.errors import ConfigError
 
 

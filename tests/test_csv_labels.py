@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from conftest import tiny_train_args, write_image
 from fakedet.cli import app
-from fakedet.data.layouts import build_index
 from fakedet.errors import DataError
+from fakedet.sources.layouts import build_index
 
 
 def _images(root: Path, count: int = 8) -> list[str]:

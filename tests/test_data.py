@@ -15,10 +15,10 @@ from PIL import Image
 
 from conftest import make_folder_dataset, write_image
 from fakedet.data.dataset import ImageDataset, collate
-from fakedet.data.layouts import build_index
 from fakedet.data.loader import EpochSampler, make_loader
 from fakedet.data.transforms import EvalTransform, TooSmallError, TrainTransform, load_rgb
 from fakedet.errors import DataError, UsageError
+from fakedet.sources.layouts import build_index
 
 
 def test_folder_layout_labels_real_as_one(folder_dataset: Path) -> None:
@@ -92,7 +92,7 @@ def test_truncated_image_is_dropped_by_collate(tmp_path: Path) -> None:
     truncated = tmp_path / "bad.png"
     data = good.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    from fakedet.data.samples import Sample
+    from fakedet.sources.samples import Sample
 
     dataset = ImageDataset([Sample(str(good), 1.0), Sample(str(truncated), 0.0)], EvalTransform(64))
     batch = collate([dataset[0], dataset[1]])
@@ -219,7 +219,7 @@ def test_large_images_load_and_bombs_found_late_are_skipped(
     """Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that. A large image within the
     limit is cropped like any other; one over it, met only when a batch decodes it (the header
     scan ran under another limit), is dropped from the batch with its reason."""
-    from fakedet.data.samples import Sample
+    from fakedet.sources.samples import Sample
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     large, bomb = tmp_path / "large.png", tmp_path / "bomb.png"
@@ -269,8 +269,8 @@ def test_default_workers_follow_the_os_the_cores_and_the_device(
 
     from fakedet import hardware
     from fakedet.config import TrainingConfig
+    from fakedet.distributed.torchrun import DistContext
     from fakedet.training.build import resolve_num_workers
-    from fakedet.training.distributed import DistContext
 
     def workers(device: str, world_size: int = 1) -> int:
         runtime = SimpleNamespace(device=torch.device(device), dist=DistContext(0, 0, world_size))

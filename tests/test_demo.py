@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakedet.cli import app
-from fakedet.data.demo import UPSAMPLERS, build_demo_dataset, simulate_generator
+from fakedet.demo.dataset import UPSAMPLERS, build_demo_dataset, simulate_generator
 from fakedet.errors import DataError
 
 
@@ -84,7 +84,7 @@ def test_fakes_use_at_least_four_upsampling_families(demo_dataset: Path) -> None
 
 def test_fakes_have_less_fine_detail_than_real_crops(demo_dataset: Path) -> None:
     # Real crops keep camera-level detail; interpolating up-samplers smooth it away (the
-    # random-weight sub-pixel decoders and the families of fakedet/data/families.py can add
+    # random-weight sub-pixel decoders and the families of fakedet/demo/families.py can add
     # detail of their own: checkerboards, left-over noise).
     for split in ("train", "val"):
         real = [_fine_detail(p) for p in (demo_dataset / split / "real").glob("*.png")]
@@ -173,7 +173,7 @@ def test_too_few_images_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _radial_amplitude(pixels: np.ndarray) -> np.ndarray:
-    from fakedet.data.hard_fakes import _radial_bins
+    from fakedet.demo.hard_fakes import _radial_bins
 
     bins = _radial_bins(*pixels.shape)
     amplitude = np.abs(np.fft.rfft2(pixels))
@@ -181,7 +181,7 @@ def _radial_amplitude(pixels: np.ndarray) -> np.ndarray:
 
 
 def test_spectrum_matching_gives_the_fake_the_real_radial_spectrum() -> None:
-    from fakedet.data.hard_fakes import match_spectrum
+    from fakedet.demo.hard_fakes import match_spectrum
 
     rng = np.random.default_rng(0)
     real = Image.fromarray(rng.integers(80, 176, (64, 64, 3), dtype=np.uint8))  # never clipped

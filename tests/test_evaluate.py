@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from conftest import write_image
 from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
 from fakedet.cli import app
-from fakedet.data.layouts import discover_test_set
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.errors import UsageError
 from fakedet.evaluation import testset as scoring
 from fakedet.evaluation.metrics import group_metrics, mean_over_groups
+from fakedet.sources.layouts import discover_test_set
 
 V010 = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"  # fast, 64 px
 runner = CliRunner()

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from conftest import write_image
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
-from fakedet.data.samples import IMAGE_SUFFIXES
 from fakedet.errors import UsageError
 from fakedet.evaluation.calibration import fit_calibration
 from fakedet.export.writer import CalibratedDetector, export_model
@@ -23,6 +22,7 @@ from fakedet.inference.exported import exported_checkpoint, load_exported
 from fakedet.inference.metadata import PARITY_LIMIT, SUFFIXES, ExportError
 from fakedet.inference.predictor import load_detector, predict_images
 from fakedet.models import create_model
+from fakedet.sources.samples import IMAGE_SUFFIXES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"
 HAS_ONNXRUNTIME = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
@@ -56,8 +56,8 @@ def demo_images(root: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def parity_batch(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
-    from fakedet.data.demo import build_demo_dataset
     from fakedet.data.transforms import EvalTransform, load_rgb
+    from fakedet.demo.dataset import build_demo_dataset
 
     root = tmp_path_factory.mktemp("parity")
     build_demo_dataset(root, num_images=12, img_size=64, seed=1)
@@ -205,7 +205,7 @@ def test_export_builds_the_calibration_in(
 def test_predict_on_an_export_matches_the_checkpoint(
     fmt: str, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    from fakedet.data.demo import build_demo_dataset
+    from fakedet.demo.dataset import build_demo_dataset
 
     build_demo_dataset(tmp_path / "images", num_images=8, img_size=64, seed=2)
     images = demo_images(tmp_path / "images")
@@ -320,7 +320,7 @@ def test_torch_free_onnx_predict_matches_the_checkpoint(
 ) -> None:
     """`predict MODEL.onnx` scores with numpy and ONNX Runtime alone: the same views, averaging,
     calibration and verdicts as the checkpoint scored in PyTorch, with one view and with five."""
-    from fakedet.data.demo import build_demo_dataset
+    from fakedet.demo.dataset import build_demo_dataset
     from fakedet.inference.onnx_scoring import OnnxDetector, predict_onnx
 
     build_demo_dataset(tmp_path / "images", num_images=8, img_size=96, seed=3)

@@ -15,20 +15,20 @@ from typer.testing import CliRunner
 
 from fakedet.cli import app
 from fakedet.data.dataset import collate
-from fakedet.data.demo import available_photos, build_demo_dataset
-from fakedet.data.families import (
-    denoise_resynthesis,
-    partial_fake,
-    process_real,
-    region_mask,
-    subpixel_decoder,
-)
 from fakedet.data.transforms import (
     EvalTransform,
     TooSmallError,
     TrainTransform,
     crop_shape,
     to_tensor,
+)
+from fakedet.demo.dataset import available_photos, build_demo_dataset
+from fakedet.demo.families import (
+    denoise_resynthesis,
+    partial_fake,
+    process_real,
+    region_mask,
+    subpixel_decoder,
 )
 from fakedet.inference.exported import ExportedModel
 from fakedet.inference.predictor import min_input_side, score_views

@@ -1,9 +1,11 @@
-"""`import fakedet` and `fakedet --help` must stay light: no torch."""
+"""The house stays as built: `import fakedet` and `fakedet --help` light (no torch), imports one
+way between the parts, and rooms small enough to read."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _modules_after(code: str) -> set[str]:
@@ -82,13 +84,55 @@ def test_no_import_cycle_between_the_parts() -> None:
 
 
 def test_tomli_is_declared_where_tomllib_is_missing() -> None:
-    """config.py reads TOML with tomli before Python 3.11; the package must depend on it there."""
+    """config_files.py reads TOML with tomli before Python 3.11; the package must depend on it there."""
     from pathlib import Path
 
-    from fakedet.config import tomllib
+    from fakedet.config_files import tomllib
 
     project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert any(
         dependency.startswith("tomli") and "python_version < '3.11'" in dependency
         for dependency in project["project"]["dependencies"]
     )
+
+
+# The size of a room a newcomer reads in one sitting: a module on a few screens, a package of a
+# dozen modules. Past these, split by purpose (docs/code-map.md lists the rooms).
+MAX_MODULE_LINES = 400
+MAX_PACKAGE_MODULES = 12
+MAX_PACKAGE_LINES = 2000
+
+
+def _sizes(package: Path) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    modules: dict[str, int] = {}
+    packages: dict[str, tuple[int, int]] = {}
+    for path in sorted(package.rglob("*.py")):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        modules[str(path.relative_to(package.parent))] = lines
+        folder = str(path.parent.relative_to(package.parent))
+        count, total = packages.get(folder, (0, 0))
+        packages[folder] = (count + 1, total + lines)
+    return modules, packages
+
+
+def test_modules_and_packages_stay_small() -> None:
+    modules, packages = _sizes(Path(__file__).parent.parent / "fakedet")
+    long = {name: lines for name, lines in modules.items() if lines > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+    big = {
+        name: size
+        for name, size in packages.items()
+        if size[0] > MAX_PACKAGE_MODULES or size[1] > MAX_PACKAGE_LINES
+    }
+    assert not big, (
+        f"packages over {MAX_PACKAGE_MODULES} modules or {MAX_PACKAGE_LINES} lines: {big}"
+    )
+
+
+def test_size_check_sees_a_long_module(tmp_path: Path) -> None:
+    package = tmp_path / "fakedet"
+    (package / "part").mkdir(parents=True)
+    (package / "part" / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    modules, packages = _sizes(package)
+    assert modules["fakedet/part/long.py"] == MAX_MODULE_LINES + 1
+    assert packages["fakedet/part"] == (1, MAX_MODULE_LINES + 1)

@@ -13,16 +13,16 @@ import pytest
 from PIL import Image
 
 from conftest import make_folder_dataset, write_image
-from fakedet.data.index_cache import (
+from fakedet.sources.folders import check_image_header
+from fakedet.sources.index_cache import (
     estimate_jpeg_quality,
     scan_with_cache,
     scan_with_cache_ranked,
     split_readable,
 )
-from fakedet.data.index_file import CACHE_FILE, cache_paths, encode_cache
-from fakedet.data.layouts import check_image_header
-from fakedet.data.listing import list_image_files
-from fakedet.data.samples import IMAGE_SUFFIXES, Sample
+from fakedet.sources.index_file import CACHE_FILE, cache_paths, encode_cache
+from fakedet.sources.listing import list_image_files
+from fakedet.sources.samples import IMAGE_SUFFIXES, Sample
 
 
 def _images(root: Path) -> list[str]:
@@ -283,8 +283,8 @@ def test_listing_matches_the_rglob_listing(tmp_path: Path, monkeypatch: pytest.M
 def test_the_listing_stats_spare_a_second_stat_and_match_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fakedet.data import index_cache
-    from fakedet.data.listing import scan_image_files
+    from fakedet.sources import index_cache
+    from fakedet.sources.listing import scan_image_files
 
     root = make_folder_dataset(tmp_path / "data", per_class=3)
     listing = scan_image_files(root)
@@ -308,7 +308,7 @@ def test_the_audit_before_training_reads_the_index_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fakedet.data import audit
-    from fakedet.data.layouts import build_index
+    from fakedet.sources.layouts import build_index
 
     root = make_folder_dataset(tmp_path / "data", per_class=3)
     (root / "train" / "fake" / "broken.png").write_bytes(b"not an image")

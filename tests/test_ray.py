@@ -16,9 +16,9 @@ CHECKPOINT = Path(__file__).parent / "fixtures" / "checkpoint_0.2.0.pt"
 
 
 def test_ray_scan_scores_every_key_once_like_the_local_scan(tmp_path: Path) -> None:
-    from fakedet.data.shards import expand_sources
     from fakedet.inference.results import collect_images
     from fakedet.scale.ray_scan import ray_scan
+    from fakedet.sources.shards.reading import expand_sources
 
     data = make_folder_dataset(tmp_path / "data", per_class=3, with_val=False)
     (data / "train" / "fake" / "broken.png").write_bytes(b"not an image")

@@ -15,12 +15,13 @@ import torch
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
 from fakedet.checkpoints.files import load_checkpoint
-from fakedet.config import TrainingConfig, build_config
-from fakedet.data.layouts import index_dataset
+from fakedet.config import TrainingConfig
+from fakedet.config_files import build_config
 from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import LossFunction, build_loss
 from fakedet.models import create_model
 from fakedet.models.losses import LossTerms
+from fakedet.sources.layouts import index_dataset
 from fakedet.training import run
 from fakedet.training.build import build_runtime, build_training, seed_everything
 from fakedet.training.checkpointer import Checkpointer

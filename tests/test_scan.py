@@ -28,7 +28,7 @@ SLOW_SCAN = """
 import sys, time
 from pathlib import Path
 import fakedet.inference.scan as scan
-from fakedet.data.shards import expand_sources
+from fakedet.sources.shards.reading import expand_sources
 from fakedet.inference.predictor import load_detector
 from fakedet.inference.results import collect_images
 source, output = Path(sys.argv[1]), Path(sys.argv[2])

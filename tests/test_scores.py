@@ -19,7 +19,8 @@ from conftest import make_folder_dataset, write_image
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import load_checkpoint
 from fakedet.cli import app
-from fakedet.config import PROCESSING_KINDS, build_config
+from fakedet.config import PROCESSING_KINDS
+from fakedet.config_files import build_config
 from fakedet.data.processing import SUITE, ProcessingAugment
 from fakedet.data.transforms import TrainTransform
 from fakedet.errors import ConfigError, UsageError

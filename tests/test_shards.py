@@ -21,11 +21,11 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from fakedet.checkpoints.files import load_checkpoint  # noqa: E402
 from fakedet.cli import app  # noqa: E402
-from fakedet.data.convert import parse_size  # noqa: E402
-from fakedet.data.layouts import build_index, discover_test_set  # noqa: E402
 from fakedet.data.loader import EpochSampler  # noqa: E402
-from fakedet.data.shards import read_groups  # noqa: E402
 from fakedet.errors import DataError, UsageError  # noqa: E402
+from fakedet.sources.layouts import build_index, discover_test_set  # noqa: E402
+from fakedet.sources.shards.convert import parse_size  # noqa: E402
+from fakedet.sources.shards.reading import read_groups  # noqa: E402
 
 runner = CliRunner()
 FORMATS = ["webdataset", "parquet"]
@@ -63,7 +63,7 @@ def test_convert_round_trip_keeps_counts_and_labels(tmp_path: Path, fmt: str) ->
         assert hashlib.sha256(written).hexdigest() == entry["sha256"]
     # The bytes are the original file's, never re-encoded.
     first = sorted(shards.train, key=lambda sample: sample.path)[0]
-    from fakedet.data.shards import read_shard_bytes
+    from fakedet.sources.shards.reading import read_shard_bytes
 
     originals = {path.read_bytes() for path in (data / "train").rglob("*.png")}
     assert read_shard_bytes(first.path) in originals
@@ -99,7 +99,7 @@ def test_parquet_order_shuffles_row_groups_then_windows(tmp_path: Path) -> None:
     rows = [{"image": {"bytes": b"x", "path": None}, "label": i % 2} for i in range(30)]
     (tmp_path / "train").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train" / "a.parquet", row_group_size=5)
-    from fakedet.data.samples import Sample
+    from fakedet.sources.samples import Sample
 
     samples = [Sample(f"{tmp_path}/train/a.parquet#{row:02d}", 1.0) for row in range(30)]
     groups = read_groups(samples)
@@ -242,7 +242,7 @@ def test_a_shard_source_without_the_extra_names_it(monkeypatch: pytest.MonkeyPat
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_webdataset)
-    from fakedet.data.shards import require_shard_libraries
+    from fakedet.sources.shards.keys import require_shard_libraries
 
     with pytest.raises(UsageError, match=r"fakedet\[shards\]"):
         require_shard_libraries()

@@ -11,13 +11,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, load_rgb
 from fakedet.errors import CheckpointError
 from fakedet.models import create_model
 from fakedet.models.loading import build_model
-from fakedet.training.build import parameter_groups
+from fakedet.sources.samples import Sample
 from fakedet.training.spectrum_read import fit_spectrum_read
+from fakedet.training.weights import parameter_groups
 
 OPTIONS = {"num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": 2}
 

@@ -92,7 +92,7 @@ def test_a_dataset_decodes_through_the_cache_reader(tmp_path: Path) -> None:
     paths = sorted(str(p) for p in root.rglob("*.png"))
     build_decoded_cache(root, paths)
     reader = open_decoded_cache(root).reader(paths, fallback=lambda path: pytest.fail(path))
-    from fakedet.data.samples import Sample
+    from fakedet.sources.samples import Sample
 
     dataset = ImageDataset([Sample(paths[0], 1.0)], EvalTransform(32), decode=reader)
     expected = EvalTransform(32)(load_rgb(paths[0]))
@@ -135,7 +135,7 @@ def test_batch_augmentation_depends_on_the_seed_and_step_only() -> None:
 
 
 def test_compile_wraps_what_trains_and_leaves_the_saved_module_bare(tmp_path: Path) -> None:
-    from fakedet.data.layouts import index_dataset
+    from fakedet.sources.layouts import index_dataset
     from fakedet.training.build import build_runtime, build_training
     from fakedet.training.logging import Reporter
 

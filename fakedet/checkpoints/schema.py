@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from fakedet import __version__
 from fakedet.checkpoints.calibration import Calibration
-from fakedet.config import TrainingConfig, config_to_dict, describe_validation_error
+from fakedet.config import TrainingConfig
+from fakedet.config_files import config_to_dict, describe_validation_error
 from fakedet.errors import CheckpointError
 from fakedet.models.backbones.spec import BackboneChoice, backbone_choice
 

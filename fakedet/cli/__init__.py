@@ -11,12 +11,13 @@ from fakedet.cli.base import app
 from fakedet.cli.cache import cache
 from fakedet.cli.convert import convert
 from fakedet.cli.doctor import doctor
-from fakedet.cli.evaluate import evaluate
 from fakedet.cli.export import export
 from fakedet.cli.prepare import demo_data, recommend
+from fakedet.cli.scoring.checks import calibrate, inspect_checkpoint, validate
+from fakedet.cli.scoring.evaluate import evaluate
+from fakedet.cli.scoring.predict import predict
 from fakedet.cli.serve import serve
 from fakedet.cli.train import resume, train
-from fakedet.cli.use import calibrate, inspect_checkpoint, predict, validate
 
 app.command("train", context_settings={"max_content_width": 120})(train)
 app.command("resume", context_settings={"max_content_width": 120})(resume)

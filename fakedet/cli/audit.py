@@ -92,7 +92,7 @@ def audit(
     with errors_to_exit_codes():
         from fakedet.config import TrainingConfig
         from fakedet.data.audit import audit_index
-        from fakedet.data.layouts import build_index
+        from fakedet.sources.layouts import build_index
 
         defaults = TrainingConfig.model_fields
         index = build_index(

@@ -32,7 +32,7 @@ def cache(
     with errors_to_exit_codes():
         from fakedet.config import TrainingConfig
         from fakedet.data.decoded_cache import build_decoded_cache
-        from fakedet.data.layouts import index_dataset
+        from fakedet.sources.layouts import index_dataset
 
         index = index_dataset(TrainingConfig(data_root=data_root))
         paths = [sample.path for sample in (*index.train, *index.val)]

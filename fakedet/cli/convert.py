@@ -39,7 +39,7 @@ def convert(
     with errors_to_exit_codes():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        from fakedet.data.convert import convert_dataset, parse_size
+        from fakedet.sources.shards.convert import convert_dataset, parse_size
 
         size = parse_size(shard_size)
         with Progress(

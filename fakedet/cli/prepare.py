@@ -53,7 +53,7 @@ def demo_data(
         fakedet demo-data demo --holdout bicubic,pixel_shuffle   # a cross-generator test set
     """
     with errors_to_exit_codes():
-        from fakedet.data.demo import DEFAULT_FAMILIES, build_demo_dataset
+        from fakedet.demo.dataset import DEFAULT_FAMILIES, build_demo_dataset
 
         with progress_bar("demo-data") as progress:
             task = progress.add_task("images", total=num_images)

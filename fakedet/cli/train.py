@@ -14,7 +14,8 @@ from fakedet.cli.base import (
     console,
     errors_to_exit_codes,
 )
-from fakedet.config import TrainingConfig, build_config, load_config_file
+from fakedet.config import TrainingConfig
+from fakedet.config_files import build_config, load_config_file
 from fakedet.errors import UsageError
 
 FROM_CHECKPOINT = "from the checkpoint"
@@ -31,13 +32,13 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 
 def _launch(devices: int | None) -> bool:
     """True when this process should start torchrun rather than train itself."""
-    from fakedet.training.distributed import launched_by_torchrun
+    from fakedet.distributed.torchrun import launched_by_torchrun
 
     return devices is not None and devices > 1 and not launched_by_torchrun()
 
 
 def _run_launcher(devices: int) -> None:
-    from fakedet.training.launch import launch_torchrun
+    from fakedet.distributed.launch import launch_torchrun
 
     code = launch_torchrun(
         devices, lambda text: console.print(text, highlight=False, soft_wrap=True)
@@ -214,7 +215,7 @@ def train(
         settings = load_config_file(config_file) if config_file else {}
         settings.update(given)
         if settings.get("init_from") is not None:
-            from fakedet.training.build import init_settings
+            from fakedet.training.weights import init_settings
 
             # The model comes from the checkpoint unless a flag says otherwise.
             settings = {**init_settings(Path(settings["init_from"])), **settings}

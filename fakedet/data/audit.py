@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from fakedet.data.index_cache import (
+from fakedet.sources.index_cache import (
     ImageRecords,
     NoteCallback,
     ProgressCallback,
     scan_with_cache,
 )
-from fakedet.data.samples import DatasetIndex, Sample
+from fakedet.sources.samples import DatasetIndex, Sample
 
 # An AUC this far from 0.5 (>= 0.9 or <= 0.1) means the feature alone nearly tells the classes.
 SHORTCUT_AUC = 0.9

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import load_rgb
+from fakedet.sources.samples import Sample
 
 Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]
 

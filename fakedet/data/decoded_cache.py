@@ -6,7 +6,7 @@ its centre crop of at most `max_side` per side, never resampled. Random crops th
 (for `max_side` above the crop) and an image smaller than the crop is up-scaled at training
 time exactly as when decoded from its file. An entry is used only while its file has the size
 and modification time it had when decoded, the rule of the dataset index
-(fakedet/data/index_cache.py); any other file, or a changed one, is decoded as before.
+(fakedet/sources/index_cache.py); any other file, or a changed one, is decoded as before.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 
 from fakedet.data.decode import decode_rgb
-from fakedet.data.index_file import user_cache_dir
 from fakedet.errors import DataError, WriteError
 from fakedet.io import atomic_write_bytes, ensure_folder
+from fakedet.sources.index_file import user_cache_dir
 
 FORMAT_VERSION = 1
 ENTRIES_FILE = "entries.npz"

@@ -29,7 +29,8 @@ def _source(path: str) -> str | io.BytesIO:
     """The file, or the bytes of a shard sample (`SHARD.tar#MEMBER`, `SHARD.parquet#ROW`)."""
     if "#" not in path:  # a plain file: the shard reader is never imported
         return path
-    from fakedet.data.shards import is_shard_key, read_shard_bytes
+    from fakedet.sources.shards.keys import is_shard_key
+    from fakedet.sources.shards.reading import read_shard_bytes
 
     return io.BytesIO(read_shard_bytes(path)) if is_shard_key(path) else path
 

@@ -16,8 +16,8 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from fakedet import hardware
 from fakedet.data.dataset import ImageDataset, Transform, collate
 from fakedet.data.images import load_rgb
-from fakedet.data.samples import Sample
-from fakedet.data.shards import SHUFFLE_WINDOW_GROUPS, read_groups
+from fakedet.sources.samples import Sample
+from fakedet.sources.shards.reading import SHUFFLE_WINDOW_GROUPS, read_groups
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

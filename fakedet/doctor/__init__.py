@@ -23,14 +23,8 @@ from fakedet.doctor.findings import (
     series,
 )
 from fakedet.doctor.machine import underused_hardware
-from fakedet.doctor.rules import (
-    NOT_LEARNING_MIN_DROP,
-    inaccurate_scores,
-    not_learning,
-    overfitting,
-    poor_separation,
-    unstable,
-)
+from fakedet.doctor.progress import NOT_LEARNING_MIN_DROP, not_learning, overfitting, unstable
+from fakedet.doctor.scores import inaccurate_scores, poor_separation
 
 
 def diagnose(

@@ -11,9 +11,7 @@ import numpy as np
 from fakedet.checkpoints.calibration import Calibration, check_method, parse_rule
 from fakedet.checkpoints.files import checkpoint_path, save_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
-from fakedet.data.layouts import index_dataset
 from fakedet.data.loader import loader_options
-from fakedet.data.samples import DatasetIndex, Sample
 from fakedet.data.transforms import check_crops
 from fakedet.errors import DataError, UsageError
 from fakedet.evaluation.calibration import fit_calibration
@@ -23,6 +21,8 @@ from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import calibration_of, load_detector, predict_images
 from fakedet.io import ensure_folder, json_safe
 from fakedet.runtime import FP32
+from fakedet.sources.layouts import index_dataset
+from fakedet.sources.samples import DatasetIndex, Sample
 
 
 @dataclass

@@ -23,11 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import checkpoint_path
 from fakedet.data.dataset import stack_images
-from fakedet.data.layouts import TestSet, discover_test_set
 from fakedet.data.loader import init_worker, loader_options
 from fakedet.data.perturb import Perturbation, parse_perturbations
 from fakedet.data.processing import SUITE, Processing
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import (
     MIN_SIDE,
     EvalTransform,
@@ -45,6 +43,8 @@ from fakedet.inference.predictor import (
     score_views,
 )
 from fakedet.runtime import resolve_device
+from fakedet.sources.layouts import TestSet, discover_test_set
+from fakedet.sources.samples import Sample
 
 # fpr: share of real images called fake at the stored threshold, fnr: of fakes called real;
 # realness_shift: mean change of the real images' calibrated realness from the unperturbed.

@@ -15,12 +15,12 @@ from torch.utils.data import DataLoader
 
 from fakedet.config import TrainingConfig
 from fakedet.data.loader import make_loader
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, pixels_to_float
 from fakedet.evaluation.metrics import detection_metrics
 from fakedet.models.loading import forward_batch
 from fakedet.models.losses import DetectorLoss, LossTerms, add_loss_terms, mean_loss_terms
 from fakedet.runtime import Precision
+from fakedet.sources.samples import Sample
 
 LossFunction = Callable[[dict[str, torch.Tensor], torch.Tensor], LossTerms]
 

@@ -21,8 +21,6 @@ from torch import nn
 from fakedet.checkpoints.calibration import IDENTITY, Calibration
 from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
-from fakedet.data.layouts import index_dataset
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import EvalTransform, TooSmallError, load_rgb
 from fakedet.errors import FakedetError, UsageError
 from fakedet.inference.exported import (
@@ -44,6 +42,8 @@ from fakedet.inference.metadata import (
     ExportError,
 )
 from fakedet.models.loading import build_model
+from fakedet.sources.layouts import index_dataset
+from fakedet.sources.samples import Sample
 
 
 class CalibratedDetector(nn.Module):
@@ -190,7 +190,7 @@ def parity_images(checkpoint: Checkpoint, limit: int = PARITY_IMAGES) -> tuple[t
         samples = []
     if samples:
         return _load_images(samples, size), source
-    from fakedet.data.demo import build_demo_dataset
+    from fakedet.demo.dataset import build_demo_dataset
 
     with tempfile.TemporaryDirectory(prefix="fakedet-parity-") as folder:
         build_demo_dataset(Path(folder), num_images=limit, img_size=size, seed=0)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from fakedet.checkpoints.files import checkpoint_path
-from fakedet.config import TrainingConfig, config_to_dict
+from fakedet.config import TrainingConfig
+from fakedet.config_files import config_to_dict
 from fakedet.inference.predictor import calibration_of, load_detector
 from fakedet.io import finite_or_none
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fakedet import __version__
 from fakedet.checkpoints.calibration import EPSILON, IDENTITY, Calibration
-from fakedet.config import config_to_dict
+from fakedet.config_files import config_to_dict
 from fakedet.errors import CheckpointError, FakedetError, UsageError
 
 if TYPE_CHECKING:

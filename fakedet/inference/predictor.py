@@ -15,7 +15,6 @@ from fakedet.checkpoints.calibration import IDENTITY, Calibration
 from fakedet.checkpoints.files import load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.data.loader import loader_options, make_loader
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import (
     MIN_SIDE,
     TOO_SMALL,
@@ -29,6 +28,7 @@ from fakedet.inference.metadata import is_exported_file
 from fakedet.inference.results import Prediction
 from fakedet.models.loading import build_model, forward_batch
 from fakedet.runtime import resolve_device
+from fakedet.sources.samples import Sample
 
 
 def load_detector(path: Path, device: str = "auto") -> tuple[nn.Module, Checkpoint]:

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fakedet.data.samples import IMAGE_SUFFIXES
 from fakedet.errors import UsageError
 from fakedet.io import atomic_write_text
+from fakedet.sources.samples import IMAGE_SUFFIXES
 
 
 def collect_images(inputs: Sequence[Path]) -> list[Path]:

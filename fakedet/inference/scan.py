@@ -23,13 +23,13 @@ import torch
 
 from fakedet.checkpoints.calibration import IDENTITY, Calibration
 from fakedet.data.loader import loader_options, make_loader
-from fakedet.data.samples import Sample
-from fakedet.data.shards import require_shard_libraries
 from fakedet.data.transforms import TOO_SMALL, EvalTransform, check_crops, pixels_to_float
 from fakedet.errors import OutputPathError, WriteError
 from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import min_input_side, score_views
 from fakedet.io import atomic_write_bytes, ensure_folder
+from fakedet.sources.samples import Sample
+from fakedet.sources.shards.keys import require_shard_libraries
 
 if TYPE_CHECKING:
     import pyarrow as pa

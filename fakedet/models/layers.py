@@ -152,3 +152,13 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
                 module[index] = fuse_conv_bn_eval(conv, norm)
                 module[index + 1] = nn.Identity()
     return fused.to(memory_format=torch.channels_last)
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> str | None:
+    """Load `weights` strictly into `model`; None when they fit, else the first line of why not
+    (at most 160 characters), for the caller's own error that names the file and the fix."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        return str(exc).strip().splitlines()[0][:160]
+    return None

@@ -10,6 +10,7 @@ from torch import nn
 
 from fakedet.errors import CheckpointError
 from fakedet.models.backbones.spec import BackboneChoice
+from fakedet.models.layers import load_weights
 from fakedet.models.registry import create_model
 
 # Models that gained the spectral-coherence branch after fakedet 0.1.0 (models/coherence.py).
@@ -52,14 +53,12 @@ def build_model(
         options["patch_topk"] = patch_topk
     model = create_model(name, img_size=img_size, **options)
     if weights is not None:
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:160]
+        problem = load_weights(model, weights)
+        if problem is not None:
             raise CheckpointError(
-                f"The checkpoint's weights do not fit this fakedet's {name} model ({first}); "
+                f"The checkpoint's weights do not fit this fakedet's {name} model ({problem}); "
                 "use the fakedet version that trained it."
-            ) from None
+            )
     return model.to(device)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from fakedet.config import describe_validation_error
+from fakedet.config_files import describe_validation_error
 from fakedet.data.images import CROP_CHOICES
 from fakedet.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """From a config (and a checkpoint to continue) to a run's parts: device, precision, processes,
-dataset index, loaders, model, optimizer, scaler, schedule and loss.
+data loaders, model, optimizer, scaler, schedule and loss.
 
 Training, validation and inference build their parts here, so each rule is written once.
 """
@@ -11,7 +11,6 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,24 +19,24 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fakedet import advisor, hardware
-from fakedet.checkpoints.files import load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
 from fakedet.data.decoded_cache import open_decoded_cache
 from fakedet.data.gpu_augment import BatchAugment
 from fakedet.data.loader import loader_options, make_loader
 from fakedet.data.processing import ProcessingAugment
-from fakedet.data.samples import DatasetIndex
 from fakedet.data.transforms import TrainTransform
-from fakedet.errors import ConfigError, UsageError
+from fakedet.distributed.torchrun import DistContext, init_distributed
 from fakedet.evaluation.validation import LossFunction, build_loss, make_eval_loader
-from fakedet.models.backbones.spec import backbone_choice, file_sha256
+from fakedet.memory import measure_memory
+from fakedet.models.backbones.spec import backbone_choice
 from fakedet.models.loading import build_model
 from fakedet.runtime import Precision, resolve_device, resolve_precision
-from fakedet.training.distributed import DistContext, init_distributed
+from fakedet.sources.samples import DatasetIndex
 from fakedet.training.logging import Reporter
 from fakedet.training.schedule import WarmupCosine, build_schedule, resumed_schedule
 from fakedet.training.spectrum_read import fit_spectrum_read
+from fakedet.training.weights import backbone_parameter_groups, init_weights, parameter_groups
 
 # The conservative GradScaler of the seed: start low, grow slowly, back off gently.
 GRAD_SCALER_OPTIONS = {
@@ -89,101 +88,14 @@ def resolve_num_workers(num_workers: int | None, runtime: Runtime) -> int:
     return hardware.default_num_workers(device_type=runtime.device.type, processes=local)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on norms, biases and embeddings (1-D parameters)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def backbone_parameter_groups(
-    model: nn.Module, weight_decay: float, backbone_lr_scale: float
-) -> tuple[list[dict[str, Any]], list[float]]:
-    """`parameter_groups` for the head and for the backbone apart, and each group's LR scale:
-    a fine-tuned backbone moves `backbone_lr_scale` times as fast as the head it feeds."""
-    groups, scales = [], []
-    for prefix, scale in (("backbone.", backbone_lr_scale), ("", 1.0)):
-        chosen = [
-            p
-            for name, p in model.named_parameters()
-            if p.requires_grad and name.startswith(prefix) == bool(prefix)
-        ]
-        groups += [
-            {"params": [p for p in chosen if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in chosen if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-        scales += [scale, scale]
-    return groups, scales
-
-
-def record_weights_hash(config: TrainingConfig) -> TrainingConfig:
-    """The config with the sha256 of its backbone weights file; a recorded hash must match.
-
-    Raises:
-        UsageError: the file is missing.
-        ConfigError: the file's sha256 is not the recorded one.
-    """
-    if config.weights is None:
-        return config
-    if not Path(config.weights).is_file():
-        raise UsageError(f"--weights {config.weights} is not a file; pass the weights file path.")
-    actual = file_sha256(Path(config.weights))
-    if config.weights_sha256 is not None and actual != config.weights_sha256:
-        raise ConfigError(
-            f"--weights {config.weights} has sha256 {actual}, not the recorded "
-            f"{config.weights_sha256}; pass the file the run started with."
-        )
-    return config.model_copy(update={"weights_sha256": actual})
-
-
-# What must match between a run and the checkpoint it starts from (--init-from).
-MODEL_SETTINGS = ("mode", "backbone", "lora_rank", "with_spectral")
-
-
-def init_weights(config: TrainingConfig) -> dict[str, torch.Tensor] | None:
-    """The weights of `config.init_from`, when given, for a new run of the same model.
-
-    Raises:
-        CheckpointError: not a readable checkpoint.
-        ConfigError: it holds another model.
-    """
-    if config.init_from is None:
-        return None
-    start = load_checkpoint(Path(config.init_from))
-    for name in MODEL_SETTINGS:
-        theirs, ours = getattr(start.config, name), getattr(config, name)
-        if theirs != ours and not (name == "mode" and config.backbone is not None):
-            raise ConfigError(
-                f"--init-from {config.init_from} was trained with {name} {theirs!r}, this run "
-                f"has {ours!r}; train the same model (drop the flag that changes it)."
-            )
-    if not config.finetune and any(key.startswith("backbone.") for key in start.model_state):
-        raise ConfigError(
-            f"--init-from {config.init_from} holds a fine-tuned backbone, which a probe would "
-            "drop; add --finetune."
-        )
-    return start.model_state
-
-
-def init_settings(path: Path) -> dict[str, Any]:
-    """The model settings of the checkpoint at `path`, for a run started from it: what a user
-    does not repeat next to --init-from."""
-    start = load_checkpoint(path)
-    keep = (*MODEL_SETTINGS, "finetune", "img_size", "weights", "weights_sha256")
-    return {name: getattr(start.config, name) for name in keep}
-
-
 def resolve_batch_size(config: TrainingConfig, runtime: Runtime, reporter: Reporter) -> int:
     """The configured batch, or the advisor's for `--batch-size auto`."""
     if config.batch_size != "auto":
         return int(config.batch_size)
-    memory = None
+    profile = None
     if runtime.device.type == "cuda":
-        memory = advisor.measure_memory(config.mode, config.img_size, runtime.precision.enabled)
-    recommendation = advisor.recommend(advisor.detect_hardware(), config.mode, memory)
+        profile = measure_memory(config.mode, config.img_size, runtime.precision.enabled)
+    recommendation = advisor.recommend(advisor.detect_hardware(), config.mode, profile)
     reporter.info(f"batch_size auto -> {recommendation.batch_size} ({recommendation.reason})")
     return recommendation.batch_size
 
@@ -250,7 +162,7 @@ def build_training(
     )
     weights = resume.model_state if resume is not None else init_weights(config)
     if config.backbone is not None and not config.finetune:
-        from fakedet.training.features import probe_parts  # deferred: the backbone libraries
+        from fakedet.data.feature_cache import probe_parts  # deferred: the backbone libraries
 
         train_loader, val_loader, module = probe_parts(
             config,

@@ -13,10 +13,11 @@ from typing import Any
 from fakedet.checkpoints.calibration import Calibration
 from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
-from fakedet.config import TrainingConfig, dump_config_yaml
-from fakedet.data.samples import DatasetIndex
+from fakedet.config import TrainingConfig
+from fakedet.config_files import dump_config_yaml
 from fakedet.evaluation.validation import Scores
 from fakedet.io import atomic_write_text, ensure_folder
+from fakedet.sources.samples import DatasetIndex
 
 
 class Checkpointer:

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from fakedet.checkpoints.schema import Checkpoint
-from fakedet.config import TrainingConfig, build_config, config_to_dict
+from fakedet.config import TrainingConfig
+from fakedet.config_files import build_config, config_to_dict
 from fakedet.errors import ConfigError, DataError, UsageError
 
 # What a resume may change; everything else comes from the checkpoint's config.

@@ -13,25 +13,20 @@ from fakedet.checkpoints.files import checkpoint_path, load_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.config import TrainingConfig
 from fakedet.data.audit import audit_index, audit_lines
-from fakedet.data.layouts import index_dataset
-from fakedet.data.samples import DatasetIndex
+from fakedet.distributed.signals import StopSignals
+from fakedet.distributed.torchrun import barrier, shutdown
 from fakedet.errors import TrainingError, UsageError
 from fakedet.io import ensure_folder
 from fakedet.runtime import is_out_of_memory, resolve_device
-from fakedet.training.build import (
-    TrainingParts,
-    build_runtime,
-    build_training,
-    record_weights_hash,
-    seed_everything,
-)
+from fakedet.sources.layouts import index_dataset
+from fakedet.sources.samples import DatasetIndex
+from fakedet.training.build import TrainingParts, build_runtime, build_training, seed_everything
 from fakedet.training.callbacks import default_callbacks
 from fakedet.training.checkpointer import Checkpointer
-from fakedet.training.distributed import barrier, shutdown
 from fakedet.training.logging import Reporter
 from fakedet.training.resume import resume_config
-from fakedet.training.signals import StopSignals
 from fakedet.training.trainer import Trainer
+from fakedet.training.weights import record_weights_hash
 
 
 def train(

@@ -23,10 +23,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from fakedet.data.samples import Sample
 from fakedet.data.transforms import pixels_to_float
 from fakedet.evaluation.validation import make_eval_loader
 from fakedet.models.loading import forward_batch
+from fakedet.sources.samples import Sample
 
 # Enough for 32 features (the fit's train accuracy is flat past a few hundred images) and a few
 # seconds of decoding whatever the dataset's size. A seeded draw: every DDP rank fits the same.

@@ -18,6 +18,8 @@ import torch
 from fakedet.checkpoints.schema import Checkpoint, TrainState, zero_epoch_sums
 from fakedet.config import TrainingConfig
 from fakedet.data.transforms import pixels_to_float
+from fakedet.distributed.signals import StopSignals, TrainingInterrupted
+from fakedet.distributed.torchrun import any_rank, barrier, gather, sync_buffers
 from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import Scores, evaluate
 from fakedet.io import json_safe
@@ -26,9 +28,7 @@ from fakedet.models.losses import add_loss_terms, mean_loss_terms
 from fakedet.training.build import TrainingParts
 from fakedet.training.callbacks import Callback, default_callbacks
 from fakedet.training.checkpointer import Checkpointer
-from fakedet.training.distributed import any_rank, barrier, gather, sync_buffers
 from fakedet.training.logging import Reporter
-from fakedet.training.signals import StopSignals, TrainingInterrupted
 
 
 def accumulation_window(

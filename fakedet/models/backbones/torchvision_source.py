@@ -15,6 +15,7 @@ from fakedet.models.backbones.base import (
     WeightsSource,
     download_guarded,
 )
+from fakedet.models.layers import load_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,14 +80,12 @@ def load(name: str, weights: Path | None, img_size: int, pretrained: bool) -> Lo
                 weights_source(name),
                 lambda: default.get_state_dict(progress=False),  # type: ignore[union-attr]
             )
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:160]
+        problem = load_weights(model, state)
+        if problem is not None:
             raise BackboneError(
-                f"{weights} does not hold torchvision:{name} weights ({first}); pass that "
+                f"{weights} does not hold torchvision:{name} weights ({problem}); pass that "
                 "model's state dict file."
-            ) from None
+            )
     last_name, last = None, None
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Linear):

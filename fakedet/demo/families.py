@@ -1,6 +1,6 @@
 """Demo fake families made without a whole-image 2x up-sampling trace, and processed reals.
 
-Beside the demo's up-sampling decoders (fakedet/data/demo.py) these are the other ways fakes
+Beside the demo's up-sampling decoders (fakedet/demo/dataset.py) these are the other ways fakes
 are made, built offline from the shipped photos with numpy and torch only:
 
 - partial fakes: a region of a real photo replaced, the rest untouched, with the region's mask.

@@ -1,6 +1,6 @@
 """The built-in demo dataset: real photo crops vs. fakes made from the same crops, offline, from
 photos that installed packages ship: simulated generator up-sampling (AutoGAN, Zhang et al. 2019)
-and the families of fakedet/data/families.py (partial fakes with masks, denoiser re-synthesis,
+and the families of fakedet/demo/families.py (partial fakes with masks, denoiser re-synthesis,
 sub-pixel decoders), plus test-only hard fakes and processed reals.
 
 It shows that the tool works end to end; it is no claim about detecting real generators.
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from fakedet.data.families import (
+from fakedet.demo.families import (
     DECODER_FAMILIES,
     DENOISE_FAMILIES,
     PARTIAL_FAMILIES,
@@ -30,7 +30,7 @@ from fakedet.data.families import (
     make_fake,
     process_real,
 )
-from fakedet.data.hard_fakes import (
+from fakedet.demo.hard_fakes import (
     HARD_FAMILIES,
     LAUNDER_QUALITY,
     launder,

@@ -30,8 +30,8 @@ def run_scan(
     as_json: bool,
 ) -> None:
     """Parse the scan's flags, run it, render the result."""
-    from fakedet.data.shards import expand_sources
     from fakedet.inference.results import collect_images
+    from fakedet.sources.shards.reading import expand_sources
 
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine} is not one of {', '.join(ENGINES)}.")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakedet.data.samples import IMAGE_SUFFIXES
+from fakedet.sources.samples import IMAGE_SUFFIXES
 
 # A run of one folder's image files: (folder, names, sizes, mtimes).
 _Run = tuple[str, list[str], list[int], list[int]]

@@ -6,18 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fakedet.data.samples import TRAIN_FOLDERS, VAL_FOLDERS, DatasetIndex, stratified_split
-from fakedet.data.shards import (
+from fakedet.errors import DataError
+from fakedet.sources.samples import TRAIN_FOLDERS, VAL_FOLDERS, DatasetIndex, stratified_split
+from fakedet.sources.shards.formats import ShardIndex
+from fakedet.sources.shards.index import index_shards
+from fakedet.sources.shards.keys import (
     ParquetColumns,
-    ShardIndex,
     describe_formats,
     find_shards,
-    index_shards,
     require_shard_libraries,
-    shard_samples,
     split_shard_key,
 )
-from fakedet.errors import DataError
+from fakedet.sources.shards.reading import shard_samples
 
 UNSPLIT = "unsplit"
 

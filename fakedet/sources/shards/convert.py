@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fakedet.data.layouts import build_index, discover_test_set
-from fakedet.data.samples import Sample
-from fakedet.data.shards import is_shard_key, read_shard_bytes, require_shard_libraries
 from fakedet.errors import OutputPathError, UsageError
 from fakedet.io import atomic_write_text, ensure_folder
+from fakedet.sources.layouts import build_index, discover_test_set
+from fakedet.sources.samples import Sample
+from fakedet.sources.shards.keys import is_shard_key, require_shard_libraries
+from fakedet.sources.shards.reading import read_shard_bytes
 
 FORMATS = ("webdataset", "parquet")
 # Rows per Parquet row group: what Hugging Face writes for image datasets; one read brings in

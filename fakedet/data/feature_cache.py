@@ -4,7 +4,7 @@ each epoch after the first trains the probe from memory.
 The cache is keyed by the backbone, its weights' sha256, the input side, the preprocessing, the
 spectral branch and the views (the centre crop, or K seeded augmented views); inside it, each
 image by its path with its size and mtime, so an added or changed file is computed again and
-the rest is read back, as the dataset index does (fakedet/data/index_cache.py). It lives beside
+the rest is read back, as the dataset index does (fakedet/sources/index_cache.py). It lives beside
 the data (`.fakedet/features/`), else in the user's cache folder.
 """
 
@@ -25,16 +25,16 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from fakedet.config import TrainingConfig
 from fakedet.data.dataset import ImageDataset, Transform, collate
-from fakedet.data.index_file import cache_paths
 from fakedet.data.loader import EpochSampler, init_worker
-from fakedet.data.samples import DatasetIndex, Sample
 from fakedet.data.transforms import EvalTransform, TrainTransform, pixels_to_float
+from fakedet.distributed.torchrun import DistContext, barrier
 from fakedet.errors import OutputPathError, WriteError
 from fakedet.io import atomic_write_bytes
 from fakedet.models.backbones import BackboneDetector, FeatureProbe, build_backbone_detector
 from fakedet.models.backbones.spec import backbone_choice
 from fakedet.runtime import Precision
-from fakedet.training.distributed import DistContext, barrier
+from fakedet.sources.index_file import cache_paths
+from fakedet.sources.samples import DatasetIndex, Sample
 
 # Raised when what a cached row means changes (the feature layout, the views' seeding).
 FEATURE_CACHE_VERSION = 1

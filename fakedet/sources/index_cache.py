@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fakedet.data.index_file import (
+from fakedet.errors import OutputPathError, WriteError
+from fakedet.io import atomic_write_bytes
+from fakedet.sources.index_file import (
     DIGEST_BYTES,
     ImageRecords,
     InvalidCache,
@@ -26,9 +28,7 @@ from fakedet.data.index_file import (
     empty_records,
     encode_cache,
 )
-from fakedet.data.samples import Sample
-from fakedet.errors import OutputPathError, WriteError
-from fakedet.io import atomic_write_bytes
+from fakedet.sources.samples import Sample
 
 # Files per task of the header-reading pool: large enough that futures cost nothing next to the
 # headers, small enough that the progress bar moves.

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from fakedet.data.samples import (
+from fakedet.errors import DataError
+from fakedet.sources.samples import (
     TRAIN_FOLDERS,
     VAL_FOLDERS,
     DatasetIndex,
     Sample,
     stratified_split,
 )
-from fakedet.errors import DataError
 
 _TEXT_LABELS = {"real": 1.0, "fake": 0.0}
 
