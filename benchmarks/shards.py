@@ -34,7 +34,10 @@ from fakedet.sources.layouts import build_index
 from fakedet.sources.shards.convert import convert_dataset
 
 
-def loader_rate(samples: list, img_size: int, workers: int, epoch: int) -> float:
+def loader_rate(samples: list, img_size: int, workers: int, epoch: int) -> tuple[float, float]:
+    """(images/s of wall time, CPU ms of this process per image) of one training epoch; with 0
+    workers the CPU time is all the input pipeline's work, and it holds on a busy machine where
+    wall time does not."""
     loader = make_loader(
         samples,
         TrainTransform(img_size, True, 0.1, 0.1),
@@ -45,9 +48,14 @@ def loader_rate(samples: list, img_size: int, workers: int, epoch: int) -> float
         **loader_options(torch.device("cpu"), workers, persistent_workers=False),
     )
     loader.batch_sampler.sampler.set_epoch(epoch)
-    started = time.perf_counter()
+    # One intra-op thread, as in a loader worker (DataLoader gives each worker one): with more,
+    # OpenMP spin-waits on a busy machine are counted as the pipeline's CPU time.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    started, cpu = time.perf_counter(), time.process_time()
     count = sum(len(batch["labels"]) for batch in loader if batch["labels"] is not None)
-    return count / (time.perf_counter() - started)
+    torch.set_num_threads(threads)
+    return count / (time.perf_counter() - started), (time.process_time() - cpu) * 1e3 / count
 
 
 def main() -> None:
@@ -67,12 +75,18 @@ def main() -> None:
         sources = {name: build_index(root / name, False, 0.1, 0).train for name in
                    ("folder", "wds", "parquet")}  # fmt: skip
         rates: dict[str, list[float]] = {name: [] for name in sources}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in sources}
         model = build_model("fast", args.img_size, torch.device("cpu")).eval()
         paths = sorted((root / "folder").rglob("*.png"))
         predict_rates: dict[str, list[float]] = {"memory": [], "parquet": []}
         for repeat in range(args.repeats):
-            for name, samples in sources.items():
-                rates[name].append(loader_rate(samples, args.img_size, args.workers, repeat))
+            # Each repeat starts with the next source, so none always runs first (a cold cache,
+            # a CPU still clocking up) or last.
+            names = list(sources)
+            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+                rate, cpu = loader_rate(sources[name], args.img_size, args.workers, repeat)
+                rates[name].append(rate)
+                cpu_ms[name].append(cpu)
             started = time.perf_counter()
             predict_images(model, paths, args.img_size, IDENTITY, None, 32, args.workers)
             predict_rates["memory"].append(len(paths) / (time.perf_counter() - started))
@@ -85,7 +99,12 @@ def main() -> None:
     print(f"training input, {len(sources['folder'])} images, {args.workers} workers (img/s):")
     for name in sources:
         ratio = statistics.median(a / b for a, b in zip(rates[name], rates["folder"], strict=True))
-        print(f"  {name:8s} {median[name]:8.1f}   {ratio:.2f}x folder")
+        cpu = statistics.median(cpu_ms[name])
+        cpu_ratio = statistics.median(
+            f / s for s, f in zip(cpu_ms[name], cpu_ms["folder"], strict=True)
+        )
+        print(f"  {name:8s} {median[name]:8.1f}   {ratio:.2f}x folder   "
+              f"CPU {cpu:.2f} ms/img in this process ({cpu_ratio:.2f}x folder's speed)")  # fmt: skip
     memory, parquet = (statistics.median(predict_rates[k]) for k in ("memory", "parquet"))
     ratio = statistics.median(
         p / m for p, m in zip(predict_rates["parquet"], predict_rates["memory"], strict=True)

@@ -9,8 +9,10 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
@@ -246,3 +248,25 @@ def test_a_shard_source_without_the_extra_names_it(monkeypatch: pytest.MonkeyPat
 
     with pytest.raises(UsageError, match=r"fakedet\[shards\]"):
         require_shard_libraries()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_decoded_cache_reads_shard_samples_jpeg_and_png(tmp_path: Path, fmt: str) -> None:
+    """`fakedet cache` on shards decodes every sample (through torchvision for the JPEGs, from
+    the shard's bytes), with the pixels the loader would decode itself."""
+    from fakedet.data.decode import decode_rgb
+    from fakedet.data.decoded_cache import open_decoded_cache
+
+    data = make_folder_dataset(tmp_path / "data", per_class=2)
+    for path in list((data / "train" / "real").glob("*.png")):  # some samples as JPEG
+        Image.open(path).convert("RGB").save(path.with_suffix(".jpg"), quality=90)
+        path.unlink()
+    shards = tmp_path / "shards"
+    _convert(data, shards, fmt)
+    result = runner.invoke(app, ["cache", str(shards)])
+    assert result.exit_code == 0, result.output
+    assert "Decoded 8 images" in result.output and "unreadable" not in result.output
+    keys = [sample.path for sample in build_index(shards, False, 0.1, 0).train]
+    reader = open_decoded_cache(shards).reader(keys, fallback=lambda key: pytest.fail(key))
+    for key in keys:
+        assert np.array_equal(np.asarray(reader(key)), np.asarray(decode_rgb(key, "pillow")))

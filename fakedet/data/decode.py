@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import warnings
 from functools import cache
+from io import BytesIO
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fakedet.data.images import load_rgb
+from fakedet.data.images import image_source, load_rgb
 
 # JPEG modes whose RGB conversion is the same in libjpeg-turbo's and Pillow's hands.
 _TORCHVISION_JPEG_MODES = {"RGB", "L"}
@@ -33,26 +34,33 @@ def _torchvision_io() -> Any:
     return io
 
 
-def _is_torchvision_jpeg(path: str) -> bool:
+def _is_torchvision_jpeg(source: str | BytesIO) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as image:  # the header only; raises on a bomb
+        with Image.open(source) as image:  # the header only; raises on a bomb
             return image.format == "JPEG" and image.mode in _TORCHVISION_JPEG_MODES
 
 
 def decode_rgb(path: str, backend: str = "torchvision") -> Image.Image:
-    """The file as an RGB image, decoded by torchvision.io for JPEGs when `backend` is
+    """The file (or shard sample) as an RGB image, decoded by torchvision.io for JPEGs when `backend` is
     "torchvision" and torchvision is installed; by Pillow (`load_rgb`) otherwise.
 
     Raises:
         OSError: unreadable or truncated data, or a decompression bomb (as `load_rgb`).
     """
     io = _torchvision_io() if backend == "torchvision" else None
-    if io is None or not _is_torchvision_jpeg(path):
+    source = image_source(path)  # a file, or a shard sample's bytes
+    if io is None or not _is_torchvision_jpeg(source):
         return load_rgb(path)
+    if isinstance(source, BytesIO):
+        import torch
+
+        data = torch.frombuffer(bytearray(source.getvalue()), dtype=torch.uint8)
+    else:
+        data = io.read_file(path)
     try:
         pixels = io.decode_jpeg(
-            io.read_file(path), mode=io.ImageReadMode.RGB, apply_exif_orientation=True
+            data, mode=io.ImageReadMode.RGB, apply_exif_orientation=True
         )  # (3, H, W) uint8
     except RuntimeError:
         return load_rgb(path)  # what libjpeg-turbo refuses, Pillow decodes or explains

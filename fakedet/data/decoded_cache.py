@@ -93,7 +93,7 @@ class DecodedCache:
             if entry is None:
                 continue
             try:
-                stat = os.stat(path)
+                stat = _stat(path)
             except OSError:
                 continue
             if (stat.st_size, stat.st_mtime_ns) == entry[:2]:
@@ -152,6 +152,17 @@ def open_decoded_cache(data_root: Path) -> DecodedCache | None:
     return None
 
 
+def _stat(path: str) -> os.stat_result:
+    """The file's stat, or for a shard sample (`SHARD#MEMBER`) its shard's: a changed shard
+    makes each of its samples stale."""
+    if "#" in path:
+        from fakedet.sources.shards.keys import is_shard_key, split_shard_key
+
+        if is_shard_key(path):
+            return os.stat(split_shard_key(path)[0])
+    return os.stat(path)
+
+
 def _writable_folder(data_root: Path) -> Path:
     for folder in cache_folders(data_root):
         try:
@@ -204,7 +215,7 @@ def build_decoded_cache(
         with open(temporary, "wb") as handle:
             for done, path in enumerate(unique, start=1):
                 try:
-                    stat = os.stat(path)
+                    stat = _stat(path)
                     image = centre_crop_to(decode(path), max_side)
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
                     unreadable += 1

@@ -25,7 +25,7 @@ def _high_bit_to_l(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
 
 
-def _source(path: str) -> str | io.BytesIO:
+def image_source(path: str) -> str | io.BytesIO:
     """The file, or the bytes of a shard sample (`SHARD.tar#MEMBER`, `SHARD.parquet#ROW`)."""
     if "#" not in path:  # a plain file: the shard reader is never imported
         return path
@@ -44,7 +44,7 @@ def load_rgb(path: str) -> Image.Image:
     with warnings.catch_warnings():
         # Large-but-allowed images warn; the hard limit still raises DecompressionBombError.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(_source(path)) as image:
+        with Image.open(image_source(path)) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
     if image.mode in _HIGH_BIT_MODES:
