@@ -15,7 +15,7 @@ import numpy as np
 from fakedet.data.images import TOO_SMALL, TooSmallError, check_crops, eval_views, load_rgb
 from fakedet.errors import CheckpointError, UsageError
 from fakedet.inference.metadata import METADATA_KEY, ONNX_EXTRA_HINT, ExportMetadata
-from fakedet.inference.results import Prediction
+from fakedet.inference.results import Prediction, scored_row
 
 # Scores are clamped this far from 0 and 1 before their logits are averaged (as in PyTorch).
 VIEW_SCORE_EPS = 1e-6
@@ -95,14 +95,7 @@ def predict_onnx(
                 else _average_views(raw[start : start + len(views)])
             )
             start += len(views)
-            path = str(paths[index])
-            if not np.isfinite(score):
-                reason = "the model gave a non-finite score (its weights diverged)"
-                predictions[index] = Prediction(path, None, "error", reason)
-                continue
-            calibrated = float(calibration.apply(np.array(score))) if calibration else score
-            verdict = "real" if calibrated >= cut else "fake"
-            predictions[index] = Prediction(path, calibrated, verdict, raw=score)
+            predictions[index] = scored_row(str(paths[index]), score, calibration, cut)
         pending.clear()
 
     for index, path in enumerate(paths):

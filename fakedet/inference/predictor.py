@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +24,7 @@ from fakedet.data.transforms import (
 from fakedet.hardware import workers_or_default
 from fakedet.inference.exported import ExportedModel, exported_checkpoint, load_exported
 from fakedet.inference.metadata import is_exported_file
-from fakedet.inference.results import Prediction
+from fakedet.inference.results import Prediction, scored_row
 from fakedet.models.loading import build_model, forward_batch
 from fakedet.runtime import resolve_device
 from fakedet.sources.samples import Sample
@@ -145,13 +144,8 @@ def predict_images(
     cut = calibration.threshold if threshold is None else threshold
     predictions = []
     for index, sample in enumerate(samples):
-        if index in realness and not np.isfinite(realness[index]):
-            reason = "the model gave a non-finite score (its weights diverged)"
-            predictions.append(Prediction(sample.path, None, "error", reason))
-        elif index in realness:
-            calibrated = float(calibration.apply(np.array(realness[index])))
-            verdict = "real" if calibrated >= cut else "fake"
-            predictions.append(Prediction(sample.path, calibrated, verdict, raw=realness[index]))
+        if index in realness:
+            predictions.append(scored_row(sample.path, realness[index], calibration, cut))
         else:
             reason = errors.get(sample.path, "could not be read")
             verdict = TOO_SMALL if reason.startswith(TOO_SMALL) else "unreadable"

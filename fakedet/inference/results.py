@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fakedet.checkpoints.calibration import Calibration
 from fakedet.errors import UsageError
 from fakedet.io import atomic_write_text
 from fakedet.sources.samples import IMAGE_SUFFIXES
@@ -60,6 +64,20 @@ class Prediction:
         if not with_raw:
             del row["raw"]
         return row
+
+
+NON_FINITE = "the model gave a non-finite score (its weights diverged)"
+
+
+def scored_row(
+    path: str, raw: float, calibration: Calibration | None, threshold: float
+) -> Prediction:
+    """The row of an image the model scored: its raw realness calibrated (when a calibration is
+    given), the verdict at `threshold`; an "error" row when the score is not finite."""
+    if not math.isfinite(raw):
+        return Prediction(path, None, "error", NON_FINITE)
+    realness = raw if calibration is None else float(calibration.apply(np.array(raw)))
+    return Prediction(path, realness, "real" if realness >= threshold else "fake", raw=raw)
 
 
 def _rounded(value: float | None) -> float | None:

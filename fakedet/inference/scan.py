@@ -27,6 +27,7 @@ from fakedet.data.transforms import TOO_SMALL, EvalTransform, check_crops, pixel
 from fakedet.errors import OutputPathError, WriteError
 from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import min_input_side, score_views
+from fakedet.inference.results import NON_FINITE
 from fakedet.io import atomic_write_bytes, ensure_folder
 from fakedet.sources.samples import Sample
 from fakedet.sources.shards.keys import require_shard_libraries
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 FLUSH_ROWS = 1000
 FLUSH_SECONDS = 10.0
 PART_GLOB = "part-*.parquet"
-NON_FINITE = "the model gave a non-finite score (its weights diverged)"
 
 
 def _schema() -> pa.Schema:

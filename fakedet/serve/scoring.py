@@ -25,7 +25,7 @@ from fakedet.inference.predictor import (
     min_input_side,
     prepared_for_scoring,
 )
-from fakedet.inference.results import Prediction
+from fakedet.inference.results import Prediction, scored_row
 
 
 @dataclass
@@ -81,12 +81,7 @@ class ServedModel:
 
     def prediction(self, name: str, raw: float) -> Prediction:
         """The row predict prints for an image whose raw realness is `raw`."""
-        if not np.isfinite(raw):
-            reason = "the model gave a non-finite score (its weights diverged)"
-            return Prediction(name, None, "error", reason)
-        realness = self.calibrated(raw)
-        verdict = "real" if realness >= self.threshold else "fake"
-        return Prediction(name, realness, verdict, raw=raw)
+        return scored_row(name, raw, self.calibration, self.threshold)
 
     def info(self) -> dict[str, Any]:
         """What `GET /v1/model` says."""
