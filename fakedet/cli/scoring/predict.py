@@ -98,11 +98,18 @@ def predict(
         fakedet predict runs/demo ./incoming --output scores.csv
     """
     with errors_to_exit_codes():
-        from fakedet.cli.scoring.scanning import is_scan_output, run_scan
+        from fakedet.cli.scoring.scanning import ScanJob, is_scan_output, run_scan
 
         if engine != "local" or is_scan_output(output):
-            run_scan(checkpoint, paths, output, engine, address, threshold, batch_size, device,
-                     num_workers, crops, as_json)  # fmt: skip
+            if output is None:
+                raise UsageError(
+                    f"--engine {engine} writes Parquet: give --output NAME.parquet or an existing "
+                    "folder."
+                )
+            job = ScanJob(
+                checkpoint, output, threshold, batch_size, device, num_workers, crops, as_json
+            )
+            run_scan(job, paths, engine, address)
             return
         from fakedet.inference.results import (
             collect_images,
