@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fakedet.io import atomic_write_bytes, ensure_folder
+from fakedet.io import atomic_write_bytes
 
 PLOT_FILES = ("curves.png", "roc_pr.png", "confusion.png", "score_hist.png", "hardest.png")
 _DPI = 100  # figures are laid out and saved at the same resolution
@@ -208,73 +208,3 @@ def write_evaluation_plots(
         plot_hardest(paths, scores, labels, output_dir / "hardest.png", caption=caption),
     ]
     return [path for path in written if path is not None]
-
-
-def _short(name: str) -> str:
-    path = Path(name)
-    return "/".join(path.parts[-2:]) if path.name.endswith(".pt") else path.name
-
-
-def plot_group_bars(report: dict[str, Any], path: Path) -> Path:
-    """Unperturbed AP and accuracy per group (bars), one bar per checkpoint in each group."""
-    plt = _pyplot()
-    rows = [r for r in report["results"] if r["perturbation"] == "none"]
-    groups = list(dict.fromkeys(r["group"] for r in rows))
-    checkpoints = report["checkpoints"]
-    width = 0.8 / len(checkpoints)
-    figure, axes = plt.subplots(2, 1, figsize=(max(6.0, 1.0 + 0.9 * len(groups)), 6.5))
-    for ax, metric in zip(axes, ("ap", "accuracy"), strict=True):
-        for number, checkpoint in enumerate(checkpoints):
-            by_group = {r["group"]: r for r in rows if r["checkpoint"] == checkpoint}
-            values = [by_group[group][metric] for group in groups]
-            positions = np.arange(len(groups)) + (number - (len(checkpoints) - 1) / 2) * width
-            heights = [np.nan if value is None else value for value in values]
-            ax.bar(positions, heights, width, label=_short(checkpoint))
-        ax.set_xticks(np.arange(len(groups)), groups, rotation=30, ha="right")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("AP (fake = positive)" if metric == "ap" else "accuracy")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize="small")
-    axes[0].set_title(f"per group, unperturbed: {report['test_root']}")
-    return _save(figure, path)
-
-
-def plot_robustness(report: dict[str, Any], kind: str, path: Path) -> Path:
-    """Mean AUC, AP and accuracy against the level of one perturbation kind, per checkpoint;
-    the unperturbed value is the dashed line."""
-    plt = _pyplot()
-    means = [r for r in report["results"] if r["group"] == "mean"]
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    for ax, metric in zip(axes, ("auc", "ap", "accuracy"), strict=True):
-        for number, checkpoint in enumerate(report["checkpoints"]):
-            mine = [r for r in means if r["checkpoint"] == checkpoint]
-            points = sorted(
-                (float(r["perturbation"].split(":")[1]), r[metric])
-                for r in mine
-                if r["perturbation"].startswith(f"{kind}:") and r[metric] is not None
-            )
-            color = f"C{number}"
-            ax.plot([x for x, _ in points], [y for _, y in points], "o-", color=color,
-                    label=_short(checkpoint))  # fmt: skip
-            clean = next((r[metric] for r in mine if r["perturbation"] == "none"), None)
-            if clean is not None:
-                ax.axhline(clean, color=color, linestyle="--", alpha=0.6)
-        ax.set_xlabel(f"{kind} level")
-        ax.set_ylabel(f"mean {metric}")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        if kind in ("jpeg", "webp"):
-            ax.invert_xaxis()  # lower quality = stronger perturbation, to the right
-    axes[0].legend(fontsize="small")
-    figure.suptitle(f"{kind}: mean over groups (dashed: unperturbed)")
-    return _save(figure, path)
-
-
-def write_evaluate_plots(report: dict[str, Any], folder: Path) -> list[Path]:
-    """`fakedet evaluate --plots DIR`: groups.png and robustness_<kind>.png per kind used."""
-    ensure_folder(folder)
-    written = [plot_group_bars(report, folder / "groups.png")]
-    kinds = dict.fromkeys(p.split(":")[0] for p in report["perturbations"] if p != "none")
-    for kind in kinds:
-        written.append(plot_robustness(report, kind, folder / f"robustness_{kind}.png"))
-    return written

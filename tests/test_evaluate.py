@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from conftest import write_image
 from fakedet.checkpoints.files import load_checkpoint, save_checkpoint
 from fakedet.cli import app
-from fakedet.data.perturb import Perturbation, parse_perturbations
+from fakedet.data.perturb import NONE, Perturbation, parse_perturbations
 from fakedet.errors import UsageError
 from fakedet.evaluation import testset as scoring
-from fakedet.evaluation.metrics import group_metrics, mean_over_groups
+from fakedet.evaluation.metrics import TEST_METRICS, group_metrics
+from fakedet.evaluation.report import RESULT_KEYS, UNPERTURBED, GroupResult
 from fakedet.sources.layouts import discover_test_set
 
 V010 = Path(__file__).parent / "fixtures" / "checkpoint_0.1.0.pt"  # fast, 64 px
@@ -90,15 +91,28 @@ def test_metrics_of_a_group_and_of_one_class() -> None:
     assert "one class only (3 real, 0 fake)" in notes[0]
 
 
+def _row(group: str, **values: object) -> GroupResult:
+    empty = dict.fromkeys(RESULT_KEYS[3:-1])
+    return GroupResult(**{**empty, "checkpoint": "a.pt", "group": group, "perturbation": "none",
+                          **values, "notes": []})  # fmt: skip
+
+
 def test_the_mean_row_is_unweighted_and_leaves_nulls_out() -> None:
     rows = [
-        {**dict.fromkeys(("accuracy", "auc"), 0.5), "n_real": 10, "n_fake": 10},
-        {"accuracy": 1.0, "auc": None, "n_real": 2, "n_fake": 0},
+        _row("big", accuracy=0.5, auc=0.5, real_acc=0.8, n_real=10, n_fake=10),
+        _row("small", accuracy=1.0, auc=None, real_acc=0.6, n_real=2, n_fake=0),
     ]
-    rows = [{**dict.fromkeys(scoring.RESULT_KEYS), **row} for row in rows]
-    mean = mean_over_groups(rows)
-    assert mean["accuracy"] == 0.75  # not weighted by the 20 vs 2 images
-    assert mean["auc"] == 0.5 and (mean["n_real"], mean["n_fake"]) == (12, 10)
+    mean = GroupResult.mean_of(rows)
+    assert mean.accuracy == 0.75  # not weighted by the 20 vs 2 images
+    assert mean.auc == 0.5 and (mean.n_real, mean.n_fake) == (12, 10)
+    assert mean.is_mean and (mean.checkpoint, mean.perturbation) == ("a.pt", "none")
+    assert mean.fpr == pytest.approx(0.3) and mean.fnr is None  # from the mean accuracies
+    assert mean.notes == ["unweighted mean over 2 group(s)"]
+
+
+def test_a_result_row_holds_the_metrics_in_order_and_the_report_its_names() -> None:
+    assert RESULT_KEYS[3 : 3 + len(TEST_METRICS)] == TEST_METRICS
+    assert NONE.name == UNPERTURBED
 
 
 def test_perturbations_parse_and_refuse_bad_levels() -> None:
@@ -153,18 +167,19 @@ def test_several_checkpoints_share_one_decode_per_image_and_level(
     )
     images = len(discover_test_set(generators).samples)
     assert len(decoded) == images * 2  # two levels (none, jpeg:50), whatever the checkpoints
-    assert report["perturbations"] == ["none", "jpeg:50"]
-    assert len(report["results"]) == 2 * 2 * (4 + 1)  # checkpoints x levels x (groups + mean)
-    by_key = {(r["checkpoint"], r["group"], r["perturbation"]): r for r in report["results"]}
+    assert report.perturbations == ["none", "jpeg:50"]
+    assert len(report.results) == 2 * 2 * (4 + 1)  # checkpoints x levels x (groups + mean)
+    by_key = {(r.checkpoint, r.group, r.perturbation): r for r in report.results}
     only_real = by_key[(str(V010), "onlyreal", "none")]
-    assert only_real["auc"] is None and "one class only" in only_real["notes"][0]
-    assert only_real["accuracy"] is not None
+    assert only_real.auc is None and "one class only" in only_real.notes[0]
+    assert only_real.accuracy is not None
+    assert report.mean_row("jpeg:50", str(second)) is by_key[(str(second), "mean", "jpeg:50")]
     # The same checkpoint scored alone gives the same numbers as in company.
     alone = scoring.evaluate_test_set(generators, [V010], batch_size=3, device="cpu")
-    for result in alone["results"]:
-        twin = by_key[(result["checkpoint"], result["group"], "none")]
+    for result in alone.results:
+        twin = by_key[(result.checkpoint, result.group, "none")]
         for key in ("auc", "ap", "accuracy", "ece"):
-            assert result[key] == pytest.approx(twin[key], abs=1e-6), key
+            assert getattr(result, key) == pytest.approx(getattr(twin, key), abs=1e-6), key
 
 
 def test_a_jpeg_level_changes_the_scores_and_repeats_exactly(generators: Path) -> None:
@@ -190,7 +205,7 @@ def test_the_command_writes_json_csv_markdown_and_plots(generators: Path, tmp_pa
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert set(report) >= {"test_root", "checkpoints", "perturbations", "results", "skipped"}
-    assert set(report["results"][0]) == set(scoring.RESULT_KEYS)
+    assert list(report["results"][0]) == list(RESULT_KEYS)
     rows = list(csv.DictReader((out / "r.csv").open()))
     assert len(rows) == len(report["results"]) and rows[0]["perturbation"] == "none"
     markdown = (out / "r.md").read_text()
@@ -204,12 +219,58 @@ def test_the_command_writes_json_csv_markdown_and_plots(generators: Path, tmp_pa
     assert "perturbation: blur:1" in table.output and "onlyreal" in table.output
 
 
+# The `evaluate --json` shape users' scripts parse, written out here rather than read from the
+# code: a release may add keys, never drop or rename one (nor reorder a result row's).
+DOCUMENTED_REPORT_KEYS = [
+    "test_root", "layout", "images", "groups", "checkpoints", "calibrated", "perturbations",
+    "processing", "crops", "results", "skipped",
+]  # fmt: skip
+DOCUMENTED_RESULT_KEYS = [
+    "checkpoint", "group", "perturbation", "n_real", "n_fake", "accuracy", "real_acc",
+    "fake_acc", "ap", "auc", "eer", "tpr_at_fpr_1", "tpr_at_fpr_5", "ece", "ece_raw", "fpr",
+    "fnr", "realness_shift", "notes",
+]  # fmt: skip
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """One group of 2 real and 2 fake images, and a file that is no image."""
+    _pair(tmp_path / "tiny", "real", "fake", 2, 0)
+    (tmp_path / "tiny" / "fake" / "broken.png").write_bytes(b"not an image")
+    return tmp_path / "tiny"
+
+
+def test_evaluate_json_and_csv_keep_every_documented_key(tiny: Path, tmp_path: Path) -> None:
+    table = tmp_path / "r.csv"
+    args = ["evaluate", str(tiny), str(V010), "--device", "cpu", "--json", "--csv", str(table)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [key for key in report if key in DOCUMENTED_REPORT_KEYS] == DOCUMENTED_REPORT_KEYS
+    assert [row["group"] for row in report["results"]] == ["tiny", "mean"]
+    for row in report["results"]:
+        assert [key for key in row if key in DOCUMENTED_RESULT_KEYS] == DOCUMENTED_RESULT_KEYS
+    assert report["skipped"][0]["path"].endswith("broken.png") and report["skipped"][0]["reason"]
+    assert report["calibrated"] == {str(V010): False} and report["crops"] == 1
+    header = next(csv.reader(table.open()))
+    assert [key for key in header if key in DOCUMENTED_RESULT_KEYS] == DOCUMENTED_RESULT_KEYS
+
+
+def test_the_report_round_trips_through_json(tiny: Path) -> None:
+    report = scoring.evaluate_test_set(tiny, [V010], ["blur:1"], device="cpu")
+    as_dict = report.to_dict()
+    assert json.loads(json.dumps(as_dict, allow_nan=False)) == as_dict
+    assert as_dict["results"] == [row.to_dict() for row in report.results]
+    skipped = [{"path": entry.path, "reason": entry.reason} for entry in report.skipped]
+    assert as_dict["skipped"] == skipped and len(skipped) == 1
+
+
 def test_unreadable_files_are_skipped_and_counted_per_group(generators: Path) -> None:
     (generators / "cifake" / "FAKE" / "broken.png").write_bytes(b"not an image")
     report = scoring.evaluate_test_set(generators, [V010], device="cpu")
-    assert [entry["path"].endswith("broken.png") for entry in report["skipped"]] == [True]
-    cifake = next(r for r in report["results"] if r["group"] == "cifake")
-    assert cifake["n_fake"] == 2 and "1 unreadable file(s) skipped" in cifake["notes"]
+    assert [entry.path.endswith("broken.png") for entry in report.skipped] == [True]
+    cifake = next(r for r in report.results if r.group == "cifake")
+    assert cifake.n_fake == 2 and "1 unreadable file(s) skipped" in cifake.notes
 
 
 @pytest.mark.parametrize(

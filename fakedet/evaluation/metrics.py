@@ -141,16 +141,3 @@ def group_metrics(
         tpr_at_fpr_5=float(true_positive[false_positive <= 0.05].max()),
     )
     return metrics, notes
-
-
-def mean_over_groups(rows: list[dict[str, float | int | None]]) -> dict[str, float | int | None]:
-    """The "mean" group as papers report it: the unweighted mean of each metric over the groups
-    that have it (None left out); n_real and n_fake are totals."""
-    mean: dict[str, float | int | None] = {}
-    for name in TEST_METRICS:
-        values = [row[name] for row in rows if row[name] is not None]
-        if name in ("n_real", "n_fake"):
-            mean[name] = int(sum(values))
-        else:
-            mean[name] = float(np.mean(values)) if values else None
-    return mean

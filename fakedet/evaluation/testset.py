@@ -33,7 +33,8 @@ from fakedet.data.transforms import (
     load_rgb,
     pixels_to_float,
 )
-from fakedet.evaluation.metrics import TEST_METRICS, group_metrics, mean_over_groups
+from fakedet.evaluation.metrics import group_metrics
+from fakedet.evaluation.report import EvaluationReport, GroupResult, SkippedFile
 from fakedet.hardware import workers_or_default
 from fakedet.inference.predictor import (
     calibration_of,
@@ -45,14 +46,6 @@ from fakedet.inference.predictor import (
 from fakedet.runtime import resolve_device
 from fakedet.sources.layouts import TestSet, discover_test_set
 from fakedet.sources.samples import Sample
-
-# fpr: share of real images called fake at the stored threshold, fnr: of fakes called real;
-# realness_shift: mean change of the real images' calibrated realness from the unperturbed.
-RESULT_KEYS = (
-    "checkpoint", "group", "perturbation", *TEST_METRICS, "fpr", "fnr", "realness_shift",
-    "notes",
-)  # fmt: skip
-MEAN_GROUP = "mean"
 
 
 @dataclass
@@ -165,14 +158,6 @@ def load_detectors(paths: Sequence[Path], device: torch.device) -> list[Detector
     return detectors
 
 
-def _error_rates(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """fpr and fnr at the threshold, from the per-class accuracies (None where undefined)."""
-    return {
-        "fpr": None if metrics["real_acc"] is None else 1.0 - metrics["real_acc"],
-        "fnr": None if metrics["fake_acc"] is None else 1.0 - metrics["fake_acc"],
-    }
-
-
 def _realness_shift(
     calibrated: np.ndarray, unperturbed: np.ndarray, reals: np.ndarray
 ) -> float | None:
@@ -187,7 +172,7 @@ def group_results(
     realness: np.ndarray,
     skipped_paths: Sequence[str],
     unperturbed: np.ndarray | None = None,
-) -> list[dict[str, Any]]:
+) -> list[GroupResult]:
     """One result row per group, then the mean row, for one detector and one perturbation.
     `unperturbed` is the detector's raw realness of the unperturbed images (default: these),
     which `realness_shift` is measured from."""
@@ -202,37 +187,14 @@ def group_results(
         metrics, notes = group_metrics(
             calibrated[members], labels[members], detector.threshold, realness[members]
         )
-        metrics.update(_error_rates(metrics))
-        metrics["realness_shift"] = _realness_shift(
-            calibrated, baseline, (groups == group) & (labels >= 0.5)
-        )
+        shift = _realness_shift(calibrated, baseline, (groups == group) & (labels >= 0.5))
         unreadable = unreadable_in[group]
         if unreadable:
             notes.append(f"{unreadable} unreadable file(s) skipped")
         rows.append(
-            {
-                "checkpoint": detector.name,
-                "group": group,
-                "perturbation": perturbation.name,
-                **metrics,
-                "notes": notes,
-            }
+            GroupResult.of_group(detector.name, group, perturbation.name, metrics, shift, notes)
         )
-    mean = mean_over_groups(rows)
-    mean.update(_error_rates(mean))
-    shifts = [row["realness_shift"] for row in rows if row["realness_shift"] is not None]
-    mean["realness_shift"] = float(np.mean(shifts)) if shifts else None
-    notes = [f"unweighted mean over {len(rows)} group(s)"]
-    rows.append(
-        {
-            "checkpoint": detector.name,
-            "group": MEAN_GROUP,
-            "perturbation": perturbation.name,
-            **mean,
-            "notes": notes,
-        }
-    )
-    return rows
+    return [*rows, GroupResult.mean_of(rows)]
 
 
 def evaluate_test_set(
@@ -247,7 +209,7 @@ def evaluate_test_set(
     on_images: Callable[[int], None] | None = None,
     crops: int = 1,
     processing: bool = False,
-) -> dict[str, Any]:
+) -> EvaluationReport:
     """Score every image under `test_root` with every checkpoint, per group and perturbation.
 
     Args:
@@ -263,7 +225,8 @@ def evaluate_test_set(
             kind a row named like "processing:jpeg60".
 
     Returns:
-        The report: test_root, checkpoints, perturbations, processing, results, skipped.
+        The report: per checkpoint and perturbation, a row per group and the mean row; the
+        files not scored.
 
     Raises:
         UsageError: bad perturbations or --crops, no labelled image, or a checkpoint that is not
@@ -279,7 +242,7 @@ def evaluate_test_set(
     workers = min(workers, max(0, len(test_set.samples) // batch_size))  # few images: no workers
     if on_start is not None:
         on_start(len(test_set.samples) * (len(perturbations) + len(processed)))
-    results: list[dict[str, Any]] = []
+    results: list[GroupResult] = []
     skipped = dict(test_set.skipped)
     unperturbed = None
     for perturbation in [*perturbations, *processed]:  # the unperturbed first
@@ -293,19 +256,19 @@ def evaluate_test_set(
             results += group_results(
                 test_set, detector, perturbation, scores[row], list(skipped), unperturbed[row]
             )
-    return {
-        "test_root": str(test_root),
-        "layout": test_set.layout,
-        "images": len(test_set.samples),
-        "groups": test_set.groups,
-        "checkpoints": [str(checkpoint_path(path)) for path in checkpoints],
-        "calibrated": {d.name: not d.calibration.is_identity for d in detectors},
-        "perturbations": [perturbation.name for perturbation in perturbations],
-        "processing": [kind.name for kind in processed],
-        "crops": crops,
-        "results": results,
-        "skipped": [{"path": path, "reason": reason} for path, reason in sorted(skipped.items())],
-    }
+    return EvaluationReport(
+        test_root=str(test_root),
+        layout=test_set.layout,
+        images=len(test_set.samples),
+        groups=test_set.groups,
+        checkpoints=[str(checkpoint_path(path)) for path in checkpoints],
+        calibrated={d.name: not d.calibration.is_identity for d in detectors},
+        perturbations=[perturbation.name for perturbation in perturbations],
+        processing=[kind.name for kind in processed],
+        crops=crops,
+        results=results,
+        skipped=[SkippedFile(path, reason) for path, reason in sorted(skipped.items())],
+    )
 
 
 def explain_test_set(

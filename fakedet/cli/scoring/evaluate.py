@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -21,6 +21,9 @@ from fakedet.cli.base import (
     progress_bar,
 )
 
+if TYPE_CHECKING:
+    from fakedet.evaluation.report import EvaluationReport, GroupResult
+
 # What the terminal and Markdown tables show per checkpoint (all metrics are in JSON and CSV).
 SHOWN = (("auc", "AUC"), ("ap", "AP"), ("accuracy", "acc"), ("fpr", "FPR"), ("fnr", "FNR"))
 # The everyday-processing summary per checkpoint: real photos called fake, the shift of their
@@ -30,31 +33,27 @@ PROCESSING_SHOWN = (
 )  # fmt: skip
 
 
-def _cell(value: Any) -> str:
+def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def processing_rows(report: dict[str, Any]) -> list[list[str]]:
+def processing_rows(report: EvaluationReport) -> list[list[str]]:
     """The processing summary's cells: per kind (unprocessed first), each checkpoint's mean-group
     PROCESSING_SHOWN values."""
-    means = {
-        (result["perturbation"], result["checkpoint"]): result
-        for result in report["results"]
-        if result["group"] == "mean"
-    }
     rows = []
-    for kind in ["none", *report["processing"]]:
+    for kind in report.processing_columns():
         cells = [kind.removeprefix("processing:")]
-        for checkpoint in report["checkpoints"]:
-            cells += [_cell(means[kind, checkpoint][key]) for key, _ in PROCESSING_SHOWN]
+        for checkpoint in report.checkpoints:
+            mean = report.mean_row(kind, checkpoint)
+            cells += [_cell(getattr(mean, key)) for key, _ in PROCESSING_SHOWN]
         rows.append(cells)
     return rows
 
 
-def _processing_header(report: dict[str, Any]) -> list[str]:
-    names = _short_names(report["checkpoints"])
+def _processing_header(report: EvaluationReport) -> list[str]:
+    names = _short_names(report.checkpoints)
     header = ["processing"]
-    for checkpoint in report["checkpoints"]:
+    for checkpoint in report.checkpoints:
         header += [f"{names[checkpoint]} {label}" for _, label in PROCESSING_SHOWN]
     return header
 
@@ -76,35 +75,29 @@ def _short_names(checkpoints: list[str]) -> dict[str, str]:
     return {name: name for name in checkpoints}
 
 
-def _rows_by(report: dict[str, Any], perturbation: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """group -> checkpoint -> result, for one perturbation, groups in report order."""
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for result in report["results"]:
-        if result["perturbation"] == perturbation:
-            table.setdefault(result["group"], {})[result["checkpoint"]] = result
-    return table
+def _shown_cells(row: GroupResult) -> list[str]:
+    return [_cell(getattr(row, key)) for key, _ in SHOWN]
 
 
-def render_tables(report: dict[str, Any]) -> list[Table]:
+def render_tables(report: EvaluationReport) -> list[Table]:
     """One rich table per perturbation: groups as rows, checkpoints as column blocks."""
-    names = _short_names(report["checkpoints"])
+    names = _short_names(report.checkpoints)
     tables = []
-    for perturbation in report["perturbations"]:
+    for perturbation in report.perturbations:
         table = Table(title=f"perturbation: {perturbation}", title_justify="left")
         table.add_column("group")
         table.add_column("real/fake", justify="right")
-        for checkpoint in report["checkpoints"]:
+        for checkpoint in report.checkpoints:
             for _, label in SHOWN:
                 table.add_column(f"{names[checkpoint]}\n{label}", justify="right")
-        for group, by_checkpoint in _rows_by(report, perturbation).items():
+        for group, by_checkpoint in report.rows_by_group(perturbation).items():
             first = next(iter(by_checkpoint.values()))
-            cells = [f"{first['n_real']}/{first['n_fake']}"]
-            for checkpoint in report["checkpoints"]:
-                result = by_checkpoint[checkpoint]
-                cells += [_cell(result[key]) for key, _ in SHOWN]
-            table.add_row(group, *cells, end_section=group == "mean" or None)
+            cells = [f"{first.n_real}/{first.n_fake}"]
+            for checkpoint in report.checkpoints:
+                cells += _shown_cells(by_checkpoint[checkpoint])
+            table.add_row(group, *cells, end_section=first.is_mean or None)
         tables.append(table)
-    if report["processing"]:
+    if report.processing:
         table = Table(
             title="everyday processing, mean over groups, at each checkpoint's threshold",
             title_justify="left",
@@ -117,31 +110,30 @@ def render_tables(report: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def _views(report: dict[str, Any]) -> str:
+def _views(report: EvaluationReport) -> str:
     """', 5 views per image' when the images were scored on several crops, else ''."""
-    crops = report.get("crops", 1)
-    return f", {crops} views per image" if crops != 1 else ""
+    return f", {report.crops} views per image" if report.crops != 1 else ""
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: EvaluationReport) -> str:
     """Paper-ready tables: one per perturbation, AUC / AP / accuracy per checkpoint."""
-    names = _short_names(report["checkpoints"])
-    lines = [f"Test set: `{report['test_root']}` ({report['layout']}){_views(report)}", ""]
-    for perturbation in report["perturbations"]:
+    names = _short_names(report.checkpoints)
+    lines = [f"Test set: `{report.test_root}` ({report.layout}){_views(report)}", ""]
+    for perturbation in report.perturbations:
         header = ["group", "real/fake"]
-        for checkpoint in report["checkpoints"]:
+        for checkpoint in report.checkpoints:
             header += [f"{names[checkpoint]} {label}" for _, label in SHOWN]
         lines += [f"**{perturbation}**", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
-        for group, by_checkpoint in _rows_by(report, perturbation).items():
+        for group, by_checkpoint in report.rows_by_group(perturbation).items():
             first = next(iter(by_checkpoint.values()))
-            cells = [f"**{group}**" if group == "mean" else group]
-            cells.append(f"{first['n_real']}/{first['n_fake']}")
-            for checkpoint in report["checkpoints"]:
-                cells += [_cell(by_checkpoint[checkpoint][key]) for key, _ in SHOWN]
+            cells = [f"**{group}**" if first.is_mean else group]
+            cells.append(f"{first.n_real}/{first.n_fake}")
+            for checkpoint in report.checkpoints:
+                cells += _shown_cells(by_checkpoint[checkpoint])
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    if report["processing"]:
+    if report.processing:
         header = _processing_header(report)
         lines += [
             "**everyday processing** (mean over groups)",
@@ -154,15 +146,15 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def results_csv(report: dict[str, Any]) -> str:
+def results_csv(report: EvaluationReport) -> str:
     """One row per result, the JSON result keys as columns (notes joined by '; ')."""
-    from fakedet.evaluation.testset import RESULT_KEYS
+    from fakedet.evaluation.report import RESULT_KEYS
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(RESULT_KEYS))
     writer.writeheader()
-    for result in report["results"]:
-        writer.writerow({**result, "notes": "; ".join(result["notes"])})
+    for result in report.results:
+        writer.writerow({**result.to_dict(), "notes": "; ".join(result.notes)})
     return buffer.getvalue()
 
 
@@ -262,7 +254,7 @@ def evaluate(
             atomic_write_text(markdown_file, markdown(report))
             written.append(str(markdown_file))
         if plots is not None:
-            from fakedet.plots import write_evaluate_plots
+            from fakedet.evaluation.figures import write_evaluate_plots
 
             written += [str(path) for path in write_evaluate_plots(report, plots)]
         if explain is not None:
@@ -271,21 +263,21 @@ def evaluate(
             explain_test_set(test_root, checkpoints, explain, device, use_csv)
             written.append(str(explain))
         if as_json:
-            typer.echo(json.dumps(report, indent=2))
+            typer.echo(json.dumps(report.to_dict(), indent=2))
             return
         console.print(
-            f"{report['test_root']} ({report['layout']}): {report['images']} images in "
-            f"{len(report['groups'])} group(s), {len(report['checkpoints'])} checkpoint(s)"
+            f"{report.test_root} ({report.layout}): {report.images} images in "
+            f"{len(report.groups)} group(s), {len(report.checkpoints)} checkpoint(s)"
             f"{_views(report)}",
             highlight=False,
         )
         for table in render_tables(report):
             console.print(table)
-        if report["skipped"]:
-            first = report["skipped"][0]
+        if report.skipped:
+            first = report.skipped[0]
             console.print(
-                f"{len(report['skipped'])} unreadable file(s) skipped, e.g. {first['path']}: "
-                f"{first['reason']}",
+                f"{len(report.skipped)} unreadable file(s) skipped, e.g. {first.path}: "
+                f"{first.reason}",
                 highlight=False,
             )
         if written:
