@@ -9,11 +9,22 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shlex
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from fakedet import hardware
 from fakedet.errors import ConfigError
-from fakedet.memory import MemoryProfile, batch_that_fits, estimated_peak_gb, measure_memory
+from fakedet.memory import (
+    MemoryProfile,
+    batch_that_fits,
+    estimated_peak_gb,
+    measure_backbone_memory,
+    measure_memory,
+)
+
+if TYPE_CHECKING:
+    from fakedet.config import TrainingConfig
 
 # The seed's rows (GPU VRAM in GB) and each model's batch per row; the advisor never recommends
 # less. A model registered later takes the larger model's column until its memory is measured.
@@ -147,7 +158,7 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
             fits = batch_that_fits(info.vram_gb, memory)
             if fits != batch:
                 measured = (
-                    f"{info.vram_gb:g} GB VRAM, {memory.activation_bytes_per_image / 1024**2:.0f} "
+                    f"{info.vram_gb:g} GB VRAM, {memory.activation_bytes_per_image / 1024**2:.3g} "
                     "MB per image measured"
                 )
                 if fits > batch:
@@ -156,9 +167,10 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
                     reason = f"{measured}: the table's {batch} does not fit, {fits} does"
                 else:
                     needed = estimated_peak_gb(1, memory)
+                    smaller = "--fast" if mode in SEED_BATCHES else "--lora-rank, --use-amp"
                     reason = (
                         f"{measured}: even batch 1 needs about {needed:.2f} GB, more than this "
-                        "GPU has; try --fast, a smaller --img-size or a larger GPU"
+                        f"GPU has; try {smaller}, a smaller --img-size or a larger GPU"
                     )
                 batch = max(fits, 1)
             memory_per_image = round(memory.activation_bytes_per_image / 1024**2, 1)
@@ -226,11 +238,15 @@ def parse_compute_capability(text: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
-def train_command(recommendation: Recommendation, img_size: int) -> str:
-    """The `fakedet train` line that applies a recommendation."""
+def train_command(
+    recommendation: Recommendation, img_size: int, backbone: TrainingConfig | None = None
+) -> str:
+    """The `fakedet train` line that applies a recommendation (for `backbone`'s detector)."""
     mode = recommendation.mode
     # --fast / --full are the short spellings; any other registered model goes by --mode NAME.
     model_flag = f"--{mode}" if mode in ("fast", "full") else f"--mode {mode}"
+    if backbone is not None:
+        model_flag = backbone_flags(backbone)
     parts = [
         f"fakedet train DATA_ROOT {model_flag}",
         f"--batch-size {recommendation.batch_size}",
@@ -241,9 +257,22 @@ def train_command(recommendation: Recommendation, img_size: int) -> str:
     if recommendation.use_amp:
         parts.append(f"--use-amp --amp-dtype {recommendation.amp_dtype}")
     parts.append(f"--num-workers {recommendation.num_workers}")
-    if img_size != 256:
+    if img_size != 256 or backbone is not None:
         parts.append(f"--img-size {img_size}")
     return " ".join(parts)
+
+
+def backbone_flags(config: TrainingConfig) -> str:
+    """`--backbone SOURCE:NAME [--weights FILE] --probe|--finetune [--lora-rank N] ...`."""
+    flags = [f"--backbone {config.backbone}"]
+    if config.weights is not None:
+        flags.append(f"--weights {shlex.quote(str(config.weights))}")
+    flags.append("--finetune" if config.finetune else "--probe")
+    if config.lora_rank:
+        flags.append(f"--lora-rank {config.lora_rank}")
+    if config.with_spectral:
+        flags.append("--with-spectral")
+    return " ".join(flags)
 
 
 def advise(
@@ -253,22 +282,85 @@ def advise(
     os_name: str | None = None,
     compute_capability: str | None = None,
     cpu_cores: int | None = None,
+    backbone: TrainingConfig | None = None,
 ) -> dict[str, object]:
     """`fakedet recommend`: this machine (or the one described by the overrides) and the
-    settings per mode, each with a ready `fakedet train` line.
+    settings per mode, each with a ready `fakedet train` line. With `backbone` (a config that
+    names one), the settings of that backbone detector at its `img_size` instead of `modes`.
 
     Raises:
         ConfigError: a bad image size, mode, OS or compute capability.
     """
+    from fakedet.models.backbones.spec import backbone_choice
     from fakedet.models.registry import check_img_size, list_models
 
+    choice = backbone_choice(backbone) if backbone is not None else None
+    if backbone is not None:
+        modes, img_size = (str(backbone.backbone),), backbone.img_size
     try:
         check_img_size(img_size)
     except ValueError as exc:
         raise ConfigError(f"--img-size {img_size} {exc}.") from None
-    for mode in modes:
+    for mode in modes if choice is None else ():
         if mode not in list_models():
             raise ConfigError(f"--mode {mode!r} is not one of {', '.join(list_models())}.")
+    info, notes = _planned_hardware(vram_gb, os_name, compute_capability, cpu_cores)
+    recommendations = []
+    for mode in modes:
+        memory = None
+        if info.device == "cuda":
+            amp = hardware.cuda_amp_is_faster(info.compute_capability or (0, 0))
+            memory = (
+                measure_memory(mode, img_size, amp)
+                if choice is None
+                else measure_backbone_memory(choice, img_size, amp)
+            )
+        recommendation = recommend(info, mode, memory)
+        if backbone is not None:  # a probe's or a fine-tune's own default LR
+            recommendation = replace(recommendation, lr=backbone.lr)
+        command = train_command(recommendation, img_size, backbone)
+        recommendations.append({**recommendation.as_dict(), "command": command})
+    if info.device == "cpu" and not info.cpu_bf16:
+        notes.append("this CPU has no native bf16 (AVX512-BF16/AMX): AMP stays off")
+    if info.device == "cuda":
+        notes.append(
+            "batch sizes come from activation memory measured on the CPU, scaled by factors "
+            "fitted on an H200 (est. peak was 1.08-1.17x the card memory a training step used)"
+        )
+    if backbone is not None:
+        notes += backbone_notes(backbone, measured=info.device == "cuda")
+    return {
+        "hardware": asdict(info),
+        "img_size": img_size,
+        "recommendations": recommendations,
+        "notes": notes,
+    }
+
+
+def backbone_notes(config: TrainingConfig, measured: bool) -> list[str]:
+    """What a backbone's plan rests on: a measured architecture, and where its weights come from."""
+    notes = []
+    if measured:
+        notes.append(
+            f"memory measured on {config.backbone}'s architecture with random weights (memory "
+            "does not depend on their values: no weights file read, nothing downloaded)"
+            + ("" if config.finetune else "; a probe's is its frozen forward without grad")
+        )
+    if config.weights is None:
+        notes.append(
+            f"no --weights: `fakedet train` downloads {config.backbone}'s weights through its "
+            "library; offline, fetch the file and pass --weights FILE"
+        )
+    return notes
+
+
+def _planned_hardware(
+    vram_gb: float | None,
+    os_name: str | None,
+    compute_capability: str | None,
+    cpu_cores: int | None,
+) -> tuple[HardwareInfo, list[str]]:
+    """This machine, or the one the overrides describe, and what was assumed about it."""
     if os_name is not None:
         os_name = parse_os(os_name)
     info = detect_hardware()
@@ -292,26 +384,4 @@ def advise(
         info = replace(info, os=os_name)
     if cpu_cores is not None:
         info = replace(info, cpu_cores=cpu_cores)
-    recommendations = []
-    for mode in modes:
-        memory = None
-        if info.device == "cuda":
-            amp = hardware.cuda_amp_is_faster(info.compute_capability or (0, 0))
-            memory = measure_memory(mode, img_size, amp)
-        recommendation = recommend(info, mode, memory)
-        recommendations.append(
-            {**recommendation.as_dict(), "command": train_command(recommendation, img_size)}
-        )
-    if info.device == "cpu" and not info.cpu_bf16:
-        notes.append("this CPU has no native bf16 (AVX512-BF16/AMX): AMP stays off")
-    if info.device == "cuda":
-        notes.append(
-            "batch sizes come from activation memory measured on the CPU, scaled by factors "
-            "fitted on an H200 (est. peak was 1.08-1.17x the card memory a training step used)"
-        )
-    return {
-        "hardware": asdict(info),
-        "img_size": img_size,
-        "recommendations": recommendations,
-        "notes": notes,
-    }
+    return info, notes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from fakedet import advisor, memory
 from fakedet.advisor import HardwareInfo, recommend
 from fakedet.cli import app
 from fakedet.memory import MemoryProfile
+from fakedet.models.backbones.spec import BackboneChoice
 
 runner = CliRunner()
 
@@ -181,3 +183,118 @@ def test_recommend_accepts_the_os_as_people_type_it(typed: str, system: str) -> 
     assert plan["hardware"]["os"] == system
     workers = {item["num_workers"] for item in plan["recommendations"]}
     assert workers == ({0} if system == "Windows" else workers - {0})
+
+
+def test_peak_live_bytes_counts_storages_while_they_live() -> None:
+    import torch
+
+    def ones_plus_one() -> None:
+        ones = torch.ones(1000)  # 4000 bytes
+        ones.view(10, 100).relu_()  # a view and an in-place result: the same storage
+        ones + 1  # another 4000 bytes while `ones` lives
+
+    assert memory.peak_live_bytes(ones_plus_one) == 8000
+    assert memory.peak_live_bytes(lambda: [torch.ones(1000) for _ in range(3)]) == 12000
+
+
+def _backbone(finetune: bool, lora_rank: int = 0) -> BackboneChoice:
+    # No weights file and no download: the architecture alone is measured.
+    return BackboneChoice("timm", "resnet18", None, None, finetune, lora_rank, False)
+
+
+def test_backbone_memory_a_probe_extracts_without_grad_a_finetune_keeps_activations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("timm")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # any download attempt would raise
+    probe = memory.measure_backbone_memory(_backbone(False), 64, amp=False)
+    full = memory.measure_backbone_memory(_backbone(True), 64, amp=False)
+    # resnet18 without its classifier: 11.2M weights; the head reads its 512 features.
+    assert probe.parameter_count == 513 and probe.frozen_parameter_count == pytest.approx(
+        11.2e6, rel=0.01
+    )
+    assert (
+        full.frozen_parameter_count == 0
+        and full.parameter_count == probe.frozen_parameter_count + 513
+    )
+    # Backward keeps every layer's activations; a forward without grad holds a few at a time.
+    assert full.activation_bytes_per_image > 2 * probe.activation_bytes_per_image > 0
+    # The first convolution's (64, 32, 32) fp32 output alone is 256 KiB per image.
+    assert probe.activation_bytes_per_image >= 64 * 32 * 32 * 4
+    assert probe.fixed_bytes() < full.fixed_bytes() / 3  # frozen weights: no grads, no AdamW state
+    pytest.importorskip("peft")
+    lora = memory.measure_backbone_memory(_backbone(True, lora_rank=2), 64, amp=False)
+    assert lora.frozen_parameter_count == full.parameter_count - 513
+    assert 513 < lora.parameter_count < full.parameter_count / 20  # adapters and head train
+    assert lora.activation_bytes_per_image > 2 * probe.activation_bytes_per_image
+
+
+def test_recommend_a_backbone_offline_gives_memory_batch_amp_and_the_train_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("timm")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # any download attempt would raise, exit 2
+    weights = tmp_path / "my weights.safetensors"
+    weights.write_bytes(b"never read: memory is measured on the architecture")
+    planned = ["--vram", "12", "--compute-capability", "7.5", "--img-size", "64", "--json"]
+    items = {}
+    for training in (["--probe"], ["--finetune"]):
+        result = runner.invoke(
+            app,
+            ["recommend", "--backbone", "timm:resnet18", "--weights", str(weights), *training,
+             *planned],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        plan = json.loads(result.stdout)
+        assert plan["img_size"] == 64
+        (item,) = plan["recommendations"]
+        items[training[0]] = item
+        assert item["mode"] == "timm:resnet18" and item["memory_per_image_mb"] > 0
+        assert item["estimated_peak_gb"] <= 12 * 0.85 and item["batch_size"] in (64, 128)
+        assert item["use_amp"] and item["amp_dtype"] == "fp16"  # Turing: fp16 is faster
+        assert any("random weights" in note for note in plan["notes"])
+        words = shlex.split(item["command"])
+        assert words[:7] == ["fakedet", "train", "DATA_ROOT", "--backbone", "timm:resnet18",
+                             "--weights", str(weights)]  # fmt: skip
+        assert training[0] in words and "--use-amp" in words
+        assert words[words.index("--batch-size") + 1] == str(item["batch_size"])
+        assert words[words.index("--img-size") + 1] == "64"
+    assert items["--probe"]["lr"] == 1e-3 and items["--finetune"]["lr"] == 1e-4  # train's defaults
+    assert items["--finetune"]["memory_per_image_mb"] > items["--probe"]["memory_per_image_mb"]
+    # Without --weights, offline: planned all the same, saying where the weights would come from.
+    result = runner.invoke(app, ["recommend", "--backbone", "timm:resnet18", "--vram", "8"])
+    assert result.exit_code == 0, result.output
+    assert "--backbone timm:resnet18 --probe --batch-size" in result.output
+    assert "no --weights" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backbone", "keras:resnet"], "must be SOURCE:NAME"),
+        (["--backbone", "timm:no_such_net"], "timm has no model named 'no_such_net'"),
+        (["--backbone", "timm:resnet18", "--mode", "fast"], "exclude each other"),
+        (["--backbone", "timm:resnet18", "--weights", "missing.pth"], "is not a file"),
+        (["--backbone", "timm:resnet18", "--lora-rank", "2"], "applies only with --finetune"),
+        (["--finetune"], "given without --backbone"),
+    ],
+)
+def test_recommend_bad_backbone_input_is_one_sentence_exit_2(args: list[str], message: str) -> None:
+    pytest.importorskip("timm")
+    result = runner.invoke(app, ["recommend", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_recommend_a_backbone_without_its_library_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "open_clip" else real(name)
+    )
+    result = runner.invoke(app, ["recommend", "--backbone", "open_clip:ViT-B-32"])
+    assert result.exit_code == 2
+    assert 'pip install -e ".[backbones]"' in " ".join(result.output.split())

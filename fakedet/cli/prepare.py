@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fakedet.cli.base import console, errors_to_exit_codes, fields_table, print_json, progress_bar
+from fakedet.cli.base import (
+    config_option,
+    console,
+    errors_to_exit_codes,
+    fields_table,
+    print_json,
+    progress_bar,
+)
+from fakedet.errors import UsageError
 
 
 def demo_data(
@@ -101,7 +109,10 @@ def recommend(
         str | None,
         typer.Option("--mode", help="fast or full \\[default: both]."),
     ] = None,
-    img_size: Annotated[int, typer.Option("--img-size", help="Training image size.")] = 256,
+    img_size: Annotated[
+        int | None,
+        typer.Option("--img-size", help="Training image size \\[default: 256; a backbone's own]."),
+    ] = None,
     vram: Annotated[
         float | None,
         typer.Option("--vram", help="Plan for a GPU with this many GB instead of this machine's."),
@@ -118,12 +129,27 @@ def recommend(
         int | None,
         typer.Option("--cpu-cores", min=1, help="Plan for this many CPU cores."),
     ] = None,
+    backbone: Annotated[str | None, config_option("backbone")] = None,
+    weights: Annotated[Path | None, config_option("weights")] = None,
+    finetune: Annotated[
+        bool | None,
+        typer.Option(
+            "--finetune/--probe",
+            help="With --backbone: plan a fine-tune (fully, or LoRA with --lora-rank) or a "
+            "linear probe on frozen features \\[default: probe].",
+            show_default=False,
+        ),
+    ] = None,
+    lora_rank: Annotated[int | None, config_option("lora_rank")] = None,
+    with_spectral: Annotated[bool | None, config_option("with_spectral")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Detected hardware and the settings to train with: batch, accumulation, AMP, workers, LR.
 
     On a GPU the batch is the largest power of two whose estimated memory fits (the seed's VRAM
-    table is the floor); each mode comes with a ready `fakedet train` line.
+    table is the floor); each mode comes with a ready `fakedet train` line. With --backbone, the
+    plan of that backbone detector: its memory is measured on the architecture alone (nothing
+    is downloaded), a probe's on its frozen forward without grad.
 
     Examples:
 
@@ -132,12 +158,34 @@ def recommend(
         fakedet recommend --mode full --vram 12 --compute-capability 8.6
 
         fakedet recommend --vram 8 --os Windows --json
+
+        fakedet recommend --backbone timm:convnext_tiny.fb_in22k --finetune --lora-rank 8 --vram 12
     """
     with errors_to_exit_codes():
         from fakedet.advisor import advise
 
+        settings = {
+            "backbone": backbone,
+            "weights": weights,
+            "finetune": finetune,
+            "lora_rank": lora_rank,
+            "with_spectral": with_spectral,
+        }
+        plan_of = None
+        if any(value is not None for value in settings.values()):
+            from fakedet.config_files import build_config
+
+            if mode is not None:
+                raise UsageError(f"--mode {mode} and --backbone exclude each other; drop one.")
+            given = {name: value for name, value in settings.items() if value is not None}
+            if img_size is not None:
+                given["img_size"] = img_size
+            # The train command's own validation and defaults (size, LR); the data comes later.
+            plan_of = build_config({"data_root": "DATA_ROOT", **given})
+            if weights is not None and not weights.is_file():
+                raise UsageError(f"--weights {weights} is not a file; pass the weights file path.")
         modes = (mode,) if mode else ("fast", "full")
-        plan = advise(modes, img_size, vram, os_name, compute_capability, cpu_cores)
+        plan = advise(modes, img_size or 256, vram, os_name, compute_capability, cpu_cores, plan_of)
         if as_json:
             print_json(plan)
             return

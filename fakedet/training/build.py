@@ -28,7 +28,7 @@ from fakedet.data.processing import ProcessingAugment
 from fakedet.data.transforms import TrainTransform
 from fakedet.distributed.torchrun import DistContext, init_distributed
 from fakedet.evaluation.validation import LossFunction, build_loss, make_eval_loader
-from fakedet.memory import measure_memory
+from fakedet.memory import measure_backbone_memory, measure_memory
 from fakedet.models.backbones.spec import backbone_choice
 from fakedet.models.loading import build_model
 from fakedet.runtime import Precision, resolve_device, resolve_precision
@@ -92,10 +92,13 @@ def resolve_batch_size(config: TrainingConfig, runtime: Runtime, reporter: Repor
     """The configured batch, or the advisor's for `--batch-size auto`."""
     if config.batch_size != "auto":
         return int(config.batch_size)
-    profile = None
-    if runtime.device.type == "cuda":
-        profile = measure_memory(config.mode, config.img_size, runtime.precision.enabled)
-    recommendation = advisor.recommend(advisor.detect_hardware(), config.mode, profile)
+    profile, amp, choice = None, runtime.precision.enabled, backbone_choice(config)
+    if runtime.device.type == "cuda" and choice is not None:
+        profile = measure_backbone_memory(choice, config.img_size, amp)
+    elif runtime.device.type == "cuda":
+        profile = measure_memory(config.mode, config.img_size, amp)
+    model = config.backbone or config.mode
+    recommendation = advisor.recommend(advisor.detect_hardware(), model, profile)
     reporter.info(f"batch_size auto -> {recommendation.batch_size} ({recommendation.reason})")
     return recommendation.batch_size
 

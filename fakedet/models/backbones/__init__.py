@@ -87,20 +87,25 @@ def create_backbone(
 
 
 def build_backbone_detector(
-    choice: BackboneChoice, img_size: int, state: dict[str, torch.Tensor] | None = None
+    choice: BackboneChoice,
+    img_size: int,
+    state: dict[str, torch.Tensor] | None = None,
+    pretrained: bool = True,
 ) -> BackboneDetector:
     """The detector a run configured, with `state` (a checkpoint's weights) when given.
 
     A `state` that holds the backbone's weights (fine-tuned, or an export) needs only the
     architecture; one that holds the probe alone loads over the recorded weights file, whose
-    sha256 is checked first.
+    sha256 is checked first. `pretrained=False` builds the architecture with random weights,
+    reading and downloading nothing (memory measurements, shapes).
 
     Raises:
         BackboneError, CheckpointError: the backbone cannot be built, or `state` does not fit.
     """
     holds_backbone = state is not None and any(key.startswith("backbone.") for key in state)
-    weights = None if holds_backbone else choice.checked_weights()
-    loaded = create_backbone(choice.source, choice.name, weights, img_size, not holds_backbone)
+    pretrained = pretrained and not holds_backbone
+    weights = choice.checked_weights() if pretrained else None
+    loaded = create_backbone(choice.source, choice.name, weights, img_size, pretrained)
     if choice.finetune and choice.lora_rank:
         from fakedet.models.backbones.lora import add_lora
 
