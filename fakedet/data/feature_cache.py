@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -231,26 +231,41 @@ def cached_features(
 
 
 class FeatureDataset(Dataset):
-    """Cached features in place of images: `ImageDataset`'s items and keys, so the loaders,
-    samplers and collate of image training serve a probe unchanged. A train item's view is
-    picked by its per-epoch sample seed: seeded, so a resumed epoch sees the same views."""
+    """Cached features in place of images, a batch at a time: the keys of `make_loader`'s
+    sampler in, `collate`'s batch out, so the trainer and validation serve a probe unchanged.
+    A train row's view is picked by its per-epoch sample seed: seeded, so a resumed epoch sees
+    the same views."""
 
     def __init__(self, samples: Sequence[Sample], table: FeatureTable) -> None:
         self.samples = list(samples)
         self.table = table
+        self.labels = torch.tensor([sample.label for sample in self.samples], dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, sample_seed = key if isinstance(key, tuple) else (key, key)
-        sample = self.samples[index]
-        if index in self.table.skipped:
-            error = (sample.path, self.table.skipped[index])
-            return {"image": None, "label": sample.label, "index": index, "error": error}
+        return self.__getitems__([key])
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> dict[str, Any]:
+        # One gather per batch rather than a dict per sample: a cached epoch is little else.
+        pairs = [key if isinstance(key, tuple) else (key, key) for key in keys]
+        skipped = self.table.skipped
+        errors = [
+            (self.samples[index].path, skipped[index]) for index, _ in pairs if index in skipped
+        ]
+        good = [(index, seed) for index, seed in pairs if index not in skipped]
+        if not good:
+            return {"images": None, "labels": None, "indices": None, "skipped": errors}
         views = self.table.features.shape[1]
-        row = self.table.features[index, int(sample_seed) % views]  # (F,)
-        return {"image": row, "label": sample.label, "index": index, "error": None}
+        indices = torch.tensor([index for index, _ in good])
+        picked = torch.tensor([int(seed) % views for _, seed in good])
+        return {
+            "images": self.table.features[indices, picked],  # (B, F)
+            "labels": self.labels[indices],  # (B,)
+            "indices": indices,
+            "skipped": errors,
+        }
 
 
 def feature_loader(
@@ -268,7 +283,7 @@ def feature_loader(
     return DataLoader(
         dataset,
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=drop),
-        collate_fn=collate,
+        collate_fn=lambda batch: batch,  # __getitems__ returns whole batches
         num_workers=0,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -310,23 +325,13 @@ def probe_parts(
     centre_key = FeatureKey(**base, views="centre")
     train_key, train_transform, views = centre_key, EvalTransform(config.img_size), 1
     if config.probe_augment:
-        augment = TrainTransform(
-            config.img_size,
-            config.hflip,
-            config.blur_prob,
-            config.jpeg_prob,
-            config.blur_sigma_max,
-            config.resize_prob,
-            config.resize_min_scale,
-        )
-        settings = {
-            name: getattr(config, name)
-            for name in ("hflip", "blur_prob", "jpeg_prob", "blur_sigma_max", "resize_prob")
-        }
-        settings.update(resize_min_scale=config.resize_min_scale, seed=config.seed)
+        names = ("hflip", "blur_prob", "jpeg_prob", "blur_sigma_max", "resize_prob")
+        names += ("resize_min_scale",)  # TrainTransform's arguments, in its order
+        settings = {name: getattr(config, name) for name in names}
+        train_transform = TrainTransform(config.img_size, *settings.values())
         views = config.probe_augment
-        train_key = FeatureKey(**base, views=json.dumps({**settings, "views": views}))
-        train_transform = augment
+        settings.update(seed=config.seed, views=views)
+        train_key = FeatureKey(**base, views=json.dumps(settings))
 
     def compute(transform: Transform, count: int) -> Callable[[list[Sample]], Any]:
         return lambda samples: extract_features(
@@ -368,16 +373,10 @@ def probe_parts(
     else:
         on_note(f"probe features: all {cached} images from the cache")
     mine = list(range(dist.rank, len(val_all), dist.world_size))
-    val_mine = FeatureTable(
-        val_table.features[mine],
-        {
-            position: val_table.skipped[row]
-            for position, row in enumerate(mine)
-            if row in val_table.skipped
-        },
-        val_table.computed,
-        val_table.seconds,
-    )
+    skipped = {
+        at: val_table.skipped[row] for at, row in enumerate(mine) if row in val_table.skipped
+    }
+    val_mine = replace(val_table, features=val_table.features[mine], skipped=skipped)
     train_loader = feature_loader(
         FeatureDataset(index.train, train_table),
         batch_size,

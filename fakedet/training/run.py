@@ -17,7 +17,7 @@ from fakedet.distributed.signals import StopSignals
 from fakedet.distributed.torchrun import barrier, shutdown
 from fakedet.errors import TrainingError, UsageError
 from fakedet.io import ensure_folder
-from fakedet.runtime import is_out_of_memory, resolve_device
+from fakedet.runtime import intra_op_threads, is_out_of_memory, resolve_device, trains_head_only
 from fakedet.sources.layouts import index_dataset
 from fakedet.sources.samples import DatasetIndex
 from fakedet.training.build import TrainingParts, build_runtime, build_training, seed_everything
@@ -91,8 +91,10 @@ def train(
         callbacks = default_callbacks(config, log_dir)
         trainer = Trainer(config, parts, state, checkpointer, reporter, callbacks, stop)
         stop.install()
+        head_only = trains_head_only(config.backbone, config.finetune, runtime.device)
         try:
-            result = trainer.fit()
+            with intra_op_threads(1 if head_only else None):
+                result = trainer.fit()
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
