@@ -87,6 +87,42 @@ def test_probe_trains_from_cached_features_and_predicts(
     assert all(0.0 <= p.realness <= 1.0 for p in predictions)
 
 
+def _same_run(first: Path, second: Path) -> None:
+    """Bit-equal weights and optimizer moments, and the same history but for timings."""
+    a = torch.load(first / "latest_model.pt", weights_only=True)
+    b = torch.load(second / "latest_model.pt", weights_only=True)
+    assert a["model_state_dict"].keys() == b["model_state_dict"].keys()
+    for key, value in a["model_state_dict"].items():
+        assert torch.equal(b["model_state_dict"][key], value), key
+    for number, moments in a["optimizer_state_dict"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(b["optimizer_state_dict"]["state"][number][name], value), name
+    timing = {"images_per_sec", "epoch_time_s"}
+    rows = [
+        [{k: v for k, v in row.items() if k not in timing} for row in json.loads(path.read_text())]
+        for path in (first / "training_history.json", second / "training_history.json")
+    ]
+    assert rows[0] == rows[1]
+
+
+def test_probe_resumes_bit_exact_with_augmented_views_and_an_unreadable_image(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    data = make_folder_dataset(tmp_path / "data", per_class=5)
+    broken = data / "train" / "real" / "0.png"
+    broken.write_bytes(broken.read_bytes()[:200])  # the header reads, the pixels do not
+    args = ["--backbone", "timm:resnet18", "--weights", str(assets["timm"]), "--probe-augment"]
+    args += ["2", "--epochs", "3", "--save-every", "1", "--batch-size", "4"]
+    _train({"data": data}, tmp_path / "straight", *args)
+    assert "0.png" in (tmp_path / "straight" / "skipped_files.txt").read_text()
+    resumed = ["resume", str(tmp_path / "straight" / "checkpoint_epoch_1.pt")]
+    result = CliRunner().invoke(app, [*resumed, "--output-dir", str(tmp_path / "split")])
+    assert result.exit_code == 0, result.output
+    # The unreadable image is never cached: it is tried again, and skipped again.
+    assert "2 views computed" in result.output and "19 images from the cache" in result.output
+    _same_run(tmp_path / "straight", tmp_path / "split")
+
+
 def test_probe_and_whole_model_read_the_same_features(assets: dict[str, Path]) -> None:
     """The probe trained on cached features is the head of the model that scores images."""
     from fakedet.models.backbones import BackboneChoice, build_backbone_detector
@@ -168,12 +204,9 @@ def test_lora_finetune_resumes_where_the_run_went_and_exports_onnx(
     resumed = ["resume", str(tmp_path / "straight" / "checkpoint_epoch_1.pt")]
     result = CliRunner().invoke(app, [*resumed, "--output-dir", str(tmp_path / "split")])
     assert result.exit_code == 0, result.output
-    straight = torch.load(tmp_path / "straight" / "latest_model.pt", weights_only=True)
     split = torch.load(tmp_path / "split" / "latest_model.pt", weights_only=True)
     assert any("lora_A" in key for key in split["model_state_dict"])
-    for key, value in straight["model_state_dict"].items():
-        # Close, not bit-equal: a resumed backbone run drifts by float rounding (about 5e-6).
-        torch.testing.assert_close(split["model_state_dict"][key], value, rtol=1e-3, atol=1e-4)
+    _same_run(tmp_path / "straight", tmp_path / "split")
     exported = export_model(
         tmp_path / "split", "onnx", tmp_path / "lora.onnx", torch.rand(3, 3, 64, 64)
     )
@@ -219,6 +252,12 @@ def test_full_finetune_trains_the_backbone_at_a_lower_lr(
     assert not torch.equal(saved["model_state_dict"]["backbone.conv1.weight"], before)
     groups = saved["optimizer_state_dict"]["param_groups"]
     assert len(groups) == 4  # backbone (decay, no decay), head (decay, no decay)
+    assert [len(group["params"]) for group in groups[2:]] == [1, 1]  # head weight, head bias
+    assert groups[0]["lr"] == pytest.approx(0.5 * groups[2]["lr"])
+    # The head is the optimizer's too: a weight outside it would never move, and its gradient,
+    # never cleared, would grow inside the clipping norm. Every weight there has stepped.
+    stepped = saved["optimizer_state_dict"]["state"]
+    assert all(index in stepped for group in groups for index in group["params"])
 
 
 def test_init_from_starts_a_new_run_from_a_checkpoint(

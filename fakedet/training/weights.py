@@ -33,11 +33,11 @@ def backbone_parameter_groups(
     """`parameter_groups` for the head and for the backbone apart, and each group's LR scale:
     a fine-tuned backbone moves `backbone_lr_scale` times as fast as the head it feeds."""
     groups, scales = [], []
-    for prefix, scale in (("backbone.", backbone_lr_scale), ("", 1.0)):
+    for in_backbone, scale in ((True, backbone_lr_scale), (False, 1.0)):
         chosen = [
             p
             for name, p in model.named_parameters()
-            if p.requires_grad and name.startswith(prefix) == bool(prefix)
+            if p.requires_grad and name.startswith("backbone.") == in_backbone
         ]
         groups += [
             {"params": [p for p in chosen if p.ndim > 1], "weight_decay": weight_decay},
