@@ -123,6 +123,34 @@ def test_probe_resumes_bit_exact_with_augmented_views_and_an_unreadable_image(
     _same_run(tmp_path / "straight", tmp_path / "split")
 
 
+def test_a_cpu_probe_trains_its_head_on_one_thread(
+    assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakedet.runtime import trains_head_only
+    from fakedet.training.trainer import Trainer
+
+    threads: list[int] = []
+    fit = Trainer.fit
+
+    def counted_fit(trainer: Trainer) -> dict:
+        threads.append(torch.get_num_threads())
+        return fit(trainer)
+
+    monkeypatch.setattr(Trainer, "fit", counted_fit)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _train(assets, tmp_path / "run", "--backbone", "timm:resnet18", "--weights",
+               str(assets["timm"]), "--epochs", "1")  # fmt: skip
+        assert threads == [1] and torch.get_num_threads() == 2  # restored after the run
+    finally:
+        torch.set_num_threads(before)
+    # The extraction before, a fine-tune, a GPU and the built-in models keep every thread.
+    assert not trains_head_only("timm:resnet18", True, torch.device("cpu"))
+    assert not trains_head_only("timm:resnet18", False, torch.device("cuda"))
+    assert not trains_head_only(None, False, torch.device("cpu"))
+
+
 def test_probe_and_whole_model_read_the_same_features(assets: dict[str, Path]) -> None:
     """The probe trained on cached features is the head of the model that scores images."""
     from fakedet.models.backbones import BackboneChoice, build_backbone_detector
