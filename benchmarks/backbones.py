@@ -56,7 +56,9 @@ def _weights(backbone: str, folder: Path) -> Path:
     return path
 
 
-def _run(data: Path, weights: Path, backbone: str, epochs: int, img_size: int, out: Path) -> dict:
+def _run(
+    data: Path, weights: Path, backbone: str, epochs: int, img_size: int, out: Path, device: str
+) -> dict:
     from fakedet.training.run import train
 
     shutil.rmtree(data / ".fakedet" / "features", ignore_errors=True)
@@ -71,7 +73,7 @@ def _run(data: Path, weights: Path, backbone: str, epochs: int, img_size: int, o
             "use_tensorboard": False,
             "plots": False,
             "early_stopping_patience": 0,
-            "device": "cpu",
+            "device": device,
         }
     )
     notes = Notes()
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside the runs")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (as train's --device)")
     args = parser.parse_args()
     busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for process in busy:
@@ -113,8 +116,13 @@ def main() -> None:
         weights = _weights(args.backbone, root)
         ratios, rows = [], []
         for repeat in range(args.repeats):
-            one = _run(data, weights, args.backbone, 1, args.img_size, root / f"one{repeat}")
-            twenty = _run(data, weights, args.backbone, 20, args.img_size, root / f"twenty{repeat}")
+            one = _run(
+                data, weights, args.backbone, 1, args.img_size, root / f"one{repeat}", args.device
+            )
+            twenty = _run(
+                data, weights, args.backbone, 20, args.img_size, root / f"twenty{repeat}",
+                args.device,
+            )  # fmt: skip
             ratios.append(twenty["wall"] / one["wall"])
             rows += [one, twenty]
     for process in busy:
@@ -122,7 +130,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(
-        f"backbone {args.backbone} at {args.img_size} px, demo data, {args.repeats} repeats, "
+        f"backbone {args.backbone} at {args.img_size} px on {args.device}, demo data, "
+        f"{args.repeats} repeats, "
         f"{args.busy} busy processes beside"
     )
     print(f"extraction: median {statistics.median(r['rate'] for r in rows):.1f} img/s")

@@ -65,5 +65,8 @@ step data_gpu_augment 40 "$PYTHON" benchmarks/data.py --data "$DEMO" --batch-siz
 step data_gpu_augment_bf16 35 "$PYTHON" benchmarks/data.py --data "$DEMO" --batch-size "$BATCH" \
     --batches 4 --repeats 2 --workers "$WORKERS" --decoders cache --gpu-augment --use-amp
 
+# A probe on a backbone (needs timm on the machine; the step says so if it is missing).
+step backbones 30 "$PYTHON" benchmarks/backbones.py --device cuda --img-size 224 --repeats 1
+
 rm -rf "$DEMO"  # the images and their cache: too large to bring back
 echo "total: $SECONDS s" | tee -a "$SUMMARY"
