@@ -6,12 +6,13 @@ Users' scripts parse `evaluate --json`, so the JSON may gain keys but never lose
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from fakedet.evaluation.metrics import TEST_METRICS
 
 # The name of the row that averages a checkpoint's groups under one perturbation.
 MEAN_GROUP = "mean"
@@ -64,22 +65,13 @@ class GroupResult:
         notes: list[str],
     ) -> GroupResult:
         """A row from `group_metrics`' metrics; fpr and fnr follow from the class accuracies."""
+        values = {name: metrics[name] for name in TEST_METRICS}
+        values["n_real"], values["n_fake"] = int(metrics["n_real"]), int(metrics["n_fake"])
         return cls(
             checkpoint=checkpoint,
             group=group,
             perturbation=perturbation,
-            n_real=int(metrics["n_real"]),
-            n_fake=int(metrics["n_fake"]),
-            accuracy=metrics["accuracy"],
-            real_acc=metrics["real_acc"],
-            fake_acc=metrics["fake_acc"],
-            ap=metrics["ap"],
-            auc=metrics["auc"],
-            eer=metrics["eer"],
-            tpr_at_fpr_1=metrics["tpr_at_fpr_1"],
-            tpr_at_fpr_5=metrics["tpr_at_fpr_5"],
-            ece=metrics["ece"],
-            ece_raw=metrics["ece_raw"],
+            **values,  # type: ignore[arg-type]
             fpr=_complement(metrics["real_acc"]),
             fnr=_complement(metrics["fake_acc"]),
             realness_shift=realness_shift,
@@ -96,25 +88,17 @@ class GroupResult:
             values = [getattr(row, name) for row in rows if getattr(row, name) is not None]
             return float(np.mean(values)) if values else None
 
-        real_acc, fake_acc = mean("real_acc"), mean("fake_acc")
+        counts = ("n_real", "n_fake")
+        values: dict[str, Any] = {name: mean(name) for name in TEST_METRICS if name not in counts}
+        values["n_real"] = sum(row.n_real for row in rows)
+        values["n_fake"] = sum(row.n_fake for row in rows)
         return cls(
             checkpoint=rows[0].checkpoint,
             group=MEAN_GROUP,
             perturbation=rows[0].perturbation,
-            n_real=sum(row.n_real for row in rows),
-            n_fake=sum(row.n_fake for row in rows),
-            accuracy=mean("accuracy"),
-            real_acc=real_acc,
-            fake_acc=fake_acc,
-            ap=mean("ap"),
-            auc=mean("auc"),
-            eer=mean("eer"),
-            tpr_at_fpr_1=mean("tpr_at_fpr_1"),
-            tpr_at_fpr_5=mean("tpr_at_fpr_5"),
-            ece=mean("ece"),
-            ece_raw=mean("ece_raw"),
-            fpr=_complement(real_acc),
-            fnr=_complement(fake_acc),
+            **values,
+            fpr=_complement(values["real_acc"]),
+            fnr=_complement(values["fake_acc"]),
             realness_shift=mean("realness_shift"),
             notes=[f"unweighted mean over {len(rows)} group(s)"],
         )
@@ -168,17 +152,9 @@ class EvaluationReport:
     skipped: list[SkippedFile]
 
     def to_dict(self) -> dict[str, Any]:
-        """The `evaluate --json` report: plain JSON values, fields in order, each row and skipped
-        file by its own `to_dict()`."""
-        nested = ("results", "skipped")  # the last two fields, written by their own to_dict()
-        report = {
-            field.name: copy.deepcopy(getattr(self, field.name))
-            for field in fields(self)
-            if field.name not in nested
-        }
-        report["results"] = [row.to_dict() for row in self.results]
-        report["skipped"] = [entry.to_dict() for entry in self.skipped]
-        return report
+        """The `evaluate --json` report: plain JSON values, fields in order, the rows and the
+        skipped files as their own `to_dict()` gives them (`asdict` recurses alike)."""
+        return asdict(self)
 
     def rows_by_group(self, perturbation: str) -> dict[str, dict[str, GroupResult]]:
         """group -> checkpoint -> row under one perturbation, groups in report order (the mean
