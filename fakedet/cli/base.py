@@ -170,6 +170,17 @@ DevicesOption = Annotated[
     ),
 ]
 
+# The `finetune` field as the flag pair `--finetune/--probe` (train and recommend), its help the
+# field's description like every config option's.
+FinetuneOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--finetune/--probe",
+        help=escape(f"{TrainingConfig.model_fields['finetune'].description} [default: probe]"),
+        show_default=False,
+    ),
+]
+
 
 def progress_bar(label: str, on: Console | None = None, quiet: bool = False) -> Progress:
     """The bar long commands show: label, bar, done/total, time left; off where the output is not

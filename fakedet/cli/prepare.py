@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from fakedet.cli.base import (
+    FinetuneOption,
     config_option,
     console,
     errors_to_exit_codes,
@@ -131,15 +132,7 @@ def recommend(
     ] = None,
     backbone: Annotated[str | None, config_option("backbone")] = None,
     weights: Annotated[Path | None, config_option("weights")] = None,
-    finetune: Annotated[
-        bool | None,
-        typer.Option(
-            "--finetune/--probe",
-            help="With --backbone: plan a fine-tune (fully, or LoRA with --lora-rank) or a "
-            "linear probe on frozen features \\[default: probe].",
-            show_default=False,
-        ),
-    ] = None,
+    finetune: FinetuneOption = None,
     lora_rank: Annotated[int | None, config_option("lora_rank")] = None,
     with_spectral: Annotated[bool | None, config_option("with_spectral")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from fakedet.cli.base import (
     DevicesOption,
+    FinetuneOption,
     config_option,
     console,
     errors_to_exit_codes,
@@ -125,14 +125,7 @@ def train(
     backbone: Annotated[str | None, config_option("backbone")] = None,
     weights: Annotated[Path | None, config_option("weights")] = None,
     weights_sha256: Annotated[str | None, config_option("weights_sha256")] = None,
-    finetune: Annotated[
-        bool | None,
-        typer.Option(
-            "--finetune/--probe",
-            help=escape(f"{TrainingConfig.model_fields['finetune'].description} [default: probe]"),
-            show_default=False,
-        ),
-    ] = None,
+    finetune: FinetuneOption = None,
     lora_rank: Annotated[int | None, config_option("lora_rank")] = None,
     backbone_lr_scale: Annotated[float | None, config_option("backbone_lr_scale")] = None,
     probe_augment: Annotated[int | None, config_option("probe_augment")] = None,
