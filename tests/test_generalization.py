@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import tiny_train_args
 from fakedet.cli import app
 from fakedet.data.dataset import collate
 from fakedet.data.transforms import (
@@ -162,27 +163,7 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_photo(data / "train" / "real" / "tiny.png", 40, 99)
     run = root / "run"
     result = runner.invoke(
-        app,
-        [
-            "train",
-            str(data),
-            "--output-dir",
-            str(run),
-            "--img-size",
-            "128",
-            "--batch-size",
-            "6",
-            "--epochs",
-            "1",
-            "--lr",
-            "1e-3",
-            "--num-workers",
-            "0",
-            "--device",
-            "cpu",
-            "--no-use-tensorboard",
-            "--no-plots",
-        ],
+        app, tiny_train_args(data, run, "--img-size", "128", "--batch-size", "6", "--epochs", "1")
     )
     assert result.exit_code == 0, result.output
     images = root / "images"
