@@ -98,16 +98,12 @@ def predict(
         fakedet predict runs/demo ./incoming --output scores.csv
     """
     with errors_to_exit_codes():
-        from fakedet.cli.scoring.scanning import ScanJob, is_scan_output, run_scan
+        from fakedet.cli.scoring.scanning import ScanJob, is_scan_output, run_scan, scan_output
 
         if engine != "local" or is_scan_output(output):
-            if output is None:
-                raise UsageError(
-                    f"--engine {engine} writes Parquet: give --output NAME.parquet or an existing "
-                    "folder."
-                )
+            destination = scan_output(engine, output)
             job = ScanJob(
-                checkpoint, output, threshold, batch_size, device, num_workers, crops, as_json
+                checkpoint, destination, threshold, batch_size, device, num_workers, crops, as_json
             )
             run_scan(job, paths, engine, address)
             return

@@ -17,6 +17,21 @@ def is_scan_output(output: Path | None) -> bool:
     return output is not None and (output.suffix.lower() == ".parquet" or output.is_dir())
 
 
+def scan_output(engine: str, output: Path | None) -> Path:
+    """predict's --output for a scan by `engine`: NAME.parquet, or an existing folder.
+
+    Raises:
+        UsageError: an unknown engine, or an output that is not Parquet.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine} is not one of {', '.join(ENGINES)}.")
+    if output is None or not is_scan_output(output):
+        raise UsageError(
+            f"--engine {engine} writes Parquet: give --output NAME.parquet or an existing folder."
+        )
+    return output
+
+
 @dataclass(frozen=True)
 class ScanJob:
     """What a scan was asked for, whichever engine runs it."""
@@ -32,16 +47,10 @@ class ScanJob:
 
 
 def run_scan(job: ScanJob, paths: list[Path], engine: str, address: str | None) -> None:
-    """Parse the scan's flags, run it, render the result."""
+    """Run the scan (its engine and output checked by `scan_output`), render the result."""
     from fakedet.inference.results import collect_images
     from fakedet.sources.shards.reading import expand_sources
 
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine} is not one of {', '.join(ENGINES)}.")
-    if not is_scan_output(job.output):
-        raise UsageError(
-            f"--engine {engine} writes Parquet: give --output NAME.parquet or an existing folder."
-        )
     keys = expand_sources(paths, collect_images)
     if engine == "ray":
         from fakedet.scale.ray_scan import ray_scan
