@@ -244,3 +244,42 @@ def test_resume_writes_beside_the_checkpoint_not_where_it_was_recorded(tmp_path:
     )
     assert result.exit_code == 0, result.output
     assert load_checkpoint(chosen).state.epoch == 3
+
+
+def test_a_stop_after_an_epoch_s_last_step_resumes_to_the_same_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM noted during epoch 2's last step: the run saves with every batch of the epoch
+    done and no row for it yet. The resumed row (its LR too) matches an uninterrupted run's."""
+    import signal
+
+    from fakedet.training import run as run_module
+    from fakedet.training.callbacks import Callback, default_callbacks
+
+    class StopAtEpochTwosLastStep(Callback):
+        def on_optimizer_step(self, trainer, loss) -> None:  # type: ignore[no-untyped-def]
+            batches = trainer.parts.batches_per_epoch
+            if trainer.state.global_step == 2 * batches == 2 * trainer.state.batches_done:
+                trainer.stop.received = signal.SIGTERM
+
+    data = make_folder_dataset(tmp_path / "data", per_class=8, with_val=False)
+    common = ["--batch-size", "4", "--epochs", "3"]
+    reference = tmp_path / "reference"
+    assert runner.invoke(app, tiny_train_args(data, reference, *common)).exit_code == 0
+    monkeypatch.setattr(
+        run_module,
+        "default_callbacks",
+        lambda *args: [*default_callbacks(*args), StopAtEpochTwosLastStep()],
+    )
+    interrupted = tmp_path / "interrupted"
+    result = runner.invoke(app, tiny_train_args(data, interrupted, *common))
+    assert result.exit_code == 143, result.output
+    saved = load_checkpoint(interrupted / "latest_model.pt").state
+    assert saved.batches_done > 0 and len(saved.history) == 1  # epoch 2 trained, not recorded
+    monkeypatch.undo()
+    result = runner.invoke(app, ["resume", str(interrupted)])
+    assert result.exit_code == 0, result.output
+    _assert_same_weights(reference / "latest_model.pt", interrupted / "latest_model.pt")
+    reference_history = json.loads((reference / "training_history.json").read_text())
+    resumed_history = json.loads((interrupted / "training_history.json").read_text())
+    assert _without_timing(reference_history) == _without_timing(resumed_history)

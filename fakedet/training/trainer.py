@@ -151,7 +151,9 @@ class Trainer:
         sums = state.epoch_sums
         window_bad, consecutive_bad = False, 0
         started, images_before = time.perf_counter(), sums["images"]
-        lr = parts.schedule.lr_at(state.global_step)
+        # The LR of the last step taken, for the epoch's row: a resume that finds every batch
+        # of its epoch done (stopped after the last step, before the row) trains none here.
+        lr = parts.schedule.lr_at(state.global_step - 1 if skip_batches else state.global_step)
         for batch_index, batch in enumerate(parts.train_loader, start=skip_batches):
             self._note_skipped(batch["skipped"])
             window_size, window_end = accumulation_window(
