@@ -33,10 +33,70 @@ def test_bad_img_size_is_refused(img_size: int) -> None:
         create_model("fast", img_size=img_size)
 
 
-@pytest.mark.parametrize(("name", "budget"), [("fast", 2.5e6), ("full", 5.0e6)])
-def test_parameter_budget_within_ten_percent(name: str, budget: float) -> None:
-    params = sum(p.numel() for p in create_model(name).parameters())
+@pytest.mark.parametrize(
+    ("name", "options", "budget"),
+    [("fast", {}, 0.3e6), ("fast", {"revision": 1}, 2.5e6), ("full", {}, 5.0e6)],
+)
+def test_parameter_budget_within_ten_percent(name: str, options: dict, budget: float) -> None:
+    params = sum(p.numel() for p in create_model(name, **options).parameters())
     assert abs(params - budget) <= 0.1 * budget, params
+
+
+def _with_batch_statistics(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """`model` in eval mode after a few training-mode batches, so that its BatchNorms hold
+    statistics that are not the identity (a fold of an identity hides mistakes)."""
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):
+            model(torch.rand(6, 3, size, size, generator=torch.Generator().manual_seed(seed)))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), [("fast", {}), ("fast", {"revision": 1}), ("full", {})]
+)
+@pytest.mark.parametrize("shape", [(64, 64), (96, 160)])
+def test_the_scoring_copy_scores_like_the_model(
+    name: str, options: dict, shape: tuple[int, int]
+) -> None:
+    from fakedet.models.layers import fuse_for_inference
+
+    torch.manual_seed(0)
+    model = _with_batch_statistics(create_model(name, img_size=64, **options), 64)
+    fused = fuse_for_inference(model)
+    # The normalisation (and for fast the NPR residual) now live in the stems' weights.
+    assert isinstance(fused.normalize, torch.nn.Identity)
+    images = torch.rand(3, 3, *shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected, got = model(images)["logits"], fused(images)["logits"]
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        if name == "fast":  # the branches one by one, where a wrong fold cannot hide
+            normed = model.normalize(images)
+            for branch in ("perceptual_branch", "aux_branch"):
+                torch.testing.assert_close(
+                    getattr(fused, branch)(images),
+                    getattr(model, branch)(normed),
+                    atol=1e-5,
+                    rtol=1e-4,
+                )
+
+
+def test_fast_weights_without_a_revision_load_into_revision_1() -> None:
+    from fakedet.models.loading import build_model
+
+    torch.manual_seed(0)
+    old = create_model("fast", img_size=64, revision=1).eval()
+    assert "revision" not in old.state_dict()  # as fakedet 0.4 and before wrote them
+    loaded = build_model("fast", 64, torch.device("cpu"), old.state_dict()).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["score"], old(images)["score"])
+    new = create_model("fast", img_size=64)
+    assert int(new.state_dict()["revision"]) == 2
+    rebuilt = build_model("fast", 64, torch.device("cpu"), new.state_dict())
+    assert rebuilt.perceptual_branch.out_channels == new.perceptual_branch.out_channels == 256
+    with pytest.raises(ValueError, match="unknown fast model revision 9"):
+        create_model("fast", revision=9)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -69,7 +69,7 @@ def train(
         typer.Option(
             "--fast/--full",
             "--fast_mode/--full_mode",
-            help="Model: fast (perceptual + aux, ~2.5M) or full (+ spectral, statistical, "
+            help="Model: fast (perceptual + aux, ~0.3M) or full (+ spectral, statistical, "
             "attention, ~5M). \\[default: fast]",
             show_default=False,
         ),

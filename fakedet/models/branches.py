@@ -66,9 +66,11 @@ class ResidualAuxBranch(nn.Module):
         self.trunk = build_trunk(3, stem, 4, stages)
         self.project = ConvBNAct(stages[-1][0], out_channels, 1)
         self.out_channels = out_channels
+        self.residual_folded = False  # scoring copies: the residual is in the stem's weights
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.project(self.trunk(npr_residual(images)))  # (B, C, H/32, W/32)
+        inputs = images if self.residual_folded else npr_residual(images)
+        return self.project(self.trunk(inputs))  # (B, C, H/32, W/32)
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:

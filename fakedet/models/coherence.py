@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fakedet.models.branches import grayscale
 from fakedet.models.layers import bin_average_matrix
@@ -221,7 +222,19 @@ class SpectralCoherenceBranch(nn.Module):
 
     def profiles(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) in [0, 1] -> (B, 48) coherence profiles and (B, SPECTRUM_BINS) radial
-        log power, in fp32 whatever autocast says."""
+        log power, in fp32 whatever autocast says.
+
+        Two implementations of the same numbers (they agree to float rounding, tested): the
+        portable one that ONNX and TorchScript exports trace, and an eager one with fewer
+        passes over the spectrum (one FFT call, reductions over contiguous runs, fewer temporaries),
+        which made the branch about 2x faster on CPU."""
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            return self._portable_profiles(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return _eager_profiles(self, images.float())
+
+    def _portable_profiles(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`profiles` in operators that every exporter maps."""
         with torch.autocast(device_type=images.device.type, enabled=False):
             gray = grayscale(images.float())  # (B, H, W)
             gray = gray - gray.mean(dim=(1, 2), keepdim=True)
@@ -276,3 +289,64 @@ class SpectralCoherenceBranch(nn.Module):
         spectrum_logit = self.spectrum_linear(self.spectrum_norm(spectrum))
         coherence_logit = self.mlp(self.norm(coherence)) * COHERENCE_GAIN
         return torch.cat([coherence_logit, spectrum_logit], dim=1)
+
+
+def _block_means_complex(values: torch.Tensor) -> torch.Tensor:
+    """(B, a, h, c, w) contiguous complex -> (B * a, h / K, c * w / K, 2): the block means of
+    its real and imaginary parts. Summed over row runs first (a reduction over an outer
+    dimension, contiguous inside), then over column runs of the quarter-size result. Blocks
+    never straddle the c halves: K divides w."""
+    batch, rows_split, height, columns_split, width = values.shape
+    k = COHERENCE_BLOCK
+    parts = torch.view_as_real(values).view(batch * rows_split, height // k, k, -1).sum(2)
+    parts = parts.view(batch * rows_split, height // k, columns_split * width // k, k, 2).sum(3)
+    return parts.mul_(1.0 / (k * k))
+
+
+def _squared_magnitude(real_imag: torch.Tensor) -> torch.Tensor:
+    """(..., 2) real and imaginary parts -> (...) re^2 + im^2, two passes."""
+    real, imag = real_imag[..., 0], real_imag[..., 1]
+    return (real * real).addcmul_(imag, imag)
+
+
+def _full_spectrum(onesided: torch.Tensor, width: int) -> torch.Tensor:
+    """An rfft2 (B, H, W/2 + 1) -> the fft2 (B, H, W) of the same real images: the missing
+    columns are the conjugates of the mirrored ones, X(-k1, -k2) = conj X(k1, k2)."""
+    mirrored = torch.roll(onesided[..., 1 : width // 2].flip(-1, -2), 1, dims=-2)
+    return torch.cat([onesided, mirrored.conj()], dim=-1)
+
+
+def _eager_profiles(
+    branch: SpectralCoherenceBranch, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eager form of `SpectralCoherenceBranch.profiles` (fp32 images, autocast off)."""
+    batch, _, height, width = images.shape
+    luma = torch.tensor([0.299, 0.587, 0.114], device=images.device)
+    gray = (luma @ images.reshape(batch, 3, height * width)).view(batch, height, width)
+    # Centred and scaled to unit RMS in one pass; the plain and the Hann-windowed image share
+    # one buffer and one FFT call.
+    variance, mean = torch.var_mean(gray, dim=(1, 2), keepdim=True, correction=0)
+    scale = 1.0 / (variance.sqrt() + 1e-3)
+    window, coherence_matrix, ring_means = branch._constants(height, width, images.device)
+    both = torch.empty(2, batch, height, width, device=images.device)
+    torch.addcmul(-mean * scale, gray, scale, out=both[0])
+    torch.mul(both[0], window, out=both[1])
+    plain, windowed = torch.fft.rfft2(both)
+    log_power = _squared_magnitude(torch.view_as_real(plain)).add_(1e-6).log_()
+    spectrum_profile = log_power.flatten(1) @ ring_means
+    if branch.reference_pixels is not None:
+        spectrum_profile = spectrum_profile + math.log(branch.reference_pixels / (height * width))
+    windowed = _full_spectrum(windowed, width)  # (B, H, W) complex
+    power = F.avg_pool2d(
+        _squared_magnitude(torch.view_as_real(windowed)).unsqueeze(1), COHERENCE_BLOCK
+    ).squeeze(1)  # (B, H/K, W/K)
+    spectrum_halves = windowed.view(batch, 2, height // 2, 2, width // 2)
+    power_halves = power.view(batch, 2, power.shape[1] // 2, 2, power.shape[2] // 2)
+    maps = []
+    for (first, second), (power_first, power_second) in zip(
+        _shift_pairs(spectrum_halves), _shift_pairs(power_halves), strict=True
+    ):
+        cross = first * second.conj()  # (B, a, h, c, w), contiguous
+        squared = _squared_magnitude(_block_means_complex(cross)).view(power_first.shape)
+        maps.append((squared / (power_first * power_second + 1e-6)).flatten(1))
+    return torch.cat(maps, dim=1) @ coherence_matrix, spectrum_profile

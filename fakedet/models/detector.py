@@ -26,7 +26,13 @@ from fakedet.models.branches import (
 )
 from fakedet.models.coherence import SpectralCoherenceBranch
 from fakedet.models.fusion import CrossModalBlock, SelfAttentionBlock
-from fakedet.models.layers import ConvBNAct, Heads, ImageNormalize
+from fakedet.models.layers import (
+    ConvBNAct,
+    Heads,
+    ImageNormalize,
+    fold_cell_residual,
+    fold_normalize,
+)
 from fakedet.models.registry import register_model
 
 # The share of patches whose mean logit is the patch read: on 128 px images (16 patches) the
@@ -79,9 +85,12 @@ class FastDetector(nn.Module):
         head_hidden: int,
         coherence: bool = True,
         patch_topk: float = DEFAULT_PATCH_TOPK,
+        revision: int = 1,
     ) -> None:
         super().__init__()
         self.img_size = img_size
+        if revision > 1:  # saved with the weights; revision 1's weights have no such key
+            self.register_buffer("revision", torch.tensor(revision))
         self.normalize = ImageNormalize()
         self.perceptual_branch = PerceptualBranch(
             perceptual_stem, perceptual_stages, perceptual_out
@@ -93,6 +102,16 @@ class FastDetector(nn.Module):
         self.fuse = ConvBNAct(perceptual_out + aux_out, fused, 1)
         self.patch_read = PatchRead(fused, head_hidden // 4, patch_topk) if patch_topk else None
         self.heads = Heads(fused, head_hidden)
+
+    def fold_inputs(self) -> None:
+        """For a scoring copy (layers.fuse_for_inference): the normalisation and the NPR
+        residual go into the two stems' weights, so neither full-resolution map is built."""
+        fold_normalize(self.perceptual_branch.trunk[0][0], self.normalize)
+        stem = self.aux_branch.trunk[0][0]
+        fold_normalize(stem, self.normalize, mean=False)  # x - x[top left] cancels the mean
+        fold_cell_residual(stem)
+        self.aux_branch.residual_folded = True
+        self.normalize = nn.Identity()
 
     def _run(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         normed = self.normalize(images)  # (B, 3, H, W)
@@ -170,6 +189,12 @@ class FullDetector(nn.Module):
         max_tokens_side), or None for a model built without the patch read."""
         return self._run(images)[1]
 
+    def fold_inputs(self) -> None:
+        """For a scoring copy (layers.fuse_for_inference): the normalisation goes into the
+        perceptual stem's weights (the other branches read plain pixels)."""
+        fold_normalize(self.perceptual_branch.trunk[0][0], self.normalize)
+        self.normalize = nn.Identity()
+
     def _run(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         normed = self.normalize(images)
         perceptual = self.perceptual_branch(normed)  # (B, D, H/32, W/32)
@@ -208,14 +233,13 @@ class FullDetector(nn.Module):
 _EARLY_STAGES: tuple[StageSpec, ...] = ((48, 1, 1), (96, 2, 2), (192, 3, 2))
 
 
-@register_model
-def fast(
-    img_size: int = 256, coherence: bool = True, patch_topk: float = DEFAULT_PATCH_TOPK
-) -> FastDetector:
-    """Fast mode: perceptual + NPR aux + spectral-coherence branches and the patch read, about
-    2.5M parameters."""
-    return FastDetector(
-        img_size=img_size,
+# The fast model's widths by revision. Revision 1 (fakedet 0.1.0 to 0.4.x, about 2.5M
+# parameters) spent half its time in five 512-wide blocks at 1/32 resolution; revision 2 is
+# narrower, which made fused inference several times cheaper on CPU for the same held-out AUC
+# on the protocol (docs/performance.md). Checkpoints of revision 1 hold no `revision` buffer
+# and load into revision 1 (models/loading.py).
+FAST_REVISIONS: dict[int, dict[str, object]] = {
+    1: dict(
         perceptual_stem=32,
         perceptual_stages=(*_EARLY_STAGES, (512, 5, 2)),
         perceptual_out=896,
@@ -224,8 +248,38 @@ def fast(
         aux_out=192,
         fused=512,
         head_hidden=256,
+    ),
+    2: dict(
+        perceptual_stem=24,
+        perceptual_stages=((48, 1, 2), (96, 2, 2), (192, 2, 2)),
+        perceptual_out=256,
+        aux_stem=16,
+        aux_stages=((32, 1, 2), (64, 1, 2), (128, 1, 2)),
+        aux_out=128,
+        fused=256,
+        head_hidden=128,
+    ),
+}
+FAST_REVISION = max(FAST_REVISIONS)
+
+
+@register_model
+def fast(
+    img_size: int = 256,
+    coherence: bool = True,
+    patch_topk: float = DEFAULT_PATCH_TOPK,
+    revision: int = FAST_REVISION,
+) -> FastDetector:
+    """Fast mode: perceptual + NPR aux + spectral-coherence branches and the patch read (about
+    0.3M parameters; revision 1: 2.5M)."""
+    if revision not in FAST_REVISIONS:
+        raise ValueError(f"unknown fast model revision {revision}; known: {sorted(FAST_REVISIONS)}")
+    return FastDetector(
+        img_size=img_size,
         coherence=coherence,
         patch_topk=patch_topk,
+        revision=revision,
+        **FAST_REVISIONS[revision],  # type: ignore[arg-type]
     )
 
 

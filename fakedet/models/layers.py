@@ -135,7 +135,8 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     and bias computes the same function (to float rounding) with one pass over each feature map
     fewer, which on CPU is a large share of a depthwise-separable network's time. The copy has
     other parameter names (a conv bias, no BatchNorm), so it is for scoring only: neither saved
-    nor trained.
+    nor trained. A model with a `fold_inputs()` method also folds the maps it applies to its
+    input before a stem (normalisation, the NPR residual) into that stem's weights.
     """
     from copy import deepcopy
 
@@ -151,7 +152,51 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
             if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
                 module[index] = fuse_conv_bn_eval(conv, norm)
                 module[index + 1] = nn.Identity()
+    fold_inputs = getattr(fused, "fold_inputs", None)
+    if callable(fold_inputs):
+        fold_inputs()
     return fused.to(memory_format=torch.channels_last)
+
+
+def _patchify_conv(conv: nn.Module) -> nn.Conv2d:
+    """`conv` when it is a 4x4, stride-4, unpadded convolution (the trunks' stems), whose
+    patches never overlap an edge: the input maps below fold into it exactly."""
+    if not (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (4, 4)
+        and conv.stride == (4, 4)
+        and conv.padding == (0, 0)
+        and conv.groups == 1
+    ):
+        raise ValueError(f"cannot fold an input map into {conv}")
+    return conv
+
+
+@torch.no_grad()
+def fold_normalize(conv: nn.Module, normalize: ImageNormalize, mean: bool = True) -> None:
+    """Make a patchify stem on normalised images take plain [0, 1] pixels: weight / std per
+    input channel, bias - sum(weight * mean / std). Exact up to float rounding (no padding).
+    `mean=False` for a stem on differences of pixels, in which the mean cancels."""
+    conv = _patchify_conv(conv)
+    scaled = conv.weight / normalize.std.view(1, -1, 1, 1)
+    shift = (scaled * normalize.mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+    bias = torch.zeros_like(shift) if conv.bias is None else conv.bias
+    conv.weight.copy_(scaled)
+    conv.bias = nn.Parameter(bias - shift if mean else bias.clone())
+
+
+@torch.no_grad()
+def fold_cell_residual(conv: nn.Module) -> None:
+    """Make a patchify stem on the 2x2-cell residual x - x[cell's top left] (branches.
+    npr_residual) take x itself. The 4x4 patches hold whole cells, so the residual is linear
+    inside each patch: every pixel keeps its weight, and each cell's top-left pixel takes
+    minus the sum of the other three's."""
+    weight = _patchify_conv(conv).weight
+    for row in (0, 2):
+        for column in (0, 2):
+            cell = weight[:, :, row : row + 2, column : column + 2]
+            others = cell.sum(dim=(-2, -1)) - cell[:, :, 0, 0]
+            weight[:, :, row, column] = -others
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> str | None:
