@@ -1,5 +1,5 @@
 """Draws protocol_auc.png: per-family AUC of the cross-generator protocol against the spectral
-baseline, from the table in docs/protocol.md (seeds 0-2, centre crops, no perturbation).
+baseline, from the README's table (seeds 0-2, centre crops, no perturbation).
 
 Run from the repository root: `python docs/img/protocol_auc.py`.
 """
@@ -13,31 +13,62 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-FAMILIES = ["bicubic", "laundered", "pixel_shuffle", "spectrum_matched", "mean"]
-# (mean AUC, std over seeds 0, 1, 2) per family, copied from docs/protocol.md's first table.
+FAMILIES = [
+    "bicubic",
+    "inpainted",
+    "laundered",
+    "pixel_shuffle",
+    "resynthesised",
+    "spectrum_matched",
+    "subpixel",
+    "mean",
+]
+# (mean AUC, std over seeds 0, 1, 2) per family, copied from the README's table (clean images;
+# `python benchmarks/generalization.py --out xgen`, 2026-12-04).
 RESULTS = {
-    "fast": [(0.997, 0.006), (0.911, 0.026), (0.992, 0.014), (0.983, 0.029), (0.971, 0.017)],
-    "full": [(0.998, 0.004), (0.918, 0.024), (0.995, 0.009), (0.991, 0.015), (0.975, 0.013)],
+    "fast": [
+        (0.980, 0.034),
+        (0.650, 0.216),
+        (0.813, 0.060),
+        (0.995, 0.008),
+        (0.703, 0.153),
+        (0.918, 0.126),
+        (0.950, 0.079),
+        (0.858, 0.089),
+    ],
+    "full": [
+        (0.997, 0.004),
+        (0.799, 0.127),
+        (0.756, 0.118),
+        (1.000, 0.000),
+        (0.780, 0.127),
+        (0.980, 0.033),
+        (0.984, 0.023),
+        (0.900, 0.054),
+    ],
     "spectral baseline": [
-        (0.929, 0.123),
-        (0.907, 0.122),
-        (0.714, 0.046),
-        (0.567, 0.059),
-        (0.779, 0.065),
+        (0.895, 0.119),
+        (0.646, 0.155),
+        (0.812, 0.104),
+        (0.866, 0.100),
+        (0.705, 0.117),
+        (0.420, 0.064),
+        (0.750, 0.191),
+        (0.728, 0.099),
     ],
 }
 COLOURS = {"fast": "#1f77b4", "full": "#2ca02c", "spectral baseline": "#999999"}
 
 
 def main() -> None:
-    figure, axes = plt.subplots(figsize=(8, 3.6), dpi=100)
+    figure, axes = plt.subplots(figsize=(10, 3.6), dpi=100)
     width = 0.26
     for offset, (name, rows) in enumerate(RESULTS.items()):
         positions = [index + (offset - 1) * width for index in range(len(FAMILIES))]
         means = [mean for mean, _ in rows]
         stds = [std for _, std in rows]
         axes.bar(positions, means, width, yerr=stds, capsize=3, label=name, color=COLOURS[name])
-    axes.set_xticks(range(len(FAMILIES)), FAMILIES)
+    axes.set_xticks(range(len(FAMILIES)), FAMILIES, fontsize=8)
     axes.set_ylim(0.4, 1.1)
     axes.set_yticks([0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     axes.set_ylabel("AUC (mean ± std, seeds 0-2)")
