@@ -35,7 +35,12 @@ def test_bad_img_size_is_refused(img_size: int) -> None:
 
 @pytest.mark.parametrize(
     ("name", "options", "budget"),
-    [("fast", {}, 0.3e6), ("fast", {"revision": 1}, 2.5e6), ("full", {}, 5.0e6)],
+    [
+        ("fast", {}, 0.3e6),
+        ("fast", {"revision": 1}, 2.5e6),
+        ("full", {}, 2.9e6),
+        ("full", {"revision": 1}, 5.0e6),
+    ],
 )
 def test_parameter_budget_within_ten_percent(name: str, options: dict, budget: float) -> None:
     params = sum(p.numel() for p in create_model(name, **options).parameters())
@@ -53,7 +58,8 @@ def _with_batch_statistics(model: torch.nn.Module, size: int) -> torch.nn.Module
 
 
 @pytest.mark.parametrize(
-    ("name", "options"), [("fast", {}), ("fast", {"revision": 1}), ("full", {})]
+    ("name", "options"),
+    [("fast", {}), ("fast", {"revision": 1}), ("full", {}), ("full", {"revision": 1})],
 )
 @pytest.mark.parametrize("shape", [(64, 64), (96, 160)])
 def test_the_scoring_copy_scores_like_the_model(
@@ -81,22 +87,36 @@ def test_the_scoring_copy_scores_like_the_model(
                 )
 
 
-def test_fast_weights_without_a_revision_load_into_revision_1() -> None:
+@pytest.mark.parametrize(("name", "width"), [("fast", 256), ("full", 256)])
+def test_weights_without_a_revision_load_into_revision_1(name: str, width: int) -> None:
     from fakedet.models.loading import build_model
 
     torch.manual_seed(0)
-    old = create_model("fast", img_size=64, revision=1).eval()
+    old = create_model(name, img_size=64, revision=1).eval()
     assert "revision" not in old.state_dict()  # as fakedet 0.4 and before wrote them
-    loaded = build_model("fast", 64, torch.device("cpu"), old.state_dict()).eval()
+    loaded = build_model(name, 64, torch.device("cpu"), old.state_dict()).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)["score"], old(images)["score"])
-    new = create_model("fast", img_size=64)
+    new = create_model(name, img_size=64)
     assert int(new.state_dict()["revision"]) == 2
-    rebuilt = build_model("fast", 64, torch.device("cpu"), new.state_dict())
-    assert rebuilt.perceptual_branch.out_channels == new.perceptual_branch.out_channels == 256
-    with pytest.raises(ValueError, match="unknown fast model revision 9"):
-        create_model("fast", revision=9)
+    rebuilt = build_model(name, 64, torch.device("cpu"), new.state_dict())
+    assert rebuilt.perceptual_branch.out_channels == new.perceptual_branch.out_channels == width
+    with pytest.raises(ValueError, match=f"unknown {name} model revision 9"):
+        create_model(name, revision=9)
+
+
+def test_the_statistics_read_a_centre_window_not_a_resampled_image() -> None:
+    from fakedet.models.branches import StatisticalBranch, centre_window
+
+    images = torch.rand(2, 3, 200, 96, generator=torch.Generator().manual_seed(0))
+    window = centre_window(images, 128)
+    assert torch.equal(window, images[:, :, 36:164, :])  # the short side kept whole
+    branch = StatisticalBranch(16, 2, window=128)
+    whole = StatisticalBranch(16, 2)
+    torch.testing.assert_close(branch.features(images), whole.features(window))
+    small = images[:, :, :96, :]  # within the window: read whole
+    torch.testing.assert_close(branch.features(small), whole.features(small))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -202,3 +222,16 @@ def test_a_model_registered_later_trains_and_is_advised_without_other_edits(
     assert f"mode = 'huge' is invalid: is not a registered model (known: {known})" in (
         " ".join(refused.output.split())
     )
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 160), (256, 256)])
+def test_the_eager_log_spectrum_is_the_portable_one_that_exports_trace(
+    shape: tuple[int, int],
+) -> None:
+    branch = create_model("full", img_size=64).spectral_branch
+    images = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        eager = branch.log_spectrum(images)
+        portable = branch._portable_log_spectrum(images)
+    # Standardised log magnitudes (a few units): float rounding of the two FFT layouts.
+    torch.testing.assert_close(eager, portable, atol=5e-4, rtol=1e-4)

@@ -228,7 +228,7 @@ def test_help_shows_the_defaults() -> None:
     assert "--gradient-accumulation-steps" in resume_help
     assert "[default: from the checkpoint]" in resume_help
     flat_help = " ".join(train_help.replace("│", " ").split())
-    assert "attention, ~5M). [default: fast]" in flat_help
+    assert "attention, ~2.9M). [default: fast]" in flat_help
     assert "PydanticUndefined" not in train_help
     validate_help = runner.invoke(app, ["validate", "--help"], env={"COLUMNS": "200"}).output
     assert "Loader workers [default: min(4, cores); min(12, cores) on CUDA]." in validate_help

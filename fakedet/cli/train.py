@@ -70,7 +70,7 @@ def train(
             "--fast/--full",
             "--fast_mode/--full_mode",
             help="Model: fast (perceptual + aux, ~0.3M) or full (+ spectral, statistical, "
-            "attention, ~5M). \\[default: fast]",
+            "attention, ~2.9M). \\[default: fast]",
             show_default=False,
         ),
     ] = None,

@@ -120,7 +120,18 @@ class SpectralBranch(nn.Module):
         return self._bin_cache[key]
 
     def log_spectrum(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) centred log-magnitude spectrum, zero mean and unit std per image."""
+        """(B, 1, H, W) centred log-magnitude spectrum, zero mean and unit std per image.
+
+        In eager mode from the one-sided transform (half the FFT, the abs and the log; the
+        other half by symmetry, |X(-f)| = |X(f)|), the same numbers to float rounding as the
+        portable form that exports trace (tested)."""
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            return self._portable_log_spectrum(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return _eager_log_spectrum(images.float())
+
+    def _portable_log_spectrum(self, images: torch.Tensor) -> torch.Tensor:
+        """`log_spectrum` in operators that every exporter maps."""
         with torch.autocast(device_type=images.device.type, enabled=False):
             gray = grayscale(images.float()).unsqueeze(1)  # (B, 1, H, W)
             gray = gray - gray.mean(dim=(2, 3), keepdim=True)
@@ -147,6 +158,30 @@ class SpectralBranch(nn.Module):
             profile = spectrum.flatten(1) @ average  # (B, bins) azimuthal average, in fp32
         profile_token = self.profile_mlp(profile).unsqueeze(1)  # (B, 1, C)
         return tokens, profile_token
+
+
+def eager_grayscale(images: torch.Tensor) -> torch.Tensor:
+    """`grayscale` as one matrix product (eager mode only: the weights are a tensor made on
+    the images' device, which a trace would freeze onto the tracing device)."""
+    batch, _, height, width = images.shape
+    luma = torch.tensor([0.299, 0.587, 0.114], device=images.device)
+    return (luma @ images.reshape(batch, 3, height * width)).view(batch, height, width)
+
+
+def _eager_log_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """SpectralBranch.log_spectrum for fp32 images in eager mode."""
+    gray = eager_grayscale(images)
+    gray = gray - gray.mean(dim=(1, 2), keepdim=True)
+    height, width = gray.shape[-2:]
+    magnitude = torch.fft.rfft2(gray, norm="ortho").abs()  # (B, H, W/2 + 1)
+    magnitude[:, 0, 0] = 0.0  # DC, pinned as in the portable form (before the shift)
+    half = magnitude.add_(1e-6).log_()
+    # The missing columns mirror the present ones, X(-k1, -k2) = conj X(k1, k2); then the
+    # centring (fftshift: a roll by half of each side, every model side being even).
+    mirrored = torch.roll(half[..., 1 : width // 2].flip(-1, -2), 1, dims=-2)
+    full = torch.roll(torch.cat([half, mirrored], dim=-1), (height // 2, width // 2), (-2, -1))
+    variance, mean = torch.var_mean(full, dim=(1, 2), keepdim=True)  # Bessel, as .std()
+    return ((full - mean) / (variance.sqrt() + 1e-6)).unsqueeze(1)
 
 
 def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,15 +234,29 @@ def _binomial_high_pass(images: torch.Tensor) -> torch.Tensor:
     return torch.sub(images, blur, alpha=1 / 16)
 
 
+def centre_window(images: torch.Tensor, side: int | None) -> torch.Tensor:
+    """The centre `side` x `side` window of (B, C, H, W) images (a view; each side kept whole
+    where it is shorter), or the images themselves for None."""
+    if side is None:
+        return images
+    height, width = int(images.shape[-2]), int(images.shape[-1])  # Python ints when traced too
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return images[..., top : top + min(side, height), left : left + min(side, width)]
+
+
 class StatisticalBranch(nn.Module):
     """Moments of the image and of its noise residuals, and local correlations, as tokens."""
 
     num_features = 3 * 4 + 3 * 3 * 4 + 3 * 3 + 3
 
-    def __init__(self, out_channels: int, num_tokens: int) -> None:
+    def __init__(self, out_channels: int, num_tokens: int, window: int | None = None) -> None:
         super().__init__()
         self.num_tokens = num_tokens
         self.out_channels = out_channels
+        # At most this centre window (cropped, never resampled) is read: the features are
+        # global moments and correlations, which a 128 px window estimates as a larger image
+        # does, at a quarter of a 256 px image's passes over fresh full-size maps. None: all.
+        self.window = window
         self.norm = nn.LayerNorm(self.num_features)
         self.mlp = nn.Sequential(
             nn.Linear(self.num_features, out_channels),
@@ -218,7 +267,7 @@ class StatisticalBranch(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, num_features) hand-made statistics, computed in fp32."""
         with torch.autocast(device_type=images.device.type, enabled=False):
-            images = images.float()
+            images = centre_window(images.float(), self.window)
             batch, channels, height, width = images.shape
             high_pass = _binomial_high_pass(images)
             diff_x = images[..., :, 1:] - images[..., :, :-1]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fakedet.models.branches import grayscale
+from fakedet.models.branches import eager_grayscale, grayscale
 from fakedet.models.layers import bin_average_matrix
 
 # Coherence is estimated over blocks of K x K neighbouring frequencies: 1/K**2 is roughly what
@@ -321,8 +321,7 @@ def _eager_profiles(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The eager form of `SpectralCoherenceBranch.profiles` (fp32 images, autocast off)."""
     batch, _, height, width = images.shape
-    luma = torch.tensor([0.299, 0.587, 0.114], device=images.device)
-    gray = (luma @ images.reshape(batch, 3, height * width)).view(batch, height, width)
+    gray = eager_grayscale(images)
     # Centred and scaled to unit RMS in one pass; the plain and the Hann-windowed image share
     # one buffer and one FFT call.
     variance, mean = torch.var_mean(gray, dim=(1, 2), keepdim=True, correction=0)

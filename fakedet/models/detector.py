@@ -155,16 +155,20 @@ class FullDetector(nn.Module):
         head_hidden: int,
         coherence: bool = True,
         patch_topk: float = DEFAULT_PATCH_TOPK,
+        stat_window: int | None = None,
+        revision: int = 1,
     ) -> None:
         super().__init__()
         self.img_size = img_size
+        if revision > 1:  # saved with the weights; revision 1's weights have no such key
+            self.register_buffer("revision", torch.tensor(revision))
         self.max_tokens_side = max_tokens_side
         self.normalize = ImageNormalize()
         self.perceptual_branch = PerceptualBranch(perceptual_stem, perceptual_stages, dim)
         self.spectral_branch = SpectralBranch(
             spectral_stem, spectral_stages, dim, spectral_tokens_side, profile_bins
         )
-        self.statistical_branch = StatisticalBranch(dim, stat_tokens)
+        self.statistical_branch = StatisticalBranch(dim, stat_tokens, stat_window)
         self.coherence_branch = (
             SpectralCoherenceBranch(reference_side=img_size) if coherence else None
         )
@@ -233,9 +237,20 @@ class FullDetector(nn.Module):
 _EARLY_STAGES: tuple[StageSpec, ...] = ((48, 1, 1), (96, 2, 2), (192, 3, 2))
 
 
+def _widths(name: str, revisions: dict[int, dict[str, object]], revision: int) -> dict[str, object]:
+    """The constructor arguments of `name`'s `revision`.
+
+    Raises:
+        ValueError: an unknown revision, naming the known ones.
+    """
+    if revision not in revisions:
+        raise ValueError(f"unknown {name} model revision {revision}; known: {sorted(revisions)}")
+    return revisions[revision]
+
+
 # The fast model's widths by revision. Revision 1 (fakedet 0.1.0 to 0.4.x, about 2.5M
 # parameters) spent half its time in five 512-wide blocks at 1/32 resolution; revision 2 is
-# narrower, which made fused inference several times cheaper on CPU for the same held-out AUC
+# narrower, which made fused inference about twice as fast on CPU for the same held-out AUC
 # on the protocol (docs/performance.md). Checkpoints of revision 1 hold no `revision` buffer
 # and load into revision 1 (models/loading.py).
 FAST_REVISIONS: dict[int, dict[str, object]] = {
@@ -272,37 +287,61 @@ def fast(
 ) -> FastDetector:
     """Fast mode: perceptual + NPR aux + spectral-coherence branches and the patch read (about
     0.3M parameters; revision 1: 2.5M)."""
-    if revision not in FAST_REVISIONS:
-        raise ValueError(f"unknown fast model revision {revision}; known: {sorted(FAST_REVISIONS)}")
     return FastDetector(
         img_size=img_size,
         coherence=coherence,
         patch_topk=patch_topk,
         revision=revision,
-        **FAST_REVISIONS[revision],  # type: ignore[arg-type]
+        **_widths("fast", FAST_REVISIONS, revision),  # type: ignore[arg-type]
     )
+
+
+# The full model's widths by revision. Revision 2 (fakedet 0.5.0 on) reaches 1/32 with three
+# stride-2 stages instead of a 448-wide one at 1/32, carries 256-wide tokens instead of 320 (the
+# attention blocks took as many MACs as a whole MobileNetV3-Large at 256 px), and reads its
+# statistics from at most the centre 128 px; the same held-out AUC on the protocol
+# (docs/performance.md). Revision 1's checkpoints (no `revision` buffer) load into revision 1.
+FULL_REVISIONS: dict[int, dict[str, object]] = {
+    1: dict(
+        perceptual_stem=32,
+        perceptual_stages=(*_EARLY_STAGES, (448, 4, 2)),
+        dim=320,
+        self_attention_layers=3,
+        head_hidden=256,
+        stat_window=None,
+    ),
+    2: dict(
+        perceptual_stem=32,
+        perceptual_stages=((64, 1, 2), (128, 2, 2), (256, 3, 2)),
+        dim=256,
+        self_attention_layers=3,
+        head_hidden=256,
+        stat_window=128,
+    ),
+}
+FULL_REVISION = max(FULL_REVISIONS)
 
 
 @register_model
 def full(
-    img_size: int = 256, coherence: bool = True, patch_topk: float = DEFAULT_PATCH_TOPK
+    img_size: int = 256,
+    coherence: bool = True,
+    patch_topk: float = DEFAULT_PATCH_TOPK,
+    revision: int = FULL_REVISION,
 ) -> FullDetector:
     """Full mode: perceptual + spectral + statistical with attention fusion, plus spectral
-    coherence; about 5M parameters."""
+    coherence (about 2.9M parameters; revision 1: 5M)."""
     return FullDetector(
         img_size=img_size,
-        perceptual_stem=32,
-        perceptual_stages=(*_EARLY_STAGES, (448, 4, 2)),
-        dim=320,
         spectral_stem=16,
         spectral_stages=((32, 1, 2), (64, 1, 2), (128, 1, 2)),
         spectral_tokens_side=4,
         profile_bins=64,
         stat_tokens=4,
         heads=4,
-        self_attention_layers=3,
         max_tokens_side=8,
-        head_hidden=256,
         coherence=coherence,
         patch_topk=patch_topk,
+        revision=revision,
+        **_widths("full", FULL_REVISIONS, revision),  # type: ignore[arg-type]
     )

@@ -32,7 +32,7 @@ def build_model(
     (fakedet 0.1.0 and the commits after it until the branch came): they load into the model as
     it was then, so older checkpoints and exports keep working unchanged. So do weights without
     the patch read (fakedet 0.2.0 and before); with it, the weights hold its top-k share.
-    Weights of the fast model name their revision (its widths); those without one are
+    Weights of fast and full name their revision (their widths); those without one are
     revision 1's (fakedet 0.4.x and before).
     `patch_topk` (a new model's; None: the builder's default) is for a model without weights.
 
@@ -51,7 +51,7 @@ def build_model(
     options: dict[str, object] = {"coherence": False} if legacy else {}
     if weights is not None and name in LEGACY_WITHOUT_COHERENCE:
         options["patch_topk"] = float(weights.get("patch_read.topk", torch.tensor(0.0)))
-    if weights is not None and name == "fast":  # the widths of the revision that wrote them
+    if weights is not None and name in ("fast", "full"):  # the revision that wrote them
         options["revision"] = int(weights.get("revision", torch.tensor(1)))
     elif patch_topk is not None and name in LEGACY_WITHOUT_COHERENCE:  # the built-in models
         options["patch_topk"] = patch_topk
