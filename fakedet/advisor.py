@@ -182,7 +182,8 @@ def recommend(info: HardwareInfo, mode: str, memory: MemoryProfile | None = None
         amp_dtype = hardware.cuda_amp_dtype(capability) or "auto"
     else:
         batch, reason = CPU_BATCH[table_model], f"no GPU ({info.device})"
-        use_amp = info.device == "cpu" and info.cpu_bf16
+        # bf16 on a CPU that has it natively, for the models it speeds up (not fast's FFTs).
+        use_amp = info.device == "cpu" and info.cpu_bf16 and hardware.cpu_amp_is_faster(mode)
         amp_dtype = "bf16"
     accumulation = max(1, TARGET_EFFECTIVE_BATCH // batch)
     workers = hardware.default_num_workers(info.os, info.cpu_cores, info.device)

@@ -278,7 +278,9 @@ def test_overfitting_quiet_when_train_loss_rose_too() -> None:
 # --- under-used hardware ---------------------------------------------------------------------
 
 
-def hardware_finding(info: HardwareInfo, workers: int, use_amp: bool) -> doctor.Finding | None:
+def hardware_finding(
+    info: HardwareInfo, workers: int, use_amp: bool, mode: str = "full"
+) -> doctor.Finding | None:
     return doctor.underused_hardware(
         [40.0, 50.0, 52.0],
         workers,
@@ -288,6 +290,7 @@ def hardware_finding(info: HardwareInfo, workers: int, use_amp: bool) -> doctor.
         info.cpu_cores,
         info.cpu_bf16,
         info.compute_capability,
+        mode=mode,
     )
 
 
@@ -295,7 +298,10 @@ def test_underused_hardware_fires_on_amp_off_where_bf16_is_native() -> None:
     finding = hardware_finding(replace(CPU, cpu_bf16=True), 4, False)
     assert finding is not None and finding.severity == "info"
     assert "--use-amp" in finding.flags and "--num-workers" not in finding.flags
+    assert "trains full faster" in finding.advice
     assert finding.evidence["images_per_sec"] == 50.0
+    # The fast model trains more slowly under CPU bf16 (hardware.CPU_AMP_SLOWER): no tip.
+    assert hardware_finding(replace(CPU, cpu_bf16=True), 4, False, mode="fast") is None
 
 
 def test_underused_hardware_fires_on_too_few_workers_for_a_gpu() -> None:
@@ -338,7 +344,8 @@ def test_diagnose_finds_nothing_before_the_first_epoch_ends() -> None:
 
 
 def test_diagnose_puts_warnings_first() -> None:
-    found = doctor.diagnose(flat_history(), config(epochs=3), hardware=replace(CPU, cpu_bf16=True))
+    full_run = config(epochs=3, mode="full")
+    found = doctor.diagnose(flat_history(), full_run, hardware=replace(CPU, cpu_bf16=True))
     assert [f.rule for f in found] == ["not_learning", "underused_hardware"]
     assert [f.severity for f in found] == ["warning", "info"]
 
@@ -351,15 +358,21 @@ def test_diagnose_judges_the_lr_by_the_precision_that_ran() -> None:
     assert doctor.diagnose(flat_history(), amp_config, hardware=bf16, run_dir="r") == []
 
 
-def test_quickstart_history_has_no_warning() -> None:
-    fixture = load_fixture("quickstart")
+@pytest.mark.parametrize("name", ["quickstart", "quickstart_0.5.0"])
+def test_quickstart_history_has_no_warning(name: str) -> None:
+    fixture = load_fixture(name)
     found = doctor.diagnose(fixture["history"], fixture_config(fixture), fixture["nonfinite_steps"])
     assert found == []
-    # On a CPU with native bf16 (this project's), the only finding is the mild AMP tip.
-    on_bf16 = doctor.diagnose(
-        fixture["history"], fixture_config(fixture), hardware=replace(CPU, cpu_bf16=True)
-    )
+    # On a CPU with native bf16 (this project's) at most the mild hardware tip; it asks for AMP
+    # for a full run, not for the fast quickstart (bf16 trains fast more slowly there).
+    bf16 = replace(CPU, cpu_bf16=True)
+    assert fixture_config(fixture).mode == "fast"
+    as_fast = doctor.diagnose(fixture["history"], fixture_config(fixture), hardware=bf16)
+    assert all(f.severity == "info" and "--use-amp" not in f.flags for f in as_fast)
+    as_full = fixture_config(fixture).model_copy(update={"mode": "full"})
+    on_bf16 = doctor.diagnose(fixture["history"], as_full, hardware=bf16)
     assert [(f.rule, f.severity) for f in on_bf16] == [("underused_hardware", "info")]
+    assert "--use-amp" in on_bf16[0].flags
 
 
 def test_default_lr_history_is_not_learning_with_the_advisors_lr() -> None:

@@ -111,6 +111,7 @@ def diagnose(
                 hardware.cpu_bf16,
                 hardware.compute_capability,
                 run,
+                config.mode if config.backbone is None else "backbone",
             )
         )
     found = [finding for finding in findings if finding is not None]
