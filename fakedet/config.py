@@ -196,6 +196,11 @@ class TrainingConfig(BaseModel):
         "jpeg95, jpeg75, jpeg60, downscale0.75, downscale0.5, webp80, webp70, unsharp, "
         "screenshot, crop50; a mapping in a config file, or jpeg60:0.1,crop50:0.2 as a flag.",
     )
+    processing_on: Literal["both", "real"] = Field(
+        "both",
+        description="Which images the everyday processing touches: both classes, or real only "
+        "(processed reals stay real while fakes keep their traces).",
+    )
     compile: bool = Field(
         False,
         description="torch.compile the model and the loss: the first steps compile (minutes); "

@@ -295,7 +295,7 @@ def test_default_workers_follow_the_os_the_cores_and_the_device(
     assert hardware.default_num_workers("Linux", 8, "cuda") == 8
 
 
-def _niceness_image(image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+def _niceness_image(image: Image.Image, generator: torch.Generator, label: float) -> torch.Tensor:
     return torch.full((3, 4, 4), os.nice(0), dtype=torch.uint8)
 
 
@@ -347,3 +347,24 @@ def test_train_downscale_shrinks_by_a_drawn_factor_and_never_below_the_crop() ->
     small = Image.fromarray(np.stack([ramp[:64, :64]] * 3, axis=-1))
     # An image the size of the crop cannot shrink: it comes back unchanged.
     assert torch.equal(train(small, generator), torch.from_numpy(np.array(small)).permute(2, 0, 1))
+
+
+def test_processing_on_real_only_leaves_fakes_untouched() -> None:
+    from fakedet.data.processing import ProcessingAugment
+    from fakedet.data.transforms import TrainTransform
+
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8), "RGB"
+    )
+    always = ProcessingAugment({"jpeg60": 1.0})
+    plain = TrainTransform(64, False, 0.0, 0.0)
+    real_only = TrainTransform(64, False, 0.0, 0.0, processing=always, processing_real_only=True)
+    both = TrainTransform(64, False, 0.0, 0.0, processing=always)
+
+    def run(transform: TrainTransform, label: float) -> torch.Tensor:
+        return transform(image, torch.Generator().manual_seed(5), label)
+
+    assert torch.equal(run(real_only, 0.0), run(plain, 0.0))  # a fake keeps its pixels
+    assert not torch.equal(run(real_only, 1.0), run(plain, 1.0))  # a real one is re-saved
+    assert torch.equal(run(real_only, 1.0), run(both, 1.0))
+    assert not torch.equal(run(both, 0.0), run(plain, 0.0))

@@ -132,6 +132,7 @@ def train(
     with_spectral: Annotated[bool | None, config_option("with_spectral")] = None,
     init_from: Annotated[Path | None, config_option("init_from")] = None,
     processing_probs: Annotated[str | None, config_option("processing_probs")] = None,
+    processing_on: Annotated[str | None, config_option("processing_on")] = None,
     compile: Annotated[bool | None, config_option("compile")] = None,
     gpu_augment: Annotated[bool | None, config_option("gpu_augment")] = None,
     devices: DevicesOption = None,

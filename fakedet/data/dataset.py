@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from fakedet.data.transforms import load_rgb
 from fakedet.sources.samples import Sample
 
-Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]
+Transform = Callable[[Image.Image, torch.Generator, int], torch.Tensor]  # image, rng, label
 
 
 class ImageDataset(Dataset):
@@ -41,7 +41,7 @@ class ImageDataset(Dataset):
         sample = self.samples[index]
         generator = torch.Generator().manual_seed(int(sample_seed))
         try:
-            image = self.transform(self.decode(sample.path), generator)
+            image = self.transform(self.decode(sample.path), generator, sample.label)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return {
                 "image": None,

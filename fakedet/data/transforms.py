@@ -104,9 +104,11 @@ class TrainTransform:
         resize_prob: float = 0.0,
         resize_min_scale: float = 0.5,
         processing: ProcessingAugment | None = None,
+        processing_real_only: bool = False,
     ) -> None:
         self.img_size = img_size
         self.processing = processing  # everyday processing of the whole image, before the crop
+        self.processing_real_only = processing_real_only  # then fakes are never processed
         self.resize_prob = resize_prob
         self.resize_min_scale = resize_min_scale
         self.hflip = hflip
@@ -128,8 +130,11 @@ class TrainTransform:
         )
         return image.resize(new_size, _RESIZE_FILTERS[choice])
 
-    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        if self.processing is not None:
+    def __call__(
+        self, image: Image.Image, generator: torch.Generator, label: int | None = None
+    ) -> torch.Tensor:
+        """`label` (1 real, 0 fake) matters only with `processing_real_only`."""
+        if self.processing is not None and (not self.processing_real_only or label == 1):
             image = self.processing(image, generator)
         if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
             image = self._downscale(image, generator)
@@ -170,7 +175,7 @@ class EvalTransform:
         self.min_side = min_side
 
     def __call__(
-        self, image: Image.Image, generator: torch.Generator | None = None
+        self, image: Image.Image, generator: torch.Generator | None = None, label: int | None = None
     ) -> torch.Tensor:
         views = [
             to_tensor(view) for view in eval_views(image, self.img_size, self.crops, self.min_side)

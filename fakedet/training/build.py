@@ -296,6 +296,7 @@ def _image_parts(
             config.resize_prob,
             config.resize_min_scale,
             ProcessingAugment(config.processing_probs) if config.processing_probs else None,
+            config.processing_on == "real",
         ),
         batch_size,
         train=True,
