@@ -31,6 +31,14 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(first[key], second[key]), key
 
 
+def _assert_same_run(reference: Path, resumed: Path) -> None:
+    """The two output folders end with the same weights and, timing aside, the same history."""
+    _assert_same_weights(reference / "latest_model.pt", resumed / "latest_model.pt")
+    reference_history = json.loads((reference / "training_history.json").read_text())
+    resumed_history = json.loads((resumed / "training_history.json").read_text())
+    assert _without_timing(reference_history) == _without_timing(resumed_history)
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_resume_from_epoch_2_is_bit_exact(
     folder_dataset: Path, tmp_path: Path, workers: str
@@ -56,10 +64,7 @@ def test_resume_from_epoch_2_is_bit_exact(
     assert result.exit_code == 0, result.output
     assert "LR" in result.output and "schedule unchanged" in result.output
     assert "spectrum read fitted" not in result.output  # the checkpoint's read, not a new fit
-    _assert_same_weights(full_run / "latest_model.pt", resumed_run / "latest_model.pt")
-    full_history = json.loads((full_run / "training_history.json").read_text())
-    resumed_history = json.loads((resumed_run / "training_history.json").read_text())
-    assert _without_timing(full_history) == _without_timing(resumed_history)
+    _assert_same_run(full_run, resumed_run)
 
 
 def test_resume_lr_sequences() -> None:
@@ -151,10 +156,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path: Path)
     state = load_checkpoint(interrupted / "latest_model.pt")
     result = runner.invoke(app, ["resume", str(interrupted)])
     assert result.exit_code == 0, result.output
-    _assert_same_weights(reference / "latest_model.pt", interrupted / "latest_model.pt")
-    reference_history = json.loads((reference / "training_history.json").read_text())
-    resumed_history = json.loads((interrupted / "training_history.json").read_text())
-    assert _without_timing(reference_history) == _without_timing(resumed_history)
+    _assert_same_run(reference, interrupted)
     assert state.state.global_step > 0
 
 
@@ -279,7 +281,4 @@ def test_a_stop_after_an_epoch_s_last_step_resumes_to_the_same_history(
     monkeypatch.undo()
     result = runner.invoke(app, ["resume", str(interrupted)])
     assert result.exit_code == 0, result.output
-    _assert_same_weights(reference / "latest_model.pt", interrupted / "latest_model.pt")
-    reference_history = json.loads((reference / "training_history.json").read_text())
-    resumed_history = json.loads((interrupted / "training_history.json").read_text())
-    assert _without_timing(reference_history) == _without_timing(resumed_history)
+    _assert_same_run(reference, interrupted)

@@ -168,6 +168,13 @@ def eager_grayscale(images: torch.Tensor) -> torch.Tensor:
     return (luma @ images.reshape(batch, 3, height * width)).view(batch, height, width)
 
 
+def mirrored_columns(onesided: torch.Tensor, width: int) -> torch.Tensor:
+    """The columns W/2 + 1 .. W - 1 that an rfft2-shaped (B, H, W/2 + 1) map of real images
+    leaves out, from the ones it holds: X(-k1, -k2) = conj X(k1, k2), so column W - k2 is
+    column k2 with its rows negated (conjugate them for a complex spectrum)."""
+    return torch.roll(onesided[..., 1 : width // 2].flip(-1, -2), 1, dims=-2)
+
+
 def _eager_log_spectrum(images: torch.Tensor) -> torch.Tensor:
     """SpectralBranch.log_spectrum for fp32 images in eager mode."""
     gray = eager_grayscale(images)
@@ -176,10 +183,10 @@ def _eager_log_spectrum(images: torch.Tensor) -> torch.Tensor:
     magnitude = torch.fft.rfft2(gray, norm="ortho").abs()  # (B, H, W/2 + 1)
     magnitude[:, 0, 0] = 0.0  # DC, pinned as in the portable form (before the shift)
     half = magnitude.add_(1e-6).log_()
-    # The missing columns mirror the present ones, X(-k1, -k2) = conj X(k1, k2); then the
-    # centring (fftshift: a roll by half of each side, every model side being even).
-    mirrored = torch.roll(half[..., 1 : width // 2].flip(-1, -2), 1, dims=-2)
-    full = torch.roll(torch.cat([half, mirrored], dim=-1), (height // 2, width // 2), (-2, -1))
+    # The missing columns mirror the present ones (|X(-f)| = |X(f)|); then the centring
+    # (fftshift: a roll by half of each side, every model side being even).
+    full = torch.cat([half, mirrored_columns(half, width)], dim=-1)
+    full = torch.roll(full, (height // 2, width // 2), (-2, -1))
     variance, mean = torch.var_mean(full, dim=(1, 2), keepdim=True)  # Bessel, as .std()
     return ((full - mean) / (variance.sqrt() + 1e-6)).unsqueeze(1)
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fakedet.models.branches import eager_grayscale, grayscale
+from fakedet.models.branches import eager_grayscale, grayscale, mirrored_columns
 from fakedet.models.layers import bin_average_matrix
 
 # Coherence is estimated over blocks of K x K neighbouring frequencies: 1/K**2 is roughly what
@@ -312,8 +312,7 @@ def _squared_magnitude(real_imag: torch.Tensor) -> torch.Tensor:
 def _full_spectrum(onesided: torch.Tensor, width: int) -> torch.Tensor:
     """An rfft2 (B, H, W/2 + 1) -> the fft2 (B, H, W) of the same real images: the missing
     columns are the conjugates of the mirrored ones, X(-k1, -k2) = conj X(k1, k2)."""
-    mirrored = torch.roll(onesided[..., 1 : width // 2].flip(-1, -2), 1, dims=-2)
-    return torch.cat([onesided, mirrored.conj()], dim=-1)
+    return torch.cat([onesided, mirrored_columns(onesided, width).conj()], dim=-1)
 
 
 def _eager_profiles(

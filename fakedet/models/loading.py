@@ -51,8 +51,7 @@ def build_model(
     options: dict[str, object] = {"coherence": False} if legacy else {}
     if weights is not None and name in LEGACY_WITHOUT_COHERENCE:
         options["patch_topk"] = float(weights.get("patch_read.topk", torch.tensor(0.0)))
-    if weights is not None and name in ("fast", "full"):  # the revision that wrote them
-        options["revision"] = int(weights.get("revision", torch.tensor(1)))
+        options["revision"] = int(weights.get("revision", torch.tensor(1)))  # that wrote them
     elif patch_topk is not None and name in LEGACY_WITHOUT_COHERENCE:  # the built-in models
         options["patch_topk"] = patch_topk
     model = create_model(name, img_size=img_size, **options)
