@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,3 +104,21 @@ def signal_when_written(
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=timeout)
     return process.returncode, output
+
+
+def poisoned_loss(real_loss: Callable[..., Any], calls_to_poison: set[int]) -> Callable[..., Any]:
+    """`real_loss`, made non-finite (its logged total and its objective) on the given calls,
+    1-based."""
+    from fakedet.models.losses import LossTerms
+
+    counter = {"calls": 0}
+
+    def poisoned(outputs: dict[str, Any], labels: Any) -> LossTerms:
+        terms = real_loss(outputs, labels)
+        counter["calls"] += 1
+        if counter["calls"] in calls_to_poison:
+            nan = terms.total * float("nan")
+            return LossTerms(nan, terms.regression, terms.classification, terms.ranking, nan)
+        return terms
+
+    return poisoned

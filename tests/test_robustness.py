@@ -13,14 +13,19 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import fakedet_command, make_folder_dataset, signal_when_written, tiny_train_args
+from conftest import (
+    fakedet_command,
+    make_folder_dataset,
+    poisoned_loss,
+    signal_when_written,
+    tiny_train_args,
+)
 from fakedet.checkpoints.files import load_checkpoint
 from fakedet.config import TrainingConfig
 from fakedet.config_files import build_config
 from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import LossFunction, build_loss
 from fakedet.models import create_model
-from fakedet.models.losses import LossTerms
 from fakedet.sources.layouts import index_dataset
 from fakedet.training import run
 from fakedet.training.build import build_runtime, build_training, seed_everything
@@ -59,25 +64,9 @@ def _fit(
     return trainer_class(config, parts, state, checkpointer).fit()
 
 
-def _nan_loss_on(calls_to_poison: set[int], config: TrainingConfig) -> LossFunction:
-    """The run's loss, made non-finite on the given calls (1-based)."""
-    real_loss = build_loss(config)
-    counter = {"calls": 0}
-
-    def poisoned(outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> LossTerms:
-        terms = real_loss(outputs, labels)
-        counter["calls"] += 1
-        if counter["calls"] in calls_to_poison:
-            nan = terms.total * float("nan")
-            return LossTerms(nan, terms.regression, terms.classification, terms.ranking, nan)
-        return terms
-
-    return poisoned
-
-
 def test_a_nan_step_is_skipped_and_counted(folder_dataset: Path, tmp_path: Path) -> None:
     config = _config(folder_dataset, tmp_path / "run")
-    result = _fit(config, _nan_loss_on({1}, config))
+    result = _fit(config, poisoned_loss(build_loss(config), {1}))
     assert result["nonfinite_steps"] == 1
     state = load_checkpoint(tmp_path / "run" / "latest_model.pt")
     assert state.state.nonfinite_steps == 1
@@ -89,7 +78,7 @@ def test_many_nan_steps_stop_with_advice_and_a_loadable_checkpoint(
 ) -> None:
     config = _config(folder_dataset, tmp_path / "run", max_nonfinite_steps=2)
     with pytest.raises(TrainingError, match=r"non-finite.*lower --lr"):
-        _fit(config, _nan_loss_on(set(range(1, 1000)), config))
+        _fit(config, poisoned_loss(build_loss(config), set(range(1, 1000))))
     assert load_checkpoint(tmp_path / "run" / "latest_model.pt").state.global_step == 2
 
 

@@ -18,7 +18,7 @@ from fakedet.data.loader import make_loader
 from fakedet.data.transforms import EvalTransform, pixels_to_float
 from fakedet.evaluation.metrics import detection_metrics
 from fakedet.models.loading import forward_batch
-from fakedet.models.losses import DetectorLoss, LossTerms, add_loss_terms, mean_loss_terms
+from fakedet.models.losses import SUM_TERMS, DetectorLoss, LossSums, LossTerms, mean_loss_terms
 from fakedet.runtime import Precision
 from fakedet.sources.samples import Sample
 
@@ -86,9 +86,10 @@ def evaluate(
     """
     model.eval()
     samples = loader.dataset.samples
-    sums = dict.fromkeys(("loss", "regression", "classification", "ranking", "images"), 0.0)
+    running = LossSums()
     paths: list[str] = []
-    scores: list[np.ndarray] = []
+    # Kept on the device until the end: a copy to the host per batch would wait for each one.
+    scores: list[torch.Tensor] = []
     labels_seen: list[np.ndarray] = []
     for number, batch in enumerate(loader, start=1):
         if on_skipped is not None and batch["skipped"]:
@@ -98,13 +99,15 @@ def evaluate(
             labels = batch["labels"].to(device, non_blocking=True)
             with torch.autocast(device.type, precision.dtype, enabled=precision.enabled):
                 outputs = forward_batch(model, images)
-            add_loss_terms(sums, loss(outputs, labels), len(labels))
-            scores.append(outputs["score"].float().cpu().numpy())
+            running.add(loss(outputs, labels), len(labels))
+            scores.append(outputs["score"].detach().float())
             labels_seen.append(batch["labels"].numpy())
             paths += [samples[index].path for index in batch["indices"].tolist()]
         if on_batch is not None:
             on_batch(number)
-    all_scores = np.concatenate(scores) if scores else np.zeros(0)
+    sums = dict.fromkeys(SUM_TERMS, 0.0)
+    running.drain_into(sums)
+    all_scores = torch.cat(scores).cpu().numpy() if scores else np.zeros(0)
     all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)
     mine = (sums, Scores(paths, all_scores, all_labels))
     return summarize(parts(mine) if parts is not None else [mine])

@@ -34,11 +34,11 @@ def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, margin: float) -> t
     Asks score_i - score_j >= margin. A batch without such a pair (one class only) gives an exact
     zero that still carries a gradient path, never NaN.
     """
-    higher = labels[:, None] > labels[None, :]  # (B, B): pair (i, j) with label_i > label_j
-    if not bool(higher.any()):
-        return scores.sum() * 0.0
-    differences = scores[:, None] - scores[None, :]  # (B, B)
-    return F.relu(margin - differences[higher]).mean()
+    # (B, B): 1 for a pair (i, j) with label_i > label_j. A mask, not a selection: picking the
+    # pairs out would need their count on the host, a wait for the device every step.
+    higher = (labels[:, None] > labels[None, :]).to(scores.dtype)
+    hinges = F.relu(margin - (scores[:, None] - scores[None, :])) * higher
+    return hinges.sum() / higher.sum().clamp(min=1.0)
 
 
 def detector_loss(
@@ -98,13 +98,38 @@ class DetectorLoss:
         )
 
 
-def add_loss_terms(sums: dict[str, float], terms: LossTerms, count: int) -> None:
-    """Add a batch's loss terms, weighted by its size, to running sums."""
-    sums["images"] += count
-    sums["loss"] += terms.total.item() * count
-    sums["regression"] += terms.regression.item() * count
-    sums["classification"] += terms.classification.item() * count
-    sums["ranking"] += terms.ranking.item() * count
+SUM_TERMS = ("loss", "regression", "classification", "ranking", "images")
+
+
+class LossSums:
+    """Running sums of the logged loss terms, each weighted by its batch's size, kept on the
+    device: adding a batch never waits for the device (a host read per step would stall a GPU's
+    queue); `drain_into` reads them on the host once, when the totals are needed."""
+
+    def __init__(self) -> None:
+        self._row: torch.Tensor | None = None
+
+    def add(self, terms: LossTerms, count: int, finite: torch.Tensor | None = None) -> None:
+        """Add a batch of `count` images; one whose `finite` is false adds nothing (its step is
+        skipped)."""
+        values = torch.stack(
+            [terms.total, terms.regression, terms.classification, terms.ranking]
+        ).detach()
+        # float64 for sums over an epoch of steps (MPS has no float64)
+        dtype = torch.float32 if values.device.type == "mps" else torch.float64
+        values = values.to(dtype)
+        row = torch.cat([values * count, values.new_full((1,), float(count))])
+        if finite is not None:
+            row = torch.where(finite, row, torch.zeros_like(row))
+        self._row = row if self._row is None else self._row.add_(row)
+
+    def drain_into(self, sums: dict[str, float]) -> None:
+        """Add the sums to the host's `sums` (keys SUM_TERMS) and start again from zero."""
+        if self._row is None:
+            return
+        for key, value in zip(SUM_TERMS, self._row.tolist(), strict=True):
+            sums[key] += value
+        self._row = None
 
 
 def mean_loss_terms(sums: dict[str, float], prefix: str = "") -> dict[str, float]:

@@ -193,7 +193,10 @@ def build_training(
         groups, lr_scales = backbone_parameter_groups(
             module, config.weight_decay, config.backbone_lr_scale
         )
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    # The fused kernel: one launch per step, and it can skip a non-finite step on the device
+    # (the trainer never waits for the device to decide).
+    fused = fused_optimizer(runtime.device)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=fused)
     scaler = torch.amp.GradScaler(
         runtime.device.type, enabled=runtime.precision.use_scaler, **GRAD_SCALER_OPTIONS
     )
@@ -213,6 +216,7 @@ def build_training(
     else:
         state = resume.state
         optimizer.load_state_dict(resume.optimizer_state)
+        use_kernel(optimizer, fused)
         if resume.scaler_state:
             scaler.load_state_dict(resume.scaler_state)
         patience = config.early_stopping_patience
@@ -328,6 +332,23 @@ def _image_parts(
     else:
         module = model.to(runtime.device)
     return train_loader, val_loader, module
+
+
+def fused_optimizer(device: torch.device) -> bool | None:
+    """True where PyTorch has a fused AdamW for `device` (CUDA, CPU); None: its default."""
+    return True if device.type in ("cuda", "cpu") else None
+
+
+def use_kernel(optimizer: torch.optim.Optimizer, fused: bool | None) -> None:
+    """Make a loaded optimizer use this device's kernel: a checkpoint carries the choice of the
+    machine that saved it (or none, from before fusing), and a fused kernel keeps its step
+    counts on the parameters' device."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = fused, None
+        for param in group["params"] if fused else ():
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                state["step"] = state["step"].to(param.device, torch.float32)
 
 
 def _resumed_schedule(

@@ -24,11 +24,17 @@ from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import Scores, evaluate
 from fakedet.io import json_safe
 from fakedet.models.loading import forward_batch
-from fakedet.models.losses import add_loss_terms, mean_loss_terms
+from fakedet.models.losses import LossSums, mean_loss_terms
 from fakedet.training.build import TrainingParts
 from fakedet.training.callbacks import Callback, default_callbacks
 from fakedet.training.checkpointer import Checkpointer
 from fakedet.training.logging import Reporter
+
+# How often the loop reads the device on the host, in optimizer steps (and at every epoch's end):
+# the running loss for the progress display, the count of skipped steps, the stop signal. Between
+# reads a step never waits for the device, so an accelerator's queue stays full; on a CPU a read
+# costs nothing, so it reads every step.
+ACCELERATOR_READ_EVERY = 32
 
 
 def accumulation_window(
@@ -71,6 +77,12 @@ class Trainer:
         self.dist = parts.runtime.dist
         self.skipped_files: dict[str, str] = dict(parts.index.skipped)
         self.stop_reason: str | None = None  # set by a callback that ends the run early
+        device = parts.runtime.device
+        self.read_every = 1 if device.type == "cpu" else ACCELERATOR_READ_EVERY
+        # On the device: skipped steps since the last host read, and the current run of them.
+        self._skipped = torch.zeros((), dtype=torch.int64, device=device)
+        self._bad_run = torch.zeros((), dtype=torch.int64, device=device)
+        self._unread = False  # steps taken since the last host read
 
     def checkpoint(self) -> Checkpoint:
         """The run as it stands, ready to save."""
@@ -147,10 +159,11 @@ class Trainer:
         )
         batches = parts.batches_per_epoch
         self.reporter.epoch_start(epoch, config.epochs, batches)
-        # Running sums live in the state so an interruption mid-epoch can save them.
-        sums = state.epoch_sums
-        window_bad, consecutive_bad = False, 0
-        started, images_before = time.perf_counter(), sums["images"]
+        # Running sums live in the state so an interruption mid-epoch can save them; the
+        # batches' terms gather on the device in between host reads.
+        sums, running = state.epoch_sums, LossSums()
+        window_finite: torch.Tensor | None = None
+        started, images_before, seen = time.perf_counter(), sums["images"], 0
         # The LR of the last step taken, for the epoch's row: a resume that finds every batch
         # of its epoch done (stopped after the last step, before the row) trains none here.
         lr = parts.schedule.lr_at(state.global_step - 1 if skip_batches else state.global_step)
@@ -175,41 +188,38 @@ class Trainer:
                     with torch.autocast(device.type, precision.dtype, enabled=precision.enabled):
                         outputs = forward_batch(parts.model, images)
                     terms = parts.loss(outputs, labels)
-                    if any_rank(self.dist, not bool(torch.isfinite(terms.objective))):
-                        # Every rank skips together, or DDP's gradient all-reduce would hang.
-                        window_bad = True
-                        if self.dist.enabled:
-                            self._zero_backward()
-                    else:
-                        # Dividing by the window size makes 8 x 2 accumulated equal to one of 16.
-                        parts.scaler.scale(terms.objective / window_size).backward()
-                        add_loss_terms(sums, terms, len(labels))
+                    # A non-finite loss is not tested on the host (that would wait for the
+                    # device): its gradients are non-finite too, and the step is skipped on the
+                    # device. Every rank runs its backward, so DDP's all-reduce always matches.
+                    finite = torch.isfinite(terms.objective)
+                    window_finite = finite if window_finite is None else window_finite & finite
+                    # Dividing by the window size makes 8 x 2 accumulated equal to one of 16.
+                    parts.scaler.scale(terms.objective / window_size).backward()
+                    running.add(terms, len(labels), finite)
+                    seen += len(labels)
             elif self.dist.enabled:
-                any_rank(self.dist, False)  # match the other ranks' collectives
                 with self._sync_context(window_end):
                     self._zero_backward()
             if window_end:
-                stepped = self._optimizer_step(window_bad)
-                consecutive_bad = 0 if stepped else consecutive_bad + 1
-                window_bad = False
+                self._optimizer_step(window_finite)
+                window_finite = None
                 state.global_step += 1
                 state.batches_done = batch_index + 1
                 self._call(
                     "on_optimizer_step", terms.total if batch["images"] is not None else None
                 )
-                if consecutive_bad >= config.max_nonfinite_steps:
-                    self._abort_nonfinite(consecutive_bad)
-                if any_rank(self.dist, self.stop.received is not None):
-                    self._save_interrupted()
+                if state.global_step % self.read_every == 0 or batch_index + 1 == batches:
+                    self._host_read(running)
             elapsed = max(time.perf_counter() - started, 1e-9)
             self.reporter.batch_end(
                 batch_index + 1,
                 {
                     "loss": sums["loss"] / max(sums["images"], 1),
                     "lr": lr,
-                    "img_per_s": (sums["images"] - images_before) / elapsed,
+                    "img_per_s": seen / elapsed,
                 },
             )
+        self._host_read(running, checks=False)  # an epoch whose last batch ends no window
         state.batches_done = 0
         elapsed = time.perf_counter() - started
         if self.dist.enabled:  # the epoch's loss over every rank's images
@@ -223,23 +233,56 @@ class Trainer:
             "epoch_time_s": elapsed,
         }
 
-    def _optimizer_step(self, window_bad: bool) -> bool:
-        """Unscale, clip, step and zero the gradients; False when the step was skipped."""
+    def _optimizer_step(self, window_finite: torch.Tensor | None) -> None:
+        """Unscale, clip, step and zero the gradients, without waiting for the device: a window
+        with a non-finite loss or gradient is skipped by the optimizer itself and counted on the
+        device (read by `_host_read`)."""
         parts = self.parts
-        if not window_bad:
-            parts.scaler.unscale_(parts.optimizer)
-            max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(parts.module.parameters(), max_norm)
-            # With a GradScaler, inf gradients are normal early on: the scaler skips, backs off.
-            window_bad = not parts.runtime.precision.use_scaler and not torch.isfinite(grad_norm)
-        if window_bad:
-            parts.optimizer.zero_grad(set_to_none=True)
-            self.state.nonfinite_steps += 1
-            return False
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
+        # A window without images (every file unreadable) steps as well: under DDP its rank
+        # joined the all-reduce and must take the same step as the others.
+        bad = torch.zeros((), dtype=torch.bool, device=self._skipped.device)
+        if window_finite is not None:
+            bad = ~window_finite
+        parts.scaler.unscale_(parts.optimizer)
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(parts.module.parameters(), max_norm)
+        if parts.runtime.precision.use_scaler:
+            # With a GradScaler, inf gradients are normal early on: the scaler skips them (on
+            # the device, for a fused optimizer) and backs off.
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+        else:
+            bad = bad | ~torch.isfinite(grad_norm)
+            if parts.optimizer.param_groups[0].get("fused"):
+                # The fused AdamW kernel skips the update (and its step count) where found_inf
+                # is set: the skip happens on the device.
+                parts.optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+                parts.optimizer.step()
+                del parts.optimizer.found_inf  # type: ignore[attr-defined]
+            elif not bool(bad):  # no fused kernel for this device: a host read
+                parts.optimizer.step()
         parts.optimizer.zero_grad(set_to_none=True)
-        return True
+        bad_count = bad.to(torch.int64)
+        self._skipped += bad_count
+        self._bad_run = (self._bad_run + 1) * bad_count
+        self._unread = True
+
+    def _host_read(self, running: LossSums, checks: bool = True) -> None:
+        """Bring the device's running sums and skip counts to the host; with `checks`, stop the
+        run after too many skipped steps in a row, or for a signal."""
+        running.drain_into(self.state.epoch_sums)
+        if not self._unread:
+            return
+        self._unread = False
+        skipped, bad_run = torch.stack([self._skipped, self._bad_run]).tolist()
+        self._skipped.zero_()
+        self.state.nonfinite_steps += skipped
+        if not checks:
+            return
+        if bad_run >= self.config.max_nonfinite_steps:
+            self._abort_nonfinite(bad_run)
+        if any_rank(self.dist, self.stop.received is not None):
+            self._save_interrupted()
 
     def validate(self) -> tuple[dict[str, float], Scores]:
         """val_-prefixed loss terms and detection metrics over the whole val split (all ranks)."""
