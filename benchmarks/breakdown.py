@@ -27,6 +27,7 @@ from fakedet.demo.dataset import build_demo_dataset
 from fakedet.evaluation.validation import build_loss
 from fakedet.models import create_model
 from fakedet.sources.layouts import index_dataset
+from fakedet.training.build import fused_optimizer
 
 GROUPS = (
     ("convolution", ("conv", "mkldnn_convolution", "cudnn")),
@@ -105,7 +106,7 @@ def breakdown(prof: profile, device: torch.device, repeats: int, top: int) -> st
 def profile_training(name: str, args: argparse.Namespace, device: torch.device) -> str:
     torch.manual_seed(0)
     model = create_model(name, img_size=args.size).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_optimizer(device))
     loss_function = build_loss(TrainingConfig(data_root=Path("unused")))
     pixels = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8)
     labels = torch.randint(0, 2, (args.batch,), dtype=torch.float32)

@@ -21,6 +21,7 @@ import torch
 from fakedet.memory import estimated_peak_gb, measure_memory
 from fakedet.models import create_model
 from fakedet.models.losses import detector_loss
+from fakedet.training.build import fused_optimizer
 from fakedet.training.weights import parameter_groups
 
 MB = 1024**2
@@ -30,7 +31,9 @@ def train_steps(mode: str, img_size: int, batch: int, amp_dtype: torch.dtype | N
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = create_model(mode, img_size=img_size).to(device).train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, 0.01), lr=1e-4, fused=fused_optimizer(device)
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     images = torch.rand(batch, 3, img_size, img_size, device=device)
     labels = torch.randint(0, 2, (batch,), device=device)
