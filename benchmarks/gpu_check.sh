@@ -45,6 +45,8 @@ echo "advisor: batch $BATCH, workers $WORKERS" | tee -a "$SUMMARY"
 
 step pytest_gpu 80 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests
 
+step optimizer 10 "$PYTHON" benchmarks/optimizer.py --device cuda --rounds 20
+
 step models 55 "$PYTHON" benchmarks/models.py --device cuda --amp --channels-last \
     --batch "$BATCH" --repeats 3 --steps 3 \
     --models fast mobilenet_v3_small full mobilenet_v3_large
