@@ -279,7 +279,9 @@ class Trainer:
         self.state.nonfinite_steps += skipped
         if not checks:
             return
-        if bad_run >= self.config.max_nonfinite_steps:
+        # Every rank decides alike: under a GradScaler a rank counts only its own non-finite
+        # losses, so the counts can differ, and a rank that stopped alone would hang the rest.
+        if any_rank(self.dist, bad_run >= self.config.max_nonfinite_steps):
             self._abort_nonfinite(bad_run)
         if any_rank(self.dist, self.stop.received is not None):
             self._save_interrupted()
