@@ -219,7 +219,9 @@ class Trainer:
                     "img_per_s": seen / elapsed,
                 },
             )
-        self._host_read(running, checks=False)  # an epoch whose last batch ends no window
+        # Normally a no-op (the last batch ended a window and read); a loader that ran short of
+        # `batches` would otherwise leave its last steps unread.
+        self._host_read(running, checks=False)
         state.batches_done = 0
         elapsed = time.perf_counter() - started
         if self.dist.enabled:  # the epoch's loss over every rank's images
