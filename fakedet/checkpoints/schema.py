@@ -22,6 +22,7 @@ from fakedet.config import TrainingConfig
 from fakedet.config_files import config_to_dict, describe_validation_error
 from fakedet.errors import CheckpointError
 from fakedet.models.backbones.spec import BackboneChoice, backbone_choice
+from fakedet.models.losses import zero_loss_sums
 
 # What every fakedet checkpoint holds (the seed's keys plus ours).
 REQUIRED_KEYS = (
@@ -38,11 +39,6 @@ REQUIRED_KEYS = (
     "mode",
     "fakedet_version",
 )
-EPOCH_SUM_KEYS = ("loss", "regression", "classification", "ranking", "images")
-
-
-def zero_epoch_sums() -> dict[str, float]:
-    return dict.fromkeys(EPOCH_SUM_KEYS, 0.0)
 
 
 @dataclass
@@ -58,7 +54,7 @@ class TrainState:
     nonfinite_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one merged row per epoch
     # Running loss sums of the current epoch, so a mid-epoch resume reports the whole epoch.
-    epoch_sums: dict[str, float] = field(default_factory=zero_epoch_sums)
+    epoch_sums: dict[str, float] = field(default_factory=zero_loss_sums)
     # Tensors: left out of ==, which would have to compare them element-wise.
     rng_state: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -195,7 +191,7 @@ class Checkpoint:
                 epochs_without_improvement=int(raw.get("epochs_without_improvement", 0)),
                 nonfinite_steps=int(raw.get("nonfinite_steps", 0)),
                 history=merge_history(list(raw["train_history"]), list(raw["val_history"])),
-                epoch_sums={**zero_epoch_sums(), **raw.get("epoch_sums", {})},
+                epoch_sums={**zero_loss_sums(), **raw.get("epoch_sums", {})},
                 rng_state=dict(raw.get("rng_state", {})),
             )
             calibration = (

@@ -18,7 +18,13 @@ from fakedet.data.loader import make_loader
 from fakedet.data.transforms import EvalTransform, pixels_to_float
 from fakedet.evaluation.metrics import detection_metrics
 from fakedet.models.loading import forward_batch
-from fakedet.models.losses import SUM_TERMS, DetectorLoss, LossSums, LossTerms, mean_loss_terms
+from fakedet.models.losses import (
+    DetectorLoss,
+    LossSums,
+    LossTerms,
+    mean_loss_terms,
+    zero_loss_sums,
+)
 from fakedet.runtime import Precision
 from fakedet.sources.samples import Sample
 
@@ -105,7 +111,7 @@ def evaluate(
             paths += [samples[index].path for index in batch["indices"].tolist()]
         if on_batch is not None:
             on_batch(number)
-    sums = dict.fromkeys(SUM_TERMS, 0.0)
+    sums = zero_loss_sums()
     running.drain_into(sums)
     all_scores = torch.cat(scores).cpu().numpy() if scores else np.zeros(0)
     all_labels = np.concatenate(labels_seen) if labels_seen else np.zeros(0)

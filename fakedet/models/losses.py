@@ -101,6 +101,11 @@ class DetectorLoss:
 SUM_TERMS = ("loss", "regression", "classification", "ranking", "images")
 
 
+def zero_loss_sums() -> dict[str, float]:
+    """Host-side running sums (keys SUM_TERMS) at zero: what `LossSums.drain_into` adds to."""
+    return dict.fromkeys(SUM_TERMS, 0.0)
+
+
 class LossSums:
     """Running sums of the logged loss terms, each weighted by its batch's size, kept on the
     device: adding a batch never waits for the device (a host read per step would stall a GPU's

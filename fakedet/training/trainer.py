@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fakedet.checkpoints.schema import Checkpoint, TrainState, zero_epoch_sums
+from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
 from fakedet.data.transforms import pixels_to_float
 from fakedet.distributed.signals import StopSignals, TrainingInterrupted
@@ -24,7 +24,7 @@ from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import Scores, evaluate
 from fakedet.io import json_safe
 from fakedet.models.loading import forward_batch
-from fakedet.models.losses import LossSums, mean_loss_terms
+from fakedet.models.losses import LossSums, mean_loss_terms, zero_loss_sums
 from fakedet.training.build import TrainingParts
 from fakedet.training.callbacks import Callback, default_callbacks
 from fakedet.training.checkpointer import Checkpointer
@@ -227,7 +227,7 @@ class Trainer:
         if self.dist.enabled:  # the epoch's loss over every rank's images
             sums = {key: sum(part[key] for part in gather(self.dist, sums)) for key in sums}
         images_now = sums["images"] - images_before * self.dist.world_size
-        state.epoch_sums = zero_epoch_sums()
+        state.epoch_sums = zero_loss_sums()
         return {
             **mean_loss_terms(sums, "train"),
             "lr": lr,
