@@ -20,6 +20,7 @@ because shared machines are noisy; the ratios are medians of per-repetition rati
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -61,6 +62,26 @@ class CachedLoader:
         return iter(self.batches)
 
 
+class Stamped:
+    """Wraps a loader and notes when each batch reaches the trainer, so that an epoch's steady
+    rate can leave out its first batches (the workers' first batch is latency, not rate: an
+    epoch of thousands of batches pays it once, a measured epoch of a few would be ruled by it)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.batch_sampler = loader.batch_sampler
+        self.stamps: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        self.stamps = []
+        for batch in self.loader:
+            self.stamps.append(time.perf_counter())
+            yield batch
+
+
 def loader_rate(loader: DataLoader, epoch: int) -> float:
     loader.batch_sampler.sampler.set_epoch(epoch)
     started = time.perf_counter()
@@ -68,12 +89,16 @@ def loader_rate(loader: DataLoader, epoch: int) -> float:
     return images / (time.perf_counter() - started)
 
 
-def epoch_seconds(trainer: Trainer, loader: Any, epoch: int) -> float:
-    trainer.parts.train_loader = loader
+def epoch_seconds(trainer: Trainer, loader: Any, epoch: int, skip: int = 0) -> float:
+    """Seconds of one training epoch over `loader`; with `skip`, seconds from the arrival of
+    batch `skip` to the epoch's end (the rate over the batches after the first `skip`)."""
+    stamped = Stamped(loader)
+    trainer.parts.train_loader = stamped
     trainer.parts.batches_per_epoch = len(loader)
     started = time.perf_counter()
     trainer.train_epoch(epoch)
-    return time.perf_counter() - started
+    ended = time.perf_counter()
+    return ended - (stamped.stamps[skip] if skip else started)
 
 
 def main() -> None:
@@ -95,6 +120,13 @@ def main() -> None:
         help="on CUDA: workers only crop; flip, blur and JPEG run on the batch (--gpu-augment)",
     )
     parser.add_argument("--use-amp", action="store_true", help="train under autocast")
+    parser.add_argument("--channels-last", action="store_true", help="train channels-last")
+    parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="leave each epoch's first N batches out of its time (steady rate; 0: whole epoch)",
+    )
     args = parser.parse_args()
 
     hardware = detect_hardware()
@@ -132,6 +164,7 @@ def main() -> None:
             use_tensorboard=False,
             gpu_augment=args.gpu_augment,
             use_amp=args.use_amp,
+            channels_last=args.channels_last,
             output_dir=Path(scratch) / "run",
         )
         seed_everything(config.seed)
@@ -140,12 +173,17 @@ def main() -> None:
         parts, state = build_training(config, runtime, index, Reporter())
         checkpointer = Checkpointer(Path(config.output_dir))
         trainer = Trainer(config, parts, state, checkpointer)
-        samples = index.train[: args.batches * args.batch_size]
+        wanted = args.batches * args.batch_size
+        samples = list(itertools.islice(itertools.cycle(index.train), wanted))
+        if len(index.train) < wanted:
+            print(
+                f"{len(index.train)} training images, each used up to {-(-wanted // len(index.train))} times"
+            )
         if parts.augment is None:
             transform = TrainTransform(args.img_size, True, config.blur_prob, config.jpeg_prob)
         else:  # as build_training makes it: the workers crop, the device does the rest
             transform = TrainTransform(args.img_size, False, 0.0, 0.0)
-        paths = [sample.path for sample in samples]
+        paths = list(dict.fromkeys(sample.path for sample in samples))
         decoders = {"pil": load_rgb, "torchvision": decode_rgb}
         if "cache" in args.decoders:
             built = build_decoded_cache(data_root, paths)
@@ -174,6 +212,11 @@ def main() -> None:
         cached = CachedLoader(next(iter(loaders.values())))
         images = len(cached) * args.batch_size
         print(f"{len(cached)} batches of {args.batch_size} ({images} images) per measured epoch")
+        if not 0 <= args.skip < len(cached):
+            parser.error(f"--skip must be below the {len(cached)} batches of an epoch")
+        measured = (len(cached) - args.skip) * args.batch_size
+        if args.skip:
+            print(f"rates over the last {measured} images of each epoch (--skip {args.skip})")
 
         epoch = 1
         for loader in loaders.values():  # warm-up: worker start-up, allocator, caches
@@ -186,12 +229,12 @@ def main() -> None:
         model_only: list[float] = []
         for repetition in range(args.repeats):
             epoch += 1
-            model_seconds = epoch_seconds(trainer, cached, epoch)
-            model_only.append(images / model_seconds)
+            model_seconds = epoch_seconds(trainer, cached, epoch, args.skip)
+            model_only.append(measured / model_seconds)
             for key, loader in loaders.items():
                 loader_rates[key].append(loader_rate(loader, epoch))
-                seconds = epoch_seconds(trainer, loader, epoch)
-                end_to_end[key].append(images / seconds)
+                seconds = epoch_seconds(trainer, loader, epoch, args.skip)
+                end_to_end[key].append(measured / seconds)
                 ratios[key].append(seconds / model_seconds)
             print(
                 f"  repetition {repetition + 1}/{args.repeats}: model only "

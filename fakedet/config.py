@@ -211,6 +211,11 @@ class TrainingConfig(BaseModel):
         description="On CUDA: flip, blur and JPEG augmentation of whole batches on the GPU "
         "instead of in the loader workers (crops stay there).",
     )
+    channels_last: bool = Field(
+        False,
+        description="Keep the weights and batches channels-last (NHWC) while training: "
+        "faster convolutions on a GPU (benchmarks/precision.py measures it).",
+    )
     patch_topk: float = Field(
         0.2,
         ge=0.0,

@@ -17,6 +17,7 @@ from fakedet.checkpoints.files import load_checkpoint
 from fakedet.config_files import build_config
 from fakedet.errors import TrainingError
 from fakedet.evaluation.validation import build_loss
+from fakedet.models import create_model
 from fakedet.models.loading import forward_batch
 from fakedet.sources.layouts import index_dataset
 from fakedet.training.build import build_runtime, build_training, seed_everything, use_kernel
@@ -202,3 +203,22 @@ def test_a_cuda_epoch_makes_no_synchronising_call_between_reads(tmp_path: Path) 
     ]
     # The epoch's end reads twice (loss sums, skip counters): a handful, never one per step.
     assert len(ours) <= 4, [f"{w.filename}:{w.lineno}" for w in ours]
+
+
+@pytest.mark.parametrize("name", ["fast", "full"])
+def test_a_training_forward_builds_no_tensor_from_host_values_after_the_first(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a GPU a tensor made from host values inside the forward is a copy the host waits for
+    # at every step (the CUDA test above counts it); constants are made once per device.
+    model = create_model(name, img_size=64).train()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    model(images)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the forward built a tensor from host values")
+
+    monkeypatch.setattr(torch, "tensor", refuse)
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    outputs = model(images)
+    assert outputs["score"].shape == (2,)

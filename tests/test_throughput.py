@@ -151,11 +151,45 @@ def test_compile_wraps_what_trains_and_leaves_the_saved_module_bare(tmp_path: Pa
     assert parts.augment is None  # on the CPU the workers augment, whatever gpu_augment says
 
 
+def test_channels_last_trains_the_same_weights_in_the_other_layout(tmp_path: Path) -> None:
+    from fakedet.sources.layouts import index_dataset
+    from fakedet.training.build import build_runtime, build_training
+    from fakedet.training.logging import Reporter
+
+    root = make_folder_dataset(tmp_path / "data", per_class=4, size=64)
+    config = TrainingConfig(
+        data_root=root, img_size=64, batch_size=4, device="cpu", channels_last=True, num_workers=0
+    )
+    parts, _ = build_training(config, build_runtime("cpu"), index_dataset(config), Reporter())
+    convs = [m for m in parts.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    weights = {}
+    for layout in ("--channels-last", "--no-channels-last"):
+        out = tmp_path / layout
+        result = runner.invoke(
+            app,
+            [
+                "train", str(root), "--epochs", "1", "--img-size", "64", "--batch-size", "4",
+                "--device", "cpu", layout, "--num-workers", "0", "--no-plots",
+                "--no-use-tensorboard", "--output-dir", str(out),
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        saved = torch.load(out / "latest_model.pt", map_location="cpu", weights_only=True)
+        weights[layout] = saved["model_state_dict"]
+    # The same steps in another memory layout: equal up to the kernels' rounding.
+    for name, value in weights["--channels-last"].items():
+        if value.is_floating_point():
+            assert torch.allclose(value, weights["--no-channels-last"][name], atol=1e-4), name
+
+
 def test_compile_and_gpu_augmentation_are_off_unless_asked() -> None:
     config = TrainingConfig(data_root=Path("data"))
     assert config.compile is False and config.gpu_augment is False
+    assert config.channels_last is False
     help_text = runner.invoke(app, ["train", "--help"]).output
-    assert "--compile" in help_text and "--gpu-augment" in help_text
+    for flag in ("--compile", "--gpu-augment", "--channels-last"):
+        assert flag in help_text
 
 
 @pytest.mark.gpu
@@ -170,6 +204,23 @@ def test_batch_augmentation_on_cuda_never_waits_for_the_host() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == images.shape and bool(torch.isfinite(out).all())
+
+
+def test_batch_augmentation_builds_no_tensor_from_host_values_after_its_first_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a GPU such a tensor is a host-to-device copy the host waits for, once per step (the
+    # CUDA test above sees it as a synchronising call); here the same rule: refuse them.
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    augment = BatchAugment(seed=0, hflip=True, blur_prob=1.0, jpeg_prob=1.0, blur_sigma_max=3.0)
+    first = augment(images, step=0)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a step built a tensor from host values")
+
+    monkeypatch.setattr(torch, "tensor", refuse)
+    monkeypatch.setattr(torch.linalg, "inv", refuse)
+    assert torch.equal(augment(images, step=0), first)
 
 
 @pytest.mark.gpu

@@ -15,6 +15,7 @@ per call, so per-image draws would cost one call per image.)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,24 +47,39 @@ def quantisation_tables(quality: torch.Tensor) -> torch.Tensor:
     libjpeg's jpeg_set_quality scales them (scale 5000/q below 50, else 200 - 2q)."""
     quality = quality.clamp(1, 100).to(torch.float32)
     scale = torch.where(quality < 50, torch.floor(5000 / quality), 200 - 2 * quality)
-    base = torch.tensor([_LUMINANCE, _CHROMINANCE], dtype=torch.float32, device=quality.device)
+    base = _constants(quality.device, torch.float32)["tables"]
     tables = torch.floor((base[None] * scale[:, None, None] + 50) / 100).clamp(1, 255)
     return tables.view(-1, 2, 8, 8)
 
 
-def _dct_matrix(device: torch.device) -> torch.Tensor:
-    """(8, 8) orthonormal DCT-II: rows are frequencies."""
-    steps = torch.arange(8, dtype=torch.float32, device=device)
+def _dct_matrix() -> torch.Tensor:
+    """(8, 8) orthonormal DCT-II in float64: rows are frequencies."""
+    steps = torch.arange(8, dtype=torch.float64)
     matrix = torch.cos((2 * steps[None, :] + 1) * steps[:, None] * math.pi / 16) * math.sqrt(2 / 8)
     matrix[0] /= math.sqrt(2)
     return matrix
+
+
+@functools.cache
+def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The codec's fixed matrices on `device`, made once per device and dtype: a tensor built
+    from host values on a GPU is a copy the host waits for (and inverting a matrix there checks
+    for errors on the host), so a step must find them already there."""
+    to_ycbcr = torch.tensor(_TO_YCBCR, dtype=torch.float64)
+    values = {
+        "tables": torch.tensor([_LUMINANCE, _CHROMINANCE], dtype=torch.float64),
+        "dct": _dct_matrix(),
+        "to_ycbcr": to_ycbcr,
+        "from_ycbcr": torch.linalg.inv(to_ycbcr),
+    }
+    return {name: value.to(device=device, dtype=dtype) for name, value in values.items()}
 
 
 def _quantise_blocks(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) level-shifted samples -> the same after 8x8 DCT, rounding to multiples of
     the (B, 1, 8, 8) tables, and inverse DCT."""
     batch, channels, height, width = plane.shape
-    dct = _dct_matrix(plane.device)
+    dct = _constants(plane.device, plane.dtype)["dct"]
     blocks = plane.reshape(batch, channels, height // 8, 8, width // 8, 8)
     coefficients = torch.einsum("uy,bcnymx,vx->bcnumv", dct, blocks, dct)
     step = tables[:, :, None, :, None, :]  # (B, 1, 1, 8, 1, 8)
@@ -75,14 +91,16 @@ def _quantise_blocks(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
 def jpeg_like(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] with H and W multiples of 16, (B,) qualities -> each image after
     a JPEG round trip's losses at its quality, in [0, 1] on the 8-bit grid."""
-    to_ycbcr = torch.tensor(_TO_YCBCR, dtype=images.dtype, device=images.device)
-    ycbcr = torch.einsum("kc,bchw->bkhw", to_ycbcr, images * 255.0)  # chroma centred on 0
+    constants = _constants(images.device, images.dtype)
+    ycbcr = torch.einsum(
+        "kc,bchw->bkhw", constants["to_ycbcr"], images * 255.0
+    )  # chroma centred on 0
     tables = quantisation_tables(quality)
     luma = _quantise_blocks(ycbcr[:, :1] - 128.0, tables[:, :1]) + 128.0
     chroma = F.avg_pool2d(ycbcr[:, 1:], 2)  # 4:2:0
     chroma = _quantise_blocks(chroma, tables[:, 1:])
     chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
-    rgb = torch.einsum("ck,bkhw->bchw", torch.linalg.inv(to_ycbcr), torch.cat([luma, chroma], 1))
+    rgb = torch.einsum("ck,bkhw->bchw", constants["from_ycbcr"], torch.cat([luma, chroma], 1))
     return torch.round(rgb.clamp(0, 255)) / 255.0
 
 

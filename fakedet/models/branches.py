@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -164,8 +166,15 @@ def eager_grayscale(images: torch.Tensor) -> torch.Tensor:
     """`grayscale` as one matrix product (eager mode only: the weights are a tensor made on
     the images' device, which a trace would freeze onto the tracing device)."""
     batch, _, height, width = images.shape
-    luma = torch.tensor([0.299, 0.587, 0.114], device=images.device)
+    luma = _luma_weights(images.device)
     return (luma @ images.reshape(batch, 3, height * width)).view(batch, height, width)
+
+
+@functools.cache
+def _luma_weights(device: torch.device) -> torch.Tensor:
+    """Made once per device: a tensor built from host values on a GPU is a copy the host waits
+    for, once per step if made in the step."""
+    return torch.tensor([0.299, 0.587, 0.114], device=device)
 
 
 def mirrored_columns(onesided: torch.Tensor, width: int) -> torch.Tensor:

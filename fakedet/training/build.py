@@ -331,6 +331,8 @@ def _image_parts(
         )
     else:
         module = model.to(runtime.device)
+    if config.channels_last:
+        module = module.to(memory_format=torch.channels_last)
     return train_loader, val_loader, module
 
 

@@ -182,6 +182,8 @@ class Trainer:
                     images = [parts.augment(one[None], state.global_step)[0] for one in images]
                 elif parts.augment is not None:
                     images = parts.augment(images, state.global_step)
+                if config.channels_last and isinstance(images, torch.Tensor):
+                    images = images.contiguous(memory_format=torch.channels_last)
                 labels = batch["labels"].to(device, non_blocking=True)
                 # Under DDP, gradients are averaged over the ranks once per window, not per batch.
                 with self._sync_context(window_end):
