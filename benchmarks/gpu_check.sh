@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks of the throughput work, in one run of under 5 minutes on one CUDA GPU, with
-# nothing downloaded: GPU tests, model speed fp32 vs bf16 (every model treated alike), a
-# profile of one training step per model and precision, and end to end vs model only on demo
-# data at 256 px with and without the decoded cache and the on-device augmentation.
+# The GPU checks of the throughput work, in one run of about 5 minutes on one CUDA GPU, with
+# nothing downloaded: the GPU tests, the training step fp32 (TF32) vs bf16 in both memory
+# layouts, and end to end vs model only (steady rates) on demo data at 256 px with the decoded
+# cache and the GPU augmentation, fp32 and bf16 channels-last, then Pillow vs cache. The time
+# limits come from the first H200 run (docs/performance.md); models.py and breakdown.py need
+# a session of their own (about 2 minutes each at batch 128).
 #
 #     OUT=/tmp/gpu-logs bash benchmarks/gpu_check.sh      # from the repository root
 #
