@@ -8,6 +8,10 @@
 #
 #     OUT=/tmp/gpu-logs bash benchmarks/gpu_check.sh      # from the repository root
 #
+# Needs fakedet's dependencies on that machine: the H200 image used on 2026-12-04 had PyTorch,
+# timm and onnxruntime but not pydantic (nor pydantic-core, annotated-types, typing-inspection),
+# which were installed from wheels before the script ran.
+#
 # Each step has its own time limit and the script goes on when one fails; every log lands in
 # $OUT, with summary.txt listing each step's exit status and seconds.
 set -u
