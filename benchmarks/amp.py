@@ -24,15 +24,19 @@ from pathlib import Path
 
 import torch
 
+from fakedet.config import TrainingConfig
 from fakedet.data.loader import make_loader
 from fakedet.data.transforms import TrainTransform, pixels_to_float
 from fakedet.demo.dataset import build_demo_dataset
+from fakedet.evaluation.validation import build_loss
 from fakedet.hardware import cpu_has_native_bf16
 from fakedet.models import create_model
-from fakedet.models.losses import detector_loss
 from fakedet.sources.layouts import build_index
 from fakedet.training.build import fused_optimizer
 from fakedet.training.weights import parameter_groups
+
+# The trainer's loss at the default weights, auxiliary branch terms included.
+LOSS = build_loss(TrainingConfig(data_root=Path(".")))
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype:
@@ -71,14 +75,14 @@ class Run:
             self.device.type, self.dtype or torch.float32, enabled=bool(self.dtype)
         ):
             outputs = self.model(images)
-        loss = detector_loss(outputs["score"], outputs["logits"], labels, 1.0, 0.3, 0.2, 0.3).total
-        self.scaler.scale(loss).backward()
+        terms = LOSS(outputs, labels)
+        self.scaler.scale(terms.objective).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()  # synchronises, so the time covers the whole step
+        loss_value = terms.total.item()  # synchronises, so the time covers the whole step
         self.seconds.append(time.perf_counter() - started)
         self.losses.append(loss_value)
 

@@ -19,13 +19,18 @@ import copy
 import itertools
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
+from fakedet.config import TrainingConfig
+from fakedet.evaluation.validation import build_loss
 from fakedet.models import create_model
-from fakedet.models.losses import detector_loss
 from fakedet.training.build import fused_optimizer
 from fakedet.training.weights import parameter_groups
+
+# The trainer's loss at the default weights, auxiliary branch terms included.
+LOSS = build_loss(TrainingConfig(data_root=Path(".")))
 
 
 class Variant:
@@ -58,10 +63,7 @@ class Variant:
         for _ in range(steps):
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
                 outputs = self.model(images)
-            loss = detector_loss(
-                outputs["score"], outputs["logits"], labels, 1.0, 0.3, 0.2, 0.3
-            ).total
-            loss.backward()
+            LOSS(outputs, labels).objective.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
