@@ -8,13 +8,16 @@ On the demo data (built in a temporary folder unless --data is given) it measure
 
 and prints end-to-end time over model-only time, for each decoder: Pillow (`load_rgb`, the
 default), torchvision.io (`decode_rgb`: JPEGs through libjpeg-turbo; `--jpeg` re-saves the demo
-as JPEG so that it has some) and the decoded cache (`fakedet cache`, built before the timing). Target: <= 1.10x for the fast model at the
+as JPEG so that it has some), the decoded cache (`fakedet cache`, built before the timing) and
+`device` (`--gpu-decode`: the workers send JPEG bytes and crops, the batch decodes on the training
+device, nvJPEG on CUDA; needs --jpeg). Target: <= 1.10x for the fast model at the
 workers the advisor recommends. Everything is measured in turn (A, B, C, ... A, B, C, ...)
 because shared machines are noisy; the ratios are medians of per-repetition ratios.
 
     python benchmarks/data.py                         # fast model, 256 px, batch 16
     python benchmarks/data.py --mode full --repeats 5 --workers 0 1 2 4
     python benchmarks/data.py --jpeg --decoders pil torchvision cache   # decoders compared
+    python benchmarks/data.py --jpeg --gpu-augment --decoders pil device --workers 4  # nvJPEG
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from fakedet.advisor import detect_hardware, recommend
 from fakedet.config import TrainingConfig
-from fakedet.data.decode import decode_rgb
+from fakedet.data.decode import decode_rgb, encoded_crop
 from fakedet.data.decoded_cache import build_decoded_cache, open_decoded_cache
 from fakedet.data.images import load_rgb
 from fakedet.data.loader import loader_options, make_loader
@@ -43,6 +47,7 @@ from fakedet.demo.dataset import build_demo_dataset
 from fakedet.sources.layouts import index_dataset
 from fakedet.training.build import build_runtime, build_training, seed_everything
 from fakedet.training.checkpointer import Checkpointer
+from fakedet.training.device_decode import decode_on_device
 from fakedet.training.logging import Reporter
 from fakedet.training.trainer import Trainer
 
@@ -52,7 +57,7 @@ class CachedLoader:
 
     def __init__(self, loader: DataLoader) -> None:
         loader.batch_sampler.sampler.set_epoch(1)
-        self.batches = list(loader)
+        self.batches = [decode_on_device(batch, torch.device("cpu")) for batch in loader]
         self.batch_sampler = loader.batch_sampler  # the trainer calls its sampler's set_epoch
 
     def __len__(self) -> int:
@@ -82,10 +87,16 @@ class Stamped:
             yield batch
 
 
-def loader_rate(loader: DataLoader, epoch: int) -> float:
+def loader_rate(loader: DataLoader, epoch: int, device: torch.device) -> float:
+    """Images/s of the loader, with each batch's JPEGs decoded on `device` for `device`."""
     loader.batch_sampler.sampler.set_epoch(epoch)
     started = time.perf_counter()
-    images = sum(batch["images"].shape[0] for batch in loader if batch["images"] is not None)
+    images = 0
+    for batch in loader:
+        batch = decode_on_device(batch, device)
+        images += len(batch["labels"]) if batch["images"] is not None else 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return images / (time.perf_counter() - started)
 
 
@@ -111,7 +122,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--decoders", nargs="+", default=["pil", "cache"], choices=("pil", "torchvision", "cache")
+        "--decoders",
+        nargs="+",
+        default=["pil", "cache"],
+        choices=("pil", "torchvision", "cache", "device"),
     )
     parser.add_argument("--jpeg", action="store_true", help="re-save the demo images as JPEG")
     parser.add_argument(
@@ -184,7 +198,10 @@ def main() -> None:
         else:  # as build_training makes it: the workers crop, the device does the rest
             transform = TrainTransform(args.img_size, False, 0.0, 0.0)
         paths = list(dict.fromkeys(sample.path for sample in samples))
-        decoders = {"pil": load_rgb, "torchvision": decode_rgb}
+        decoders = {"pil": load_rgb, "torchvision": decode_rgb, "device": load_rgb}
+        defer = partial(encoded_crop, crop_only=transform.crop_only)
+        if "device" in args.decoders and not (args.jpeg and parts.augment is not None):
+            parser.error("--decoders device needs --jpeg and --gpu-augment on CUDA")
         if "cache" in args.decoders:
             built = build_decoded_cache(data_root, paths)
             print(f"decoded cache: {built.images} images, {built.megabytes:.0f} MB")
@@ -205,6 +222,7 @@ def main() -> None:
                     prefetch_factor=config.prefetch_factor,
                 ),
                 decode=decoders[decoder],
+                defer=defer if decoder == "device" else None,
             )
             for decoder in args.decoders
             for workers in args.workers
@@ -220,7 +238,7 @@ def main() -> None:
 
         epoch = 1
         for loader in loaders.values():  # warm-up: worker start-up, allocator, caches
-            loader_rate(loader, epoch)
+            loader_rate(loader, epoch, runtime.device)
         epoch_seconds(trainer, cached, epoch)
 
         loader_rates: dict[tuple[str, int], list[float]] = {key: [] for key in loaders}
@@ -232,7 +250,7 @@ def main() -> None:
             model_seconds = epoch_seconds(trainer, cached, epoch, args.skip)
             model_only.append(measured / model_seconds)
             for key, loader in loaders.items():
-                loader_rates[key].append(loader_rate(loader, epoch))
+                loader_rates[key].append(loader_rate(loader, epoch, runtime.device))
                 seconds = epoch_seconds(trainer, loader, epoch, args.skip)
                 end_to_end[key].append(measured / seconds)
                 ratios[key].append(seconds / model_seconds)

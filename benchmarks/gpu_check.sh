@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the throughput work, in one run of about 5 minutes on one CUDA GPU, with
+# The GPU checks of the throughput work, in one run of about 6 minutes on one CUDA GPU, with
 # nothing downloaded: the GPU tests, the training step fp32 (TF32) vs bf16 in both memory
 # layouts, and end to end vs model only (steady rates) on demo data at 256 px with the decoded
 # cache and the GPU augmentation, fp32 and bf16 channels-last, then Pillow vs cache. The time
@@ -23,7 +23,7 @@ PYTHON="${PYTHON:-python3}"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
 
-BUDGET=300  # seconds for the whole script: a step that could overrun it is skipped
+BUDGET=345  # seconds for the whole script: a step that could overrun it is skipped
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     local name=$1 limit=$2
     shift 2
@@ -59,12 +59,15 @@ DEMO="$OUT/demo"
 step demo_data 45 "$PYTHON" -m fakedet demo-data "$DEMO" --num-images 600 --img-size 256
 # End to end (the Trainer's epoch fed by the DataLoader) over model only (the same epoch fed
 # from memory), steady rates (each epoch's first 2 batches left out): the decoded cache with
-# the GPU augmentation, fp32 and bf16 channels-last, then Pillow vs cache with the workers'.
+# the GPU augmentation, fp32 and bf16 channels-last, JPEGs decoded by nvJPEG, then Pillow vs
+# cache with the workers' augmentation (skipped when the budget is spent).
 DATA=(benchmarks/data.py --data "$DEMO" --batch-size "$BATCH" --batches 24 --skip 2 --repeats 2
     --workers "$WORKERS")
 step data_gpu_augment 45 "$PYTHON" "${DATA[@]}" --decoders cache --gpu-augment
 step data_gpu_augment_bf16_cl 45 "$PYTHON" "${DATA[@]}" --decoders cache --gpu-augment \
     --use-amp --channels-last
+# nvJPEG (--gpu-decode): the demo re-saved as JPEG (in place), Pillow vs decoding on the GPU.
+step data_gpu_decode 45 "$PYTHON" "${DATA[@]}" --jpeg --decoders pil device --gpu-augment
 step data_cpu_augment 50 "$PYTHON" "${DATA[@]}" --decoders pil cache
 
 rm -rf "$DEMO"  # the images and their cache: too large to bring back

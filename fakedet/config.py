@@ -211,6 +211,11 @@ class TrainingConfig(BaseModel):
         description="On CUDA: flip, blur and JPEG augmentation of whole batches on the GPU "
         "instead of in the loader workers (crops stay there).",
     )
+    gpu_decode: bool = Field(
+        False,
+        description="With gpu_augment on CUDA: the workers read JPEG bytes and draw crops, and "
+        "each batch's JPEGs decode on the GPU (nvJPEG); other files as before.",
+    )
     channels_last: bool = Field(
         False,
         description="Keep the weights and batches channels-last (NHWC) while training: "
@@ -384,4 +389,10 @@ class TrainingConfig(BaseModel):
         weights = (self.regression_weight, self.classification_weight, self.ranking_weight)
         if not any(weights):
             raise ValueError("regression, classification and ranking weights are all 0")
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_decode_needs_gpu_augment(self) -> TrainingConfig:
+        if self.gpu_decode and not self.gpu_augment:  # the workers would hold no pixels
+            raise ValueError("gpu_decode needs gpu_augment; add --gpu-augment")
         return self

@@ -135,6 +135,7 @@ def train(
     processing_on: Annotated[str | None, config_option("processing_on")] = None,
     compile: Annotated[bool | None, config_option("compile")] = None,
     gpu_augment: Annotated[bool | None, config_option("gpu_augment")] = None,
+    gpu_decode: Annotated[bool | None, config_option("gpu_decode")] = None,
     channels_last: Annotated[bool | None, config_option("channels_last")] = None,
     devices: DevicesOption = None,
     resume: Annotated[

@@ -13,6 +13,7 @@ from fakedet.data.transforms import load_rgb
 from fakedet.sources.samples import Sample
 
 Transform = Callable[[Image.Image, torch.Generator, int], torch.Tensor]  # image, rng, label
+Deferral = Callable[[str, torch.Generator, int], tuple[torch.Tensor, tuple[int, ...]] | None]
 
 
 class ImageDataset(Dataset):
@@ -28,10 +29,13 @@ class ImageDataset(Dataset):
         samples: Sequence[Sample],
         transform: Transform,
         decode: Callable[[str], Image.Image] = load_rgb,
+        defer: Deferral | None = None,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.decode = decode  # a path -> RGB image (the decoded cache's reader, when built)
+        # (path, generator, label) -> (JPEG bytes, crop box) to decode on the GPU, or None.
+        self.defer = defer
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -39,17 +43,20 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, sample_seed = key if isinstance(key, tuple) else (key, key)
         sample = self.samples[index]
-        generator = torch.Generator().manual_seed(int(sample_seed))
+        item: dict[str, Any] = {"label": sample.label, "index": index, "error": None}
         try:
+            if self.defer is not None:
+                generator = torch.Generator().manual_seed(int(sample_seed))
+                deferred = self.defer(sample.path, generator, sample.label)
+                if deferred is not None:
+                    encoded, box = deferred
+                    return {**item, "image": None, "encoded": encoded, "crop": box,
+                            "path": sample.path}  # fmt: skip
+            generator = torch.Generator().manual_seed(int(sample_seed))
             image = self.transform(self.decode(sample.path), generator, sample.label)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return {
-                "image": None,
-                "label": sample.label,
-                "index": index,
-                "error": (sample.path, f"{exc}"),
-            }
-        return {"image": image, "label": sample.label, "index": index, "error": None}
+            return {**item, "image": None, "error": (sample.path, f"{exc}")}
+        return {**item, "image": image}
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -61,14 +68,28 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the good samples of a batch; list the bad ones under `skipped` as (path, reason)."""
+    """Stack the good samples of a batch; list the bad ones under `skipped` as (path, reason).
+
+    Samples left encoded (`ImageDataset`'s `defer`) go under `encoded` (bytes, crop boxes,
+    paths), after the decoded ones in `labels` and `indices`; they become pixels on the
+    training device (training/device_decode.py).
+    """
     good = [item for item in items if item["image"] is not None]
-    skipped = [item["error"] for item in items if item["image"] is None]
-    if not good:
+    encoded = [item for item in items if item.get("encoded") is not None]
+    skipped = [item["error"] for item in items if item["error"] is not None]
+    if not good and not encoded:
         return {"images": None, "labels": None, "indices": None, "skipped": skipped}
-    return {
-        "images": stack_images([item["image"] for item in good]),  # (B, 3, H, W) or a list
-        "labels": torch.tensor([item["label"] for item in good], dtype=torch.float32),  # (B,)
-        "indices": torch.tensor([item["index"] for item in good]),
+    kept = good + encoded
+    batch = {
+        "images": stack_images([item["image"] for item in good]) if good else None,
+        "labels": torch.tensor([item["label"] for item in kept], dtype=torch.float32),  # (B,)
+        "indices": torch.tensor([item["index"] for item in kept]),
         "skipped": skipped,
     }
+    if encoded:
+        batch["encoded"] = {
+            "data": [item["encoded"] for item in encoded],
+            "crops": [item["crop"] for item in encoded],
+            "paths": [item["path"] for item in encoded],
+        }
+    return batch

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from fakedet import hardware
-from fakedet.data.dataset import ImageDataset, Transform, collate
+from fakedet.data.dataset import Deferral, ImageDataset, Transform, collate
 from fakedet.data.images import load_rgb
 from fakedet.sources.samples import Sample
 from fakedet.sources.shards.reading import SHUFFLE_WINDOW_GROUPS, read_groups
@@ -120,13 +120,15 @@ def make_loader(
     world_size: int = 1,
     worker_nice: int = 0,
     decode: Callable[[str], Any] | None = None,
+    defer: Deferral | None = None,
 ) -> DataLoader:
     """A DataLoader over `samples` whose sampler is an `EpochSampler` (call its set_epoch).
 
     `worker_nice` lowers the workers' CPU priority: for training on the CPU itself. `decode`
-    replaces Pillow's decoding (`load_rgb`), e.g. by the decoded cache's reader.
+    replaces Pillow's decoding (`load_rgb`), e.g. by the decoded cache's reader; `defer` leaves
+    the samples it accepts encoded, for decoding on the device (`ImageDataset`).
     """
-    dataset = ImageDataset(samples, transform, decode or load_rgb)
+    dataset = ImageDataset(samples, transform, decode or load_rgb, defer)
     groups = read_groups(samples) if train else None  # Parquet shards: read by row group
     sampler = EpochSampler(len(dataset), train, seed, rank, world_size, groups)
     # drop_last only when a full batch remains, so a tiny train split still yields one batch.

@@ -130,6 +130,31 @@ class TrainTransform:
         )
         return image.resize(new_size, _RESIZE_FILTERS[choice])
 
+    def _crop_box(
+        self, width: int, height: int, generator: torch.Generator
+    ) -> tuple[int, int, int, int]:
+        crop_width, crop_height = crop_shape(width, height, self.img_size)
+        left = int(torch.randint(width - crop_width + 1, (1,), generator=generator))
+        top = int(torch.randint(height - crop_height + 1, (1,), generator=generator))
+        return left, top, left + crop_width, top + crop_height
+
+    def crop_only(
+        self, width: int, height: int, generator: torch.Generator, label: int | None = None
+    ) -> tuple[int, int, int, int] | None:
+        """The (left, top, right, bottom) crop that `__call__` with this `generator` would cut
+        from a `width` x `height` image when a crop is all it would do to the pixels; None where
+        it would process, down-scale, flip, blur or re-encode them. For decoding after the
+        crop is drawn (on the GPU): the draws are `__call__`'s, so both give the same crop.
+
+        Raises:
+            TooSmallError: as `__call__`.
+        """
+        if self.processing is not None or self.hflip or self.blur_prob or self.jpeg_prob:
+            return None
+        if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
+            return None
+        return self._crop_box(width, height, generator)
+
     def __call__(
         self, image: Image.Image, generator: torch.Generator, label: int | None = None
     ) -> torch.Tensor:
@@ -138,11 +163,7 @@ class TrainTransform:
             image = self.processing(image, generator)
         if self.resize_prob > 0 and float(torch.rand(1, generator=generator)) < self.resize_prob:
             image = self._downscale(image, generator)
-        width, height = image.size
-        crop_width, crop_height = crop_shape(width, height, self.img_size)
-        left = int(torch.randint(width - crop_width + 1, (1,), generator=generator))
-        top = int(torch.randint(height - crop_height + 1, (1,), generator=generator))
-        image = image.crop((left, top, left + crop_width, top + crop_height))
+        image = image.crop(self._crop_box(*image.size, generator))
         if self.hflip and float(torch.rand(1, generator=generator)) < 0.5:
             image = ImageOps.mirror(image)
         if float(torch.rand(1, generator=generator)) < self.blur_prob:

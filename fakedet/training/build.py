@@ -11,6 +11,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 from fakedet import advisor, hardware
 from fakedet.checkpoints.schema import Checkpoint, TrainState
 from fakedet.config import TrainingConfig
+from fakedet.data.decode import encoded_crop, torchvision_io
 from fakedet.data.decoded_cache import open_decoded_cache
 from fakedet.data.gpu_augment import BatchAugment
 from fakedet.data.loader import loader_options, make_loader
@@ -289,19 +291,23 @@ def _image_parts(
         on_note(
             f"decoded cache: {len(reader.fresh)} of {len(index.train)} train images read from it"
         )
+    # gpu_decode: plain JPEGs cross encoded and decode on the GPU (not over a decoded cache).
+    defer_jpegs = on_device and config.gpu_decode and reader is None
+    defer_jpegs = defer_jpegs and torchvision_io() is not None
+    transform = TrainTransform(
+        config.img_size,
+        config.hflip and not on_device,
+        0.0 if on_device else config.blur_prob,
+        0.0 if on_device else config.jpeg_prob,
+        config.blur_sigma_max,
+        config.resize_prob,
+        config.resize_min_scale,
+        ProcessingAugment(config.processing_probs) if config.processing_probs else None,
+        config.processing_on == "real",
+    )
     train_loader = make_loader(
         index.train,
-        TrainTransform(
-            config.img_size,
-            config.hflip and not on_device,
-            0.0 if on_device else config.blur_prob,
-            0.0 if on_device else config.jpeg_prob,
-            config.blur_sigma_max,
-            config.resize_prob,
-            config.resize_min_scale,
-            ProcessingAugment(config.processing_probs) if config.processing_probs else None,
-            config.processing_on == "real",
-        ),
+        transform,
         batch_size,
         train=True,
         seed=config.seed,
@@ -309,6 +315,7 @@ def _image_parts(
         rank=dist.rank,
         world_size=dist.world_size,
         decode=reader,
+        defer=partial(encoded_crop, crop_only=transform.crop_only) if defer_jpegs else None,
         **options,
     )
     val_loader = make_eval_loader(

@@ -28,6 +28,7 @@ from fakedet.models.losses import LossSums, mean_loss_terms, zero_loss_sums
 from fakedet.training.build import TrainingParts
 from fakedet.training.callbacks import Callback, default_callbacks
 from fakedet.training.checkpointer import Checkpointer
+from fakedet.training.device_decode import decode_on_device
 from fakedet.training.logging import Reporter
 
 # How often the loop reads the device on the host, in optimizer steps (and at every epoch's end):
@@ -168,6 +169,7 @@ class Trainer:
         # of its epoch done (stopped after the last step, before the row) trains none here.
         lr = parts.schedule.lr_at(state.global_step - 1 if skip_batches else state.global_step)
         for batch_index, batch in enumerate(parts.train_loader, start=skip_batches):
+            batch = decode_on_device(batch, device)  # JPEGs left encoded (gpu_decode)
             self._note_skipped(batch["skipped"])
             window_size, window_end = accumulation_window(
                 batch_index, config.gradient_accumulation_steps, batches
