@@ -251,3 +251,36 @@ def test_training_on_cuda_with_device_augmentation(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "best_model.pt").is_file()
+
+
+def test_depthwise_convolutions_run_in_fp32_under_bf16_autocast() -> None:
+    from fakedet.models import create_model
+    from fakedet.models.layers import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    model = create_model("fast", img_size=64).eval()
+    depthwise = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    pointwise = [
+        m for m in model.modules() if type(m) is torch.nn.Conv2d and m.kernel_size == (1, 1)
+    ]
+    assert depthwise and pointwise
+    assert all(m.groups == m.in_channels > 1 for m in depthwise)
+    seen: dict[str, list[torch.dtype]] = {"depthwise": [], "pointwise": []}
+    for name, modules in (("depthwise", depthwise), ("pointwise", pointwise)):
+        for module in modules:
+            module.register_forward_hook(lambda _m, _i, out, n=name: seen[n].append(out.dtype))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(images)
+    # The depthwise ones compute in fp32; the pointwise ones, where the MACs are, in bf16.
+    assert set(seen["depthwise"]) == {torch.float32}
+    assert set(seen["pointwise"]) == {torch.bfloat16}
+    conv = depthwise[0]
+    x = torch.rand(2, conv.in_channels, 16, 16).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = conv(x)
+    torch.testing.assert_close(inside, torch.nn.functional.conv2d(
+        x.float(), conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups
+    ))  # fmt: skip
+    # Outside autocast it is a plain convolution, with a plain Conv2d's state dict keys.
+    assert set(conv.state_dict()) == {"weight"}
