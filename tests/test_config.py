@@ -84,6 +84,27 @@ def test_bad_yaml_is_a_config_error(tmp_path: Path) -> None:
         load_config_file(broken)
 
 
+def test_the_full_model_defaults_to_the_down_scale_augmentation(tmp_path: Path) -> None:
+    from fakedet.config import FULL_RESIZE_PROB
+
+    assert build_config({"data_root": tmp_path}).resize_prob == 0.0  # fast
+    full = build_config({"data_root": tmp_path, "mode": "full"})
+    assert full.resize_prob == FULL_RESIZE_PROB > 0
+    # Given values win, 0 included; a saved full config keeps its own value on reload.
+    assert (
+        build_config({"data_root": tmp_path, "mode": "full", "resize_prob": 0.0}).resize_prob == 0
+    )
+    assert (
+        build_config({"data_root": tmp_path, "mode": "fast", "resize_prob": 0.3}).resize_prob == 0.3
+    )
+    import yaml
+
+    assert build_config(yaml.safe_load(dump_config_yaml(full))) == full
+    # A backbone model keeps 0: the protocol measured only the built-in full model.
+    probe = build_config({"data_root": tmp_path, "mode": "full", "backbone": "timm:resnet18"})
+    assert probe.resize_prob == 0.0
+
+
 def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
     import yaml
 
