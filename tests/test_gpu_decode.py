@@ -136,6 +136,37 @@ def test_a_jpeg_that_fails_to_decode_is_skipped_with_its_label(tmp_path: Path) -
     assert labels == {i: float(samples[i].label) for i in range(4)}
 
 
+def test_a_jpeg_the_device_refuses_is_decoded_on_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nvJPEG refuses some files libjpeg-turbo reads: those must be decoded, not skipped.
+    from fakedet.data.decode import torchvision_io
+
+    io = torchvision_io()
+    real_decode = io.decode_jpeg
+    samples = _samples(tmp_path / "files")[:4]
+    refused = Path(samples[2].path).read_bytes()
+
+    def picky(data, mode=None, **kwargs):  # type: ignore[no-untyped-def]
+        # The device's decoder (called with a device) refuses one file; the CPU's reads it.
+        batch = data if isinstance(data, list) else [data]
+        if "device" in kwargs and any(bytes(one.numpy()) == refused for one in batch):
+            raise RuntimeError("nvjpeg: unsupported")
+        return real_decode(data, mode=mode, **kwargs)
+
+    monkeypatch.setattr(io, "decode_jpeg", picky)
+    transform = _transform()
+    [expected] = _batches(samples, transform, defer=False)
+    batch = decode_on_device(
+        next(iter(_loader(samples, transform, defer=True))), torch.device("cpu")
+    )
+    assert batch["skipped"] == []
+    got, want = _by_index(batch), _by_index(expected)
+    assert sorted(got) == [0, 1, 2, 3]
+    for index, (image, _) in want.items():
+        assert torch.equal(got[index][0], image)
+
+
 def test_crop_only_draws_the_crop_the_transform_cuts() -> None:
     image = _photo(0, 120, 90)
     transform = _transform()

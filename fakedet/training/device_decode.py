@@ -4,8 +4,8 @@ the crop boxes the workers drew, and joined to the batch's decoded images.
 
 The crops are the ones the CPU path would cut (the same draws, see TrainTransform.crop_only);
 nvJPEG's pixels may differ from libjpeg-turbo's by a few levels (its IDCT and chroma
-up-sampling are its own). A JPEG that fails to decode is skipped and reported like any other
-unreadable file, with its label.
+up-sampling are its own). A JPEG that nvJPEG refuses is decoded on the CPU instead; one that
+fails there too is skipped and reported like any other unreadable file, with its label.
 """
 
 from __future__ import annotations
@@ -21,12 +21,20 @@ from fakedet.data.decode import torchvision_io
 def _decode_each(
     data: list[torch.Tensor], paths: list[str], device: torch.device
 ) -> tuple[list[torch.Tensor | None], list[tuple[str, str]]]:
+    """Image by image: on `device`, else on the CPU (libjpeg-turbo takes some files nvJPEG
+    refuses), else skipped with the CPU decoder's reason."""
     io = torchvision_io()
     pixels: list[torch.Tensor | None] = []
     skipped: list[tuple[str, str]] = []
     for one, path in zip(data, paths, strict=True):
         try:
             pixels.append(io.decode_jpeg(one, mode=io.ImageReadMode.RGB, device=device))
+            continue
+        except RuntimeError:
+            pass
+        try:
+            decoded = io.decode_jpeg(one, mode=io.ImageReadMode.RGB)
+            pixels.append(decoded.to(device, non_blocking=True))
         except RuntimeError as exc:
             pixels.append(None)
             skipped.append((path, f"{exc}"))
