@@ -284,3 +284,24 @@ def test_depthwise_convolutions_run_in_fp32_under_bf16_autocast() -> None:
     ))  # fmt: skip
     # Outside autocast it is a plain convolution, with a plain Conv2d's state dict keys.
     assert set(conv.state_dict()) == {"weight"}
+
+
+def test_attention_uses_the_math_kernel_under_cpu_bf16_autocast_only() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from fakedet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("full", img_size=64).train()
+    images = torch.rand(2, 3, 64, 64)
+
+    def attention_ops(autocast: bool) -> set[str]:
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+        with profile(activities=[ProfilerActivity.CPU]) as prof, bf16:
+            model(images)["logits"].float().sum().backward()
+        return {event.key for event in prof.key_averages() if "attention" in event.key}
+
+    # fp32 keeps PyTorch's choice (flash on CPU); bf16 autocast takes the math path, whose
+    # backward is batched products, not flash attention's slow bf16 backward.
+    assert any("flash" in op for op in attention_ops(False))
+    assert not any("flash" in op for op in attention_ops(True))
