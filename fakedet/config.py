@@ -108,7 +108,7 @@ class TrainingConfig(BaseModel):
         ge=0,
         le=1,
         description="Probability of an anti-aliased down-scale before the crop (train; only "
-        f"images larger than the crop can shrink). Default {FULL_RESIZE_PROB} for full.",
+        "images larger than the crop can shrink).",
     )
     resize_min_scale: float = Field(
         0.5, gt=0, le=1, description="Smallest down-scale factor (drawn from this to 1)."

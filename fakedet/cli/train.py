@@ -14,7 +14,7 @@ from fakedet.cli.base import (
     console,
     errors_to_exit_codes,
 )
-from fakedet.config import TrainingConfig
+from fakedet.config import FULL_RESIZE_PROB, TrainingConfig
 from fakedet.config_files import build_config, load_config_file
 from fakedet.errors import UsageError
 
@@ -106,7 +106,9 @@ def train(
     blur_prob: Annotated[float | None, config_option("blur_prob")] = None,
     jpeg_prob: Annotated[float | None, config_option("jpeg_prob")] = None,
     blur_sigma_max: Annotated[float | None, config_option("blur_sigma_max")] = None,
-    resize_prob: Annotated[float | None, config_option("resize_prob")] = None,
+    resize_prob: Annotated[
+        float | None, config_option("resize_prob", f"{FULL_RESIZE_PROB} for full, 0 for fast")
+    ] = None,
     resize_min_scale: Annotated[float | None, config_option("resize_min_scale")] = None,
     early_stopping_patience: Annotated[int | None, config_option("early_stopping_patience")] = None,
     validate_interval: Annotated[int | None, config_option("validate_interval")] = None,
