@@ -334,10 +334,10 @@ class TrainingConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _backbone_defaults(cls, values: Any) -> Any:
-        """Defaults that depend on the backbone: its own input side (rounded down to a multiple
-        of 32) and a probe's or fine-tune's LR; 2e-5 starting from a checkpoint; the full
-        model's down-scale augmentation."""
+    def _dependent_defaults(cls, values: Any) -> Any:
+        """Defaults that depend on other settings: a backbone's own input side (rounded down to
+        a multiple of 32) and a probe's or fine-tune's LR; 2e-5 starting from a checkpoint; the
+        full model's down-scale augmentation."""
         if not isinstance(values, dict):
             return values
         values = dict(values)
