@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import types
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,25 @@ def test_torchvision_decodes_a_jpeg_to_pillows_pixels(tmp_path: Path) -> None:
     path = tmp_path / "a.jpg"
     Image.fromarray(photo()).save(path, quality=85)
     assert np.array_equal(np.asarray(decode_rgb(str(path))), np.asarray(load_rgb(str(path))))
+
+
+def test_a_torchvision_without_image_decoders_falls_back_to_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    from fakedet.data.decode import torchvision_io
+
+    path = tmp_path / "a.jpg"
+    Image.fromarray(photo()).save(path, quality=85)
+    monkeypatch.setattr(torchvision, "io", types.SimpleNamespace())  # decoders removed
+    torchvision_io.cache_clear()
+    try:
+        assert torchvision_io() is None
+        assert np.array_equal(np.asarray(decode_rgb(str(path))), np.asarray(load_rgb(str(path))))
+    finally:
+        monkeypatch.undo()
+        torchvision_io.cache_clear()
+    assert torchvision_io() is not None
 
 
 def test_transparent_png_goes_through_pillow_onto_white(tmp_path: Path) -> None:

@@ -29,11 +29,15 @@ _TORCHVISION_JPEG_MODES = {"RGB", "L"}
 
 @cache
 def torchvision_io() -> Any:
-    """torchvision.io, or None where torchvision is not installed (imported on first use: it
-    costs seconds of start-up)."""
+    """torchvision.io, or None where torchvision is not installed or its image decoders are
+    gone (imported on first use: it costs seconds of start-up). torchvision 0.29 deprecates
+    them for TorchCodec; a release without them then decodes through Pillow, as without
+    torchvision, instead of failing on the first JPEG."""
     try:
         from torchvision import io
     except ImportError:
+        return None
+    if not all(hasattr(io, name) for name in ("decode_jpeg", "read_file", "ImageReadMode")):
         return None
     return io
 
