@@ -29,6 +29,13 @@ PROCESSING_KINDS = (
 )  # fmt: skip
 
 
+# Settings that must be whole numbers: YAML's `true` is refused rather than read as 1.
+WHOLE_NUMBER_FIELDS = (
+    "epochs", "img_size", "gradient_accumulation_steps", "num_workers", "prefetch_factor",
+    "early_stopping_patience", "validate_interval", "save_every", "max_nonfinite_steps", "seed",
+)  # fmt: skip
+
+
 def threshold_rule_parts(rule: str) -> tuple[str, float | None] | None:
     """`fixed:0.5` -> ("fixed", 0.5), `eer` -> ("eer", None), `fpr:0.01` -> ("fpr", 0.01),
     `fnr:0.05` -> ("fnr", 0.05); None for any other spelling or a value out of [0, 1]."""
@@ -227,20 +234,13 @@ class TrainingConfig(BaseModel):
         description="Share of the most suspicious patches whose mean logit joins the image's "
         "score (top-k pooling; 0: no patch read).",
     )
-
-    @field_validator(
-        "epochs",
-        "img_size",
-        "gradient_accumulation_steps",
-        "num_workers",
-        "prefetch_factor",
-        "early_stopping_patience",
-        "validate_interval",
-        "save_every",
-        "max_nonfinite_steps",
-        "seed",
-        mode="before",
+    spectrum_read: bool = Field(
+        True,
+        description="Fit the spectral-coherence branch's radial-spectrum read before training "
+        "(frozen; off: that logit stays 0 and the other branches decide).",
     )
+
+    @field_validator(*WHOLE_NUMBER_FIELDS, mode="before")
     @classmethod
     def _not_a_boolean(cls, value: object) -> object:
         # YAML's `epochs: true` would otherwise quietly read as 1.

@@ -71,6 +71,20 @@ def test_train_writes_the_output_folder(folder_dataset: Path, tmp_path: Path) ->
     assert bool(state.model_state["coherence_branch.spectrum_read_fitted"])
 
 
+def test_no_spectrum_read_leaves_that_logit_at_zero(folder_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = tiny_train_args(folder_dataset, out, "--epochs", "1", "--no-spectrum-read")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "spectrum read fitted" not in result.output
+    state = load_checkpoint(out / "latest_model.pt")
+    assert state.config.spectrum_read is False
+    weights = state.model_state
+    assert not bool(weights["coherence_branch.spectrum_read_fitted"])
+    assert not weights["coherence_branch.spectrum_linear.weight"].any()
+    assert not weights["coherence_branch.spectrum_linear.bias"].any()
+
+
 def test_tensorboard_has_the_spec_tags(folder_dataset: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

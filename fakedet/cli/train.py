@@ -119,6 +119,7 @@ def train(
     calibration_method: Annotated[str | None, config_option("calibration_method")] = None,
     threshold_rule: Annotated[str | None, config_option("threshold_rule")] = None,
     patch_topk: Annotated[float | None, config_option("patch_topk")] = None,
+    spectrum_read: Annotated[bool | None, config_option("spectrum_read")] = None,
     image_column: Annotated[str | None, config_option("image_column")] = None,
     label_column: Annotated[str | None, config_option("label_column")] = None,
     generator_column: Annotated[str | None, config_option("generator_column")] = None,

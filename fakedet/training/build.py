@@ -184,7 +184,8 @@ def build_training(
         train_loader, val_loader, module = _image_parts(
             config, runtime, index, batch_size, options, weights, model, reporter.info
         )
-    if resume is None:  # a resumed run has its fitted read in the checkpoint's weights
+    # A resumed run has its fitted read (or its unfitted zeros) in the checkpoint's weights.
+    if resume is None and config.spectrum_read:
         fitted = fit_spectrum_read(
             module, index.train, config.img_size, batch_size, runtime.device, config.seed, options
         )
