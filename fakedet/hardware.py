@@ -65,8 +65,8 @@ def cpu_has_native_bf16() -> bool:
 # full 1.31x, 0.90x (revision 1), 1.31x (revision 2). With the depthwise convolutions in fp32
 # under autocast and the full model's attention on the math kernel (sixth session) fast reached
 # 0.94-1.07x (models.py) and 1.10-1.16x (benchmarks/amp.py), full 1.22x and 1.30x: for fast a
-# gain inside this host's run-to-run spread (0.2-0.4), so the advisor does not ask for AMP there. Other models (full, backbones, registered ones) keep
-# the rule that native bf16 pays.
+# gain inside this host's run-to-run spread (0.2-0.4), so the advisor does not ask for AMP
+# there. Other models (full, backbones, registered ones) keep the rule that native bf16 pays.
 CPU_AMP_SLOWER = frozenset({"fast"})
 
 

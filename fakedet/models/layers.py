@@ -32,8 +32,7 @@ class DepthwiseConv2d(nn.Conv2d):
     step on a CPU with native bf16 (oneDNN: 32 of 44 ms of convolution backward, against 22 ms
     for every convolution's backward in fp32); on an H200 a weight-gradient kernel led the bf16
     step too, not yet tied to these layers. They are memory-bound with few MACs, so fp32 costs
-    them little;
-    the pointwise convolutions around them, where the MACs are, stay in bf16
+    them little; the pointwise convolutions around them, where the MACs are, stay in bf16
     (benchmarks/amp.py). Outside autocast it is a plain Conv2d (same weights and keys)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
