@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fakedet.defaults import fill_dependent_defaults
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# LR defaults with a backbone (a linear probe from zero; a fine-tune of pretrained weights) and
-# for a run started from a checkpoint: the middle of the 1e-5 to 5e-5 fine-tuning range.
-BACKBONE_PROBE_LR = 1e-3
-BACKBONE_FINETUNE_LR = 1e-4
-INIT_FROM_LR = 2e-5
-# The full model's default resize_prob (others 0): on the protocol it lifted full's `laundered`
-# AUC in every seed at no cost to its mean; fast traded for it (docs/generalization.md).
-FULL_RESIZE_PROB = 0.1
 
 
 # The everyday-processing kinds a config may name (fakedet/data/processing.py says what each does).
@@ -237,7 +228,8 @@ class TrainingConfig(BaseModel):
     spectrum_read: bool = Field(
         True,
         description="Fit the spectral-coherence branch's radial-spectrum read before training "
-        "(frozen; off: that logit stays 0 and the other branches decide).",
+        "(frozen; off: that logit stays 0 and the other branches decide; off by default for "
+        "the full model).",
     )
 
     @field_validator(*WHOLE_NUMBER_FIELDS, mode="before")
@@ -335,27 +327,8 @@ class TrainingConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _dependent_defaults(cls, values: Any) -> Any:
-        """Defaults that depend on other settings: a backbone's own input side (rounded down to
-        a multiple of 32) and a probe's or fine-tune's LR; 2e-5 starting from a checkpoint; the
-        full model's down-scale augmentation."""
-        if not isinstance(values, dict):
-            return values
-        values = dict(values)
-        if values.get("init_from") is not None and "lr" not in values:
-            values["lr"] = INIT_FROM_LR
-        if values.get("backbone") is None:
-            if values.get("mode") == "full" and values.get("resize_prob") is None:
-                values["resize_prob"] = FULL_RESIZE_PROB
-            return values
-        if "lr" not in values:
-            values["lr"] = BACKBONE_FINETUNE_LR if values.get("finetune") else BACKBONE_PROBE_LR
-        if "img_size" not in values:
-            from fakedet.models.backbones import native_img_size
-
-            # A malformed name: the backbone's own validator names the problem.
-            with contextlib.suppress(ValueError):
-                values["img_size"] = max(64, native_img_size(str(values["backbone"])) // 32 * 32)
-        return values
+        """Defaults that depend on other settings (fakedet/defaults.py)."""
+        return fill_dependent_defaults(values) if isinstance(values, dict) else values
 
     @model_validator(mode="after")
     def _backbone_settings_need_a_backbone(self) -> TrainingConfig:

@@ -85,7 +85,7 @@ def test_bad_yaml_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_the_full_model_defaults_to_the_down_scale_augmentation(tmp_path: Path) -> None:
-    from fakedet.config import FULL_RESIZE_PROB
+    from fakedet.defaults import FULL_RESIZE_PROB
 
     assert build_config({"data_root": tmp_path}).resize_prob == 0.0  # fast
     full = build_config({"data_root": tmp_path, "mode": "full"})
@@ -103,6 +103,23 @@ def test_the_full_model_defaults_to_the_down_scale_augmentation(tmp_path: Path) 
     # A backbone model keeps 0: the protocol measured only the built-in full model.
     probe = build_config({"data_root": tmp_path, "mode": "full", "backbone": "timm:resnet18"})
     assert probe.resize_prob == 0.0
+
+
+def test_the_full_model_defaults_to_no_spectrum_read(tmp_path: Path) -> None:
+    import yaml
+
+    assert build_config({"data_root": tmp_path}).spectrum_read is True  # fast
+    full = build_config({"data_root": tmp_path, "mode": "full"})
+    assert full.spectrum_read is False
+    # Given values win either way, and a saved config keeps its own value on reload.
+    given = build_config({"data_root": tmp_path, "mode": "full", "spectrum_read": True})
+    assert given.spectrum_read is True
+    assert build_config(yaml.safe_load(dump_config_yaml(given))) == given
+    fast_off = build_config({"data_root": tmp_path, "spectrum_read": False})
+    assert fast_off.spectrum_read is False
+    # A backbone model keeps the field's default: the protocol measured the built-in full model.
+    probe = build_config({"data_root": tmp_path, "mode": "full", "backbone": "timm:resnet18"})
+    assert probe.spectrum_read is True
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:

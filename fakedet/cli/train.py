@@ -14,8 +14,9 @@ from fakedet.cli.base import (
     console,
     errors_to_exit_codes,
 )
-from fakedet.config import FULL_RESIZE_PROB, TrainingConfig
+from fakedet.config import TrainingConfig
 from fakedet.config_files import build_config, load_config_file
+from fakedet.defaults import FULL_RESIZE_PROB
 from fakedet.errors import UsageError
 
 FROM_CHECKPOINT = "from the checkpoint"
@@ -119,7 +120,9 @@ def train(
     calibration_method: Annotated[str | None, config_option("calibration_method")] = None,
     threshold_rule: Annotated[str | None, config_option("threshold_rule")] = None,
     patch_topk: Annotated[float | None, config_option("patch_topk")] = None,
-    spectrum_read: Annotated[bool | None, config_option("spectrum_read")] = None,
+    spectrum_read: Annotated[
+        bool | None, config_option("spectrum_read", "off for full, on for fast")
+    ] = None,
     image_column: Annotated[str | None, config_option("image_column")] = None,
     label_column: Annotated[str | None, config_option("label_column")] = None,
     generator_column: Annotated[str | None, config_option("generator_column")] = None,
