@@ -211,6 +211,39 @@ def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
     assert json.loads(broken.output)["calibration"]["n_images"] == 8
 
 
+def test_calibrate_with_processing_fits_on_a_processed_copy_of_every_image(
+    run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, out = run
+    args = ["calibrate", str(out / "best_model.pt"), str(data), "--json", "--method", "platt"]
+    clean = json.loads(runner.invoke(app, [*args, "-o", str(tmp_path / "c.pt")]).output)
+    both = runner.invoke(
+        app, [*args, "--processing", "jpeg60,webp70", "-o", str(tmp_path / "p.pt")]
+    )
+    assert both.exit_code == 0, both.output
+    fitted = json.loads(both.output)["calibration"]
+    count = clean["calibration"]["n_images"]
+    assert fitted["n_images"] == 3 * count  # the images, then a copy after each kind
+    assert "after jpeg60, webp70" in fitted["fitted_on"]
+    assert load_checkpoint(tmp_path / "p.pt").calibration.n_images == 3 * count
+    # An unreadable file is left out of every copy, as validation leaves it out.
+    other = make_folder_dataset(tmp_path / "other", per_class=4)
+    (other / "val" / "real" / "broken.png").write_bytes(b"not an image")
+    args = [*args[:2], str(other), "--json", "--processing", "jpeg75"]
+    broken = runner.invoke(app, [*args, "-o", str(tmp_path / "b.pt")])
+    assert broken.exit_code == 0, broken.output
+    assert json.loads(broken.output)["calibration"]["n_images"] == 16
+    unknown = runner.invoke(app, [*args[:-1], "jpeg42", "-o", str(tmp_path / "u.pt")])
+    assert unknown.exit_code == 2 and "jpeg42" in unknown.output
+    every = runner.invoke(app, [*args[:-1], "all", "-o", str(tmp_path / "a.pt")])
+    assert every.exit_code == 0, every.output
+    assert (
+        "after jpeg95, jpeg75, jpeg60, downscale0.75"
+        in json.loads(every.output)["calibration"]["fitted_on"]
+    )
+    assert not (tmp_path / "u.pt").exists()
+
+
 def test_a_checkpoint_without_calibration_reads_raw_scores_at_0_5_said_once(
     tmp_path: Path,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from fakedet.checkpoints.calibration import Calibration, check_method, parse_rul
 from fakedet.checkpoints.files import checkpoint_path, save_checkpoint
 from fakedet.checkpoints.schema import Checkpoint
 from fakedet.data.loader import loader_options
+from fakedet.data.processing import BY_LABEL
 from fakedet.data.transforms import check_crops
 from fakedet.errors import DataError, UsageError
 from fakedet.evaluation.calibration import fit_calibration
@@ -199,13 +201,17 @@ def calibrate_checkpoint(
     num_workers: int | None = None,
     use_csv: bool | None = None,
     crops: int = 1,
+    processing: Sequence[str] = (),
 ) -> Calibration:
     """Refit a checkpoint's calibration and threshold on a labelled split; write it to `output`.
     With `crops` 5 the fit is on the scores `predict --crops 5` gives (five views per image).
+    Each `processing` kind (`fakedet.data.processing`: jpeg75, downscale0.5, ...) adds a copy of
+    every image of the split, both classes, after that kind: the map and the threshold are then
+    fitted for images that may have been re-saved or re-sized on their way, as deployed ones are.
 
     Raises:
-        UsageError: `output` is the input checkpoint (it is never overwritten), a bad method or
-            rule, or a split without both classes.
+        UsageError: `output` is the input checkpoint (it is never overwritten), a bad method,
+            rule or processing kind, or a split without both classes.
     """
     source = checkpoint_path(path)
     if output.resolve() == source.resolve() or output.is_dir():
@@ -216,6 +222,7 @@ def calibrate_checkpoint(
     check_method(method)
     parse_rule(rule)
     check_crops(crops)
+    kinds = _processing_kinds(processing)
     if crops == 1:  # as the trainer validates
         result = score_labelled_set(
             path, data_root, split, device, batch_size, num_workers, use_csv
@@ -242,7 +249,63 @@ def calibrate_checkpoint(
         scores, labels = np.array([raw for raw, *_ in read]), np.array([row[1] for row in read])
         paths = [path for *_, path in read]
         scored = f"{scored}, {crops} views per image"
+    if kinds:
+        samples = _labelled_split(checkpoint, data_root, split, use_csv)[3]
+        extra_scores, extra_labels = _processed_scores(
+            path, samples, kinds, device, batch_size or checkpoint.batch_size, num_workers, crops
+        )
+        scores = np.concatenate([scores, extra_scores])
+        labels = np.concatenate([labels, extra_labels])
+        scored = f"{scored}, and a copy of each after {', '.join(kinds)}"
     calibration = fit_calibration(scores, labels, method, rule, f"{data_root} ({scored})", paths)
     checkpoint.calibration = calibration
     save_checkpoint(output, checkpoint)
     return calibration
+
+
+def _processing_kinds(names: Sequence[str]) -> list[str]:
+    """The processing kinds named, in order, once each; "all" is every kind.
+
+    Raises:
+        UsageError: an unknown kind, naming the known ones.
+    """
+    kinds = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+    if "all" in kinds:
+        return list(BY_LABEL)
+    unknown = [name for name in kinds if name not in BY_LABEL]
+    if unknown:
+        raise UsageError(
+            f"--processing {unknown[0]!r} is not a processing kind; use one or more of "
+            f"{', '.join(BY_LABEL)}."
+        )
+    return kinds
+
+
+def _processed_scores(
+    path: Path,
+    samples: Sequence[Sample],
+    kinds: Sequence[str],
+    device: str,
+    batch_size: int,
+    num_workers: int | None,
+    crops: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw realness and labels of the split's images after each processing kind, scored as
+    `evaluate --processing` scores them; a file that cannot be read, or is too small after the
+    kind, is left out (as validation leaves unreadable files out)."""
+    from fakedet.evaluation.testset import load_detectors, score_samples
+    from fakedet.runtime import resolve_device
+
+    resolved = resolve_device(device)
+    detectors = load_detectors([path], resolved)
+    workers = workers_or_default(num_workers, resolved.type)
+    labels = np.array([sample.label for sample in samples], dtype=float)
+    found_scores, found_labels = [], []
+    for kind in kinds:
+        realness = score_samples(
+            samples, detectors, BY_LABEL[kind], resolved, batch_size, workers, crops=crops
+        )[0][0]
+        scored = np.isfinite(realness)
+        found_scores.append(realness[scored])
+        found_labels.append(labels[scored])
+    return np.concatenate(found_scores), np.concatenate(found_labels)

@@ -183,6 +183,15 @@ def calibrate(
     num_workers: WorkersOption = None,
     use_csv: CheckpointCsvOption = None,
     crops: CropsOption = 1,
+    processing: Annotated[
+        str,
+        typer.Option(
+            "--processing",
+            help="Comma-separated everyday-processing kinds (jpeg75, downscale0.5, screenshot, "
+            "... or all): fit also on a copy of every image after each kind, so the threshold "
+            "holds for re-saved and re-sized images.",
+        ),
+    ] = "",
     as_json: JsonOption = False,
 ) -> None:
     """Refit how a checkpoint's score is read: calibration and operating threshold.
@@ -197,6 +206,8 @@ def calibrate(
         fakedet calibrate runs/demo/best_model.pt ./my_heldout --output runs/demo/calibrated.pt
 
         fakedet calibrate runs/demo demo --threshold-rule fpr:0.01 -o runs/demo/fpr1.pt
+
+        fakedet calibrate runs/demo demo --processing jpeg75,downscale0.5 -o runs/demo/proc.pt
     """
     with errors_to_exit_codes():
         from fakedet.evaluation.labelled import calibrate_checkpoint
@@ -213,6 +224,7 @@ def calibrate(
             num_workers,
             use_csv,
             crops,
+            processing.split(","),
         )
         if as_json:
             print_json({"output": str(output), "calibration": calibration.to_dict()})
