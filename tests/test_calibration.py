@@ -235,6 +235,12 @@ def test_calibrate_with_processing_fits_on_a_processed_copy_of_every_image(
     assert json.loads(broken.output)["calibration"]["n_images"] == 16
     unknown = runner.invoke(app, [*args[:-1], "jpeg42", "-o", str(tmp_path / "u.pt")])
     assert unknown.exit_code == 2 and "jpeg42" in unknown.output
+    reals = runner.invoke(app, [*args, "--processing-on", "real", "-o", str(tmp_path / "r.pt")])
+    assert reals.exit_code == 0, reals.output
+    fitted = json.loads(reals.output)["calibration"]
+    assert fitted["n_images"] == 12 and "a copy of each real one" in fitted["fitted_on"]
+    other_way = runner.invoke(app, [*args, "--processing-on", "fake", "-o", str(tmp_path / "f.pt")])
+    assert other_way.exit_code == 2 and "--processing-on" in other_way.output
     every = runner.invoke(app, [*args[:-1], "all", "-o", str(tmp_path / "a.pt")])
     assert every.exit_code == 0, every.output
     assert (

@@ -202,12 +202,14 @@ def calibrate_checkpoint(
     use_csv: bool | None = None,
     crops: int = 1,
     processing: Sequence[str] = (),
+    processing_on: str = "both",
 ) -> Calibration:
     """Refit a checkpoint's calibration and threshold on a labelled split; write it to `output`.
     With `crops` 5 the fit is on the scores `predict --crops 5` gives (five views per image).
     Each `processing` kind (`fakedet.data.processing`: jpeg75, downscale0.5, ...) adds a copy of
     every image of the split, both classes, after that kind: the map and the threshold are then
     fitted for images that may have been re-saved or re-sized on their way, as deployed ones are.
+    `processing_on` "real" adds the copies of the real images only.
 
     Raises:
         UsageError: `output` is the input checkpoint (it is never overwritten), a bad method,
@@ -223,6 +225,8 @@ def calibrate_checkpoint(
     parse_rule(rule)
     check_crops(crops)
     kinds = _processing_kinds(processing)
+    if processing_on not in ("both", "real"):
+        raise UsageError(f"--processing-on {processing_on!r} is not one of both, real.")
     if crops == 1:  # as the trainer validates
         result = score_labelled_set(
             path, data_root, split, device, batch_size, num_workers, use_csv
@@ -251,12 +255,15 @@ def calibrate_checkpoint(
         scored = f"{scored}, {crops} views per image"
     if kinds:
         samples = _labelled_split(checkpoint, data_root, split, use_csv)[3]
+        if processing_on == "real":
+            samples = [sample for sample in samples if sample.label >= 0.5]
         extra_scores, extra_labels = _processed_scores(
             path, samples, kinds, device, batch_size or checkpoint.batch_size, num_workers, crops
         )
         scores = np.concatenate([scores, extra_scores])
         labels = np.concatenate([labels, extra_labels])
-        scored = f"{scored}, and a copy of each after {', '.join(kinds)}"
+        which = "each" if processing_on == "both" else "each real one"
+        scored = f"{scored}, and a copy of {which} after {', '.join(kinds)}"
     calibration = fit_calibration(scores, labels, method, rule, f"{data_root} ({scored})", paths)
     checkpoint.calibration = calibration
     save_checkpoint(output, checkpoint)

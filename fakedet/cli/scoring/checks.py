@@ -192,6 +192,14 @@ def calibrate(
             "holds for re-saved and re-sized images.",
         ),
     ] = "",
+    processing_on: Annotated[
+        str,
+        typer.Option(
+            "--processing-on",
+            help="both (the copies of every image) or real (of the real images only: the "
+            "threshold then holds for processed real photos, fakes read as they are).",
+        ),
+    ] = "both",
     as_json: JsonOption = False,
 ) -> None:
     """Refit how a checkpoint's score is read: calibration and operating threshold.
@@ -225,6 +233,7 @@ def calibrate(
             use_csv,
             crops,
             processing.split(","),
+            processing_on,
         )
         if as_json:
             print_json({"output": str(output), "calibration": calibration.to_dict()})
