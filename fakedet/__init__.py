@@ -3,4 +3,4 @@
 Importing the package is cheap on purpose: torch is only imported by the modules that need it.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"

@@ -24,7 +24,7 @@ FAMILIES = [
     "mean",
 ]
 # (mean AUC, std over seeds 0, 1, 2) per family, copied from the README's table (clean images;
-# `python benchmarks/generalization.py --out xgen`, fakedet 0.6.0, 2026-12-04).
+# `python benchmarks/generalization.py --out xgen`, fakedet 0.7.0, 2026-12-05).
 RESULTS = {
     "fast": [
         (1.000, 0.000),
@@ -37,14 +37,14 @@ RESULTS = {
         (0.954, 0.018),
     ],
     "full": [
-        (0.994, 0.010),
-        (0.870, 0.093),
-        (0.816, 0.056),
         (1.000, 0.000),
-        (0.828, 0.105),
-        (0.997, 0.005),
-        (0.996, 0.007),
-        (0.929, 0.036),
+        (0.879, 0.080),
+        (0.845, 0.151),
+        (1.000, 0.000),
+        (0.867, 0.105),
+        (0.999, 0.002),
+        (1.000, 0.000),
+        (0.941, 0.039),
     ],
     "spectral baseline": [
         (0.913, 0.100),
