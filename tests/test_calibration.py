@@ -235,10 +235,32 @@ def test_calibrate_with_processing_fits_on_a_processed_copy_of_every_image(
     assert json.loads(broken.output)["calibration"]["n_images"] == 16
     unknown = runner.invoke(app, [*args[:-1], "jpeg42", "-o", str(tmp_path / "u.pt")])
     assert unknown.exit_code == 2 and "jpeg42" in unknown.output
+    # Real copies move the threshold alone, which only an fpr rule reads from the reals.
     reals = runner.invoke(app, [*args, "--processing-on", "real", "-o", str(tmp_path / "r.pt")])
+    assert reals.exit_code == 2 and "fpr" in reals.output
+    rule = ["--threshold-rule", "fpr:0.5", "--split", "all"]  # enough reals for the bound
+    plain = json.loads(runner.invoke(app, [*args[:-2], *rule, "-o", str(tmp_path / "n.pt")]).output)
+    reals = runner.invoke(
+        app, [*args, *rule, "--processing-on", "real", "-o", str(tmp_path / "r.pt")]
+    )
     assert reals.exit_code == 0, reals.output
     fitted = json.loads(reals.output)["calibration"]
-    assert fitted["n_images"] == 12 and "a copy of each real one" in fitted["fitted_on"]
+    assert fitted["n_images"] == plain["calibration"]["n_images"]
+    assert "a copy of each real one" in fitted["fitted_on"]
+    assert fitted["params"] == plain["calibration"]["params"]  # the map: the originals' fit
+    # The rule reads each real image's worst version: as many images as without the copies,
+    # a threshold no higher (a worst version scores at most its original), and a guarantee
+    # that says it holds for every version.
+    guarantee = fitted["guarantee"]
+    assert guarantee["reference_images"] == plain["calibration"]["guarantee"]["reference_images"]
+    assert guarantee["versions"] == "jpeg75"
+    assert fitted["threshold"] <= plain["calibration"]["threshold"]
+    described = load_checkpoint(tmp_path / "r.pt").calibration.guarantee.describe()
+    assert "worst version (as they are or after jpeg75)" in described
+    # Both classes: the map is fitted on the copies too, the rule still counts images.
+    both = json.loads(runner.invoke(app, [*args, *rule, "-o", str(tmp_path / "p2.pt")]).output)
+    assert both["calibration"]["n_images"] == 2 * plain["calibration"]["n_images"]
+    assert both["calibration"]["guarantee"]["reference_images"] == guarantee["reference_images"]
     other_way = runner.invoke(app, [*args, "--processing-on", "fake", "-o", str(tmp_path / "f.pt")])
     assert other_way.exit_code == 2 and "--processing-on" in other_way.output
     every = runner.invoke(app, [*args[:-1], "all", "-o", str(tmp_path / "a.pt")])

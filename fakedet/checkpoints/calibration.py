@@ -54,13 +54,18 @@ class Guarantee:
     confidence: float
     rank: int  # the threshold is the rank-th lowest real (fpr) or highest fake (fnr) score
     reference_images: int  # real (fpr) or fake (fnr) calibration images it was read from
+    # Processing kinds each image was also scored after (calibrate --processing): the bound is
+    # then on an image's worst version, the original or any of these, so it holds for each.
+    versions: str = ""
 
     def describe(self) -> str:
         share = "real images called fake" if self.kind == "fpr" else "fake images called real"
+        worst = f" in their worst version (as they are or after {self.versions})"
         return (
-            f"at most {self.rate:.3g} of new {share} with {self.confidence:.0%} confidence "
-            f"(order statistic {self.rank} of {self.reference_images}; holds for images from "
-            "the same source as the calibration images)"
+            f"at most {self.rate:.3g} of new {share}{worst if self.versions else ''} with "
+            f"{self.confidence:.0%} confidence (order statistic {self.rank} of "
+            f"{self.reference_images}; holds for images from the same source as the "
+            "calibration images)"
         )
 
 
@@ -133,7 +138,10 @@ class Calibration:
     def from_dict(cls, values: dict[str, Any]) -> Calibration:
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
         if known.get("guarantee") is not None:
-            known["guarantee"] = Guarantee(**known["guarantee"])
+            fields = Guarantee.__dataclass_fields__  # a later version's fields are left out
+            known["guarantee"] = Guarantee(
+                **{key: value for key, value in known["guarantee"].items() if key in fields}
+            )
         if known.get("inputs") is not None:
             known["inputs"] = InputProfile(**known["inputs"])
         return cls(**known)

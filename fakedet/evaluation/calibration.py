@@ -322,10 +322,12 @@ def fit_calibration(
     rule: str = "fixed:0.5",
     fitted_on: str = "val split",
     paths: Sequence[str] | None = None,
+    threshold_on: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Calibration:
     """Fit `method` (`auto`: chosen by cross-validation) on raw realness scores with realness
     labels, then the threshold by `rule`; with `paths`, also what the images looked like, so
-    predict can warn about images unlike them.
+    predict can warn about images unlike them. `threshold_on` (raw realness, labels) is the set
+    the rule reads instead of the fitted one (e.g. each image's worst processed version).
 
     Raises:
         UsageError: a bad method or rule, a set without both classes, or too few images of a
@@ -370,6 +372,9 @@ def fit_calibration(
     )
     calibration.ece_before = calibration.quality["ece_before"]
     calibration.ece_after = calibration.quality["ece_after"]
+    if threshold_on is not None:
+        calibrated = calibration.apply(np.asarray(threshold_on[0], dtype=np.float64))
+        is_real = (np.asarray(threshold_on[1]) >= 0.5).astype(int)
     calibration.threshold, calibration.guarantee = choose_threshold(
         rule, calibrated, is_real, f"the {fitted_on}"
     )

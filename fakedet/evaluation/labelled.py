@@ -209,7 +209,11 @@ def calibrate_checkpoint(
     Each `processing` kind (`fakedet.data.processing`: jpeg75, downscale0.5, ...) adds a copy of
     every image of the split, both classes, after that kind: the map and the threshold are then
     fitted for images that may have been re-saved or re-sized on their way, as deployed ones are.
-    `processing_on` "real" adds the copies of the real images only.
+    An `fpr`/`fnr` rule then reads each image's worst version (lowest realness of a real image,
+    highest of a fake, over the original and its copies), so its guarantee counts images, not
+    copies, and holds for every version. `processing_on` "real" processes the real images only
+    and changes the threshold alone: the map is fitted on the originals, and the rule must be
+    `fpr` (the one that reads the reals).
 
     Raises:
         UsageError: `output` is the input checkpoint (it is never overwritten), a bad method,
@@ -227,6 +231,12 @@ def calibrate_checkpoint(
     kinds = _processing_kinds(processing)
     if processing_on not in ("both", "real"):
         raise UsageError(f"--processing-on {processing_on!r} is not one of both, real.")
+    if kinds and processing_on == "real" and parse_rule(rule)[0] != "fpr":
+        raise UsageError(
+            f"--processing-on real sets the threshold from the real images, which only an fpr "
+            f"rule reads; --threshold-rule {rule} would ignore them: add --threshold-rule "
+            "fpr:0.05 (or process both classes)."
+        )
     if crops == 1:  # as the trainer validates
         result = score_labelled_set(
             path, data_root, split, device, batch_size, num_workers, use_csv
@@ -253,18 +263,37 @@ def calibrate_checkpoint(
         scores, labels = np.array([raw for raw, *_ in read]), np.array([row[1] for row in read])
         paths = [path for *_, path in read]
         scored = f"{scored}, {crops} views per image"
+    threshold_on = None
     if kinds:
         samples = _labelled_split(checkpoint, data_root, split, use_csv)[3]
-        if processing_on == "real":
-            samples = [sample for sample in samples if sample.label >= 0.5]
-        extra_scores, extra_labels = _processed_scores(
-            path, samples, kinds, device, batch_size or checkpoint.batch_size, num_workers, crops
-        )
-        scores = np.concatenate([scores, extra_scores])
-        labels = np.concatenate([labels, extra_labels])
+        row = {sample.path: number for number, sample in enumerate(samples)}
+        samples = [samples[row[path]] for path in paths]  # as `scores`: the images read
+        processed = _processed_scores(
+            path,
+            samples,
+            [sample.label >= 0.5 or processing_on == "both" for sample in samples],
+            kinds,
+            device,
+            batch_size or checkpoint.batch_size,
+            num_workers,
+            crops,
+        )  # (kinds, images), NaN where a version was not scored
+        versions = np.vstack([scores, processed])
+        is_real = labels >= 0.5
+        worst = np.where(is_real, np.nanmin(versions, axis=0), np.nanmax(versions, axis=0))
+        if parse_rule(rule)[0] in ("fpr", "fnr"):
+            threshold_on = (worst, labels)
+        if processing_on == "both":
+            copies = np.isfinite(processed)
+            labels = np.concatenate([labels, np.broadcast_to(labels, processed.shape)[copies]])
+            scores = np.concatenate([scores, processed[copies]])
         which = "each" if processing_on == "both" else "each real one"
         scored = f"{scored}, and a copy of {which} after {', '.join(kinds)}"
-    calibration = fit_calibration(scores, labels, method, rule, f"{data_root} ({scored})", paths)
+    calibration = fit_calibration(
+        scores, labels, method, rule, f"{data_root} ({scored})", paths, threshold_on
+    )
+    if threshold_on is not None and calibration.guarantee is not None:
+        calibration.guarantee.versions = ", ".join(kinds)
     checkpoint.calibration = calibration
     save_checkpoint(output, checkpoint)
     return calibration
@@ -291,28 +320,32 @@ def _processing_kinds(names: Sequence[str]) -> list[str]:
 def _processed_scores(
     path: Path,
     samples: Sequence[Sample],
+    chosen: Sequence[bool],
     kinds: Sequence[str],
     device: str,
     batch_size: int,
     num_workers: int | None,
     crops: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw realness and labels of the split's images after each processing kind, scored as
-    `evaluate --processing` scores them; a file that cannot be read, or is too small after the
-    kind, is left out (as validation leaves unreadable files out)."""
+) -> np.ndarray:
+    """Raw realness (kinds, samples) of the `chosen` samples after each processing kind, scored
+    as `evaluate --processing` scores them; NaN for the others and for a file that cannot be
+    read or is too small after the kind (validation leaves unreadable files out)."""
     from fakedet.evaluation.testset import load_detectors, score_samples
     from fakedet.runtime import resolve_device
 
     resolved = resolve_device(device)
     detectors = load_detectors([path], resolved)
     workers = workers_or_default(num_workers, resolved.type)
-    labels = np.array([sample.label for sample in samples], dtype=float)
-    found_scores, found_labels = [], []
-    for kind in kinds:
-        realness = score_samples(
-            samples, detectors, BY_LABEL[kind], resolved, batch_size, workers, crops=crops
+    picked = np.flatnonzero(np.asarray(chosen, dtype=bool))
+    realness = np.full((len(kinds), len(samples)), np.nan)
+    for number, kind in enumerate(kinds):
+        realness[number, picked] = score_samples(
+            [samples[i] for i in picked],
+            detectors,
+            BY_LABEL[kind],
+            resolved,
+            batch_size,
+            workers,
+            crops=crops,
         )[0][0]
-        scored = np.isfinite(realness)
-        found_scores.append(realness[scored])
-        found_labels.append(labels[scored])
-    return np.concatenate(found_scores), np.concatenate(found_labels)
+    return realness

@@ -189,15 +189,17 @@ def calibrate(
             "--processing",
             help="Comma-separated everyday-processing kinds (jpeg75, downscale0.5, screenshot, "
             "... or all): fit also on a copy of every image after each kind, so the threshold "
-            "holds for re-saved and re-sized images.",
+            "holds for re-saved and re-sized images (an fpr/fnr rule reads each image's worst "
+            "version).",
         ),
     ] = "",
     processing_on: Annotated[
         str,
         typer.Option(
             "--processing-on",
-            help="both (the copies of every image) or real (of the real images only: the "
-            "threshold then holds for processed real photos, fakes read as they are).",
+            help="both (the copies of every image) or real (of the real images only, with an "
+            "fpr rule: the map stays the originals' fit, the threshold holds for every "
+            "processed version of a real photo).",
         ),
     ] = "both",
     as_json: JsonOption = False,
@@ -215,7 +217,8 @@ def calibrate(
 
         fakedet calibrate runs/demo demo --threshold-rule fpr:0.01 -o runs/demo/fpr1.pt
 
-        fakedet calibrate runs/demo demo --processing jpeg75,downscale0.5 -o runs/demo/proc.pt
+        fakedet calibrate runs/demo demo --processing jpeg75 --processing-on real
+        --threshold-rule fpr:0.05 -o runs/demo/proc.pt
     """
     with errors_to_exit_codes():
         from fakedet.evaluation.labelled import calibrate_checkpoint
