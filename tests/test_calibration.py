@@ -255,8 +255,9 @@ def test_calibrate_with_processing_fits_on_a_processed_copy_of_every_image(
     assert guarantee["reference_images"] == plain["calibration"]["guarantee"]["reference_images"]
     assert guarantee["versions"] == "jpeg75"
     assert fitted["threshold"] <= plain["calibration"]["threshold"]
-    described = load_checkpoint(tmp_path / "r.pt").calibration.guarantee.describe()
-    assert "worst version (as they are or after jpeg75)" in described
+    stored = load_checkpoint(tmp_path / "r.pt").calibration
+    assert "worst version (as they are or after jpeg75)" in stored.guarantee.describe()
+    assert any("each in its worst version" in line for line in stored.details())
     # Both classes: the map is fitted on the copies too, the rule still counts images.
     both = json.loads(runner.invoke(app, [*args, *rule, "-o", str(tmp_path / "p2.pt")]).output)
     assert both["calibration"]["n_images"] == 2 * plain["calibration"]["n_images"]

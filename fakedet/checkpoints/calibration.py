@@ -187,8 +187,11 @@ class Calibration:
                 cells.append(f"{self.quality[key]:.4f}{interval}")
             lines.append(f"{labels.get(name, 'Brier score')}: {cells[0]} -> {cells[1]}")
         if self.fpr is not None and self.fnr is not None:
+            worst = (
+                " (each in its worst version)" if self.guarantee and self.guarantee.versions else ""
+            )
             lines.append(
-                f"on the calibration images at threshold {self.threshold:.4g}: "
+                f"on the calibration images{worst} at threshold {self.threshold:.4g}: "
                 f"FPR {self.fpr:.4f}, FNR {self.fnr:.4f}"
             )
         if self.guarantee is not None:

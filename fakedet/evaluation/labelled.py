@@ -267,7 +267,7 @@ def calibrate_checkpoint(
     if kinds:
         samples = _labelled_split(checkpoint, data_root, split, use_csv)[3]
         row = {sample.path: number for number, sample in enumerate(samples)}
-        samples = [samples[row[path]] for path in paths]  # as `scores`: the images read
+        samples = [samples[row[image]] for image in paths]  # as `scores`: the images read
         processed = _processed_scores(
             path,
             samples,
