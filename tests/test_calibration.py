@@ -185,6 +185,13 @@ def test_calibrate_writes_a_new_checkpoint_and_leaves_its_input_byte_identical(
     assert bad.exit_code == 2 and "threshold-rule" in bad.output
 
 
+def _with_an_unreadable_val_image(root: Path) -> Path:
+    """A small dataset (4 images a class and split) plus a val file that is not an image."""
+    make_folder_dataset(root, per_class=4)
+    (root / "val" / "real" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
 def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
     run: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -203,8 +210,7 @@ def test_calibrate_with_five_views_fits_on_the_scores_predict_gives(
     assert fitted["params"] == pytest.approx(centre["calibration"]["params"], rel=1e-4)
     assert fitted["n_images"] == centre["calibration"]["n_images"]
     # An unreadable file is left out, as the centre-crop path's validation leaves it out.
-    other = make_folder_dataset(tmp_path / "other", per_class=4)
-    (other / "val" / "real" / "broken.png").write_bytes(b"not an image")
+    other = _with_an_unreadable_val_image(tmp_path / "other")
     args = [*args[:2], str(other), "--json", "--crops", "5"]
     broken = runner.invoke(app, [*args, "-o", str(tmp_path / "b.pt")])
     assert broken.exit_code == 0, broken.output
@@ -227,8 +233,7 @@ def test_calibrate_with_processing_fits_on_a_processed_copy_of_every_image(
     assert "after jpeg60, webp70" in fitted["fitted_on"]
     assert load_checkpoint(tmp_path / "p.pt").calibration.n_images == 3 * count
     # An unreadable file is left out of every copy, as validation leaves it out.
-    other = make_folder_dataset(tmp_path / "other", per_class=4)
-    (other / "val" / "real" / "broken.png").write_bytes(b"not an image")
+    other = _with_an_unreadable_val_image(tmp_path / "other")
     args = [*args[:2], str(other), "--json", "--processing", "jpeg75"]
     broken = runner.invoke(app, [*args, "-o", str(tmp_path / "b.pt")])
     assert broken.exit_code == 0, broken.output

@@ -59,10 +59,15 @@ def _labelled_split(
             scored = "every image (no train split: a test set)"
     elif split != "val":
         scored = "every image" if split == "all" else "the train split"
-    samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
+    samples = _split_samples(index, split)
     if not samples:
         raise DataError(f"The {split} split of {data_root} has no images.")
     return index, split, scored, samples
+
+
+def _split_samples(index: DatasetIndex, split: str) -> list[Sample]:
+    """The samples of one resolved split (val, train or all) of an index."""
+    return {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
 
 
 def score_labelled_set(
@@ -226,12 +231,12 @@ def calibrate_checkpoint(
             f"({source}) or a folder: calibrate never overwrites its input."
         )
     check_method(method)
-    parse_rule(rule)
+    rule_kind = parse_rule(rule)[0]
     check_crops(crops)
     kinds = _processing_kinds(processing)
     if processing_on not in ("both", "real"):
         raise UsageError(f"--processing-on {processing_on!r} is not one of both, real.")
-    if kinds and processing_on == "real" and parse_rule(rule)[0] != "fpr":
+    if kinds and processing_on == "real" and rule_kind != "fpr":
         raise UsageError(
             f"--processing-on real sets the threshold from the real images, which only an fpr "
             f"rule reads; --threshold-rule {rule} would ignore them: add --threshold-rule "
@@ -244,6 +249,7 @@ def calibrate_checkpoint(
         checkpoint, scored = result.checkpoint, result.scored
         scores, labels = result.scores.scores, result.scores.labels
         paths = result.scores.paths
+        samples = _split_samples(result.index, result.split)
     else:  # as `predict --crops` scores; unreadable files are left out, as validation does
         model, checkpoint = load_detector(path, device)
         _, _, scored, samples = _labelled_split(checkpoint, data_root, split, use_csv)
@@ -265,7 +271,6 @@ def calibrate_checkpoint(
         scored = f"{scored}, {crops} views per image"
     threshold_on = None
     if kinds:
-        samples = _labelled_split(checkpoint, data_root, split, use_csv)[3]
         row = {sample.path: number for number, sample in enumerate(samples)}
         samples = [samples[row[image]] for image in paths]  # as `scores`: the images read
         processed = _processed_scores(
@@ -281,7 +286,7 @@ def calibrate_checkpoint(
         versions = np.vstack([scores, processed])
         is_real = labels >= 0.5
         worst = np.where(is_real, np.nanmin(versions, axis=0), np.nanmax(versions, axis=0))
-        if parse_rule(rule)[0] in ("fpr", "fnr"):
+        if rule_kind in ("fpr", "fnr"):
             threshold_on = (worst, labels)
         if processing_on == "both":
             copies = np.isfinite(processed)
