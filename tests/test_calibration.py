@@ -57,6 +57,16 @@ def test_isotonic_lowers_ece_and_keeps_order() -> None:
     assert np.array_equal(again.apply(scores[:100]), calibration.apply(scores[:100]))
 
 
+def test_a_guarantee_with_fields_this_version_does_not_know_still_loads() -> None:
+    scores, labels = _miscalibrated(temperature=3.0)
+    stored = fit_calibration(scores, labels, "platt", "fpr:0.05").to_dict()
+    stored["guarantee"]["from_a_later_version"] = 1
+    again = Calibration.from_dict(json.loads(json.dumps(stored)))
+    assert again.guarantee is not None
+    assert again.guarantee.rank == stored["guarantee"]["rank"]
+    assert again.threshold == stored["threshold"]
+
+
 def _known_set() -> tuple[np.ndarray, np.ndarray]:
     """100 reals at 0.01, 0.02, ..., 1.00 and 50 fakes spread over [0, 0.29]."""
     realness = np.concatenate([np.linspace(0.01, 1.0, 100), np.linspace(0.0, 0.29, 50)])
